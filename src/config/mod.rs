@@ -1,0 +1,135 @@
+//! Typed, validated configuration: output unit blocks, input unit blocks, standalone files.
+//!
+//! Every setting arrives either as a unit's `source` Struct (managed mode) or from a YAML
+//! file (standalone mode); both are turned into a `serde_json::Value` first and then into
+//! the typed structs here, so the two modes share one schema. Unknown keys are errors, and
+//! every error names the offending key with its full dotted path (`queue.max_events`).
+
+mod duration;
+mod input;
+mod output;
+mod size;
+mod standalone;
+
+pub use duration::HumanDuration;
+pub use input::{InputUnitConfig, OnRemove};
+pub use output::{FileOutputConfig, MemoryQueueConfig, OutputConfig, OutputKind, QueueConfig};
+pub use size::ByteSize;
+pub use standalone::{ProcessSettings, StandaloneConfig};
+
+use serde::de::DeserializeOwned;
+
+/// A configuration that could not be accepted; the message names the key and the reason.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A key holds a value of the wrong type or shape, or is not a known key.
+    #[error("invalid config key `{key}`: {reason}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `queue.max_events`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A required key is absent.
+    #[error("missing config key `{key}`: {reason}")]
+    Missing {
+        /// Dotted path of the key.
+        key: String,
+        /// What it is for.
+        reason: String,
+    },
+    /// The document itself could not be read (a YAML syntax error, an unreadable file).
+    #[error("cannot read config {origin}: {reason}")]
+    Unreadable {
+        /// Where the document came from (a path, or `unit <id>`).
+        origin: String,
+        /// The parser's or the OS's message.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// Prefixes the key with `parent.` so nested parsers can report full paths.
+    pub fn under(self, parent: &str) -> Self {
+        let join = |key: String| {
+            if parent.is_empty() {
+                key
+            } else if key.is_empty() {
+                parent.to_string()
+            } else {
+                format!("{parent}.{key}")
+            }
+        };
+        match self {
+            ConfigError::Invalid { key, reason } => ConfigError::Invalid { key: join(key), reason },
+            ConfigError::Missing { key, reason } => ConfigError::Missing { key: join(key), reason },
+            other => other,
+        }
+    }
+}
+
+/// Deserializes `value` into `T`, turning serde's error into a [`ConfigError`] whose key is
+/// the dotted path (under `prefix`) of the value that failed.
+pub(crate) fn from_value<T: DeserializeOwned>(
+    value: serde_json::Value,
+    prefix: &str,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        // The path already ends in the unknown key's name when a key is unknown.
+        let key = err.path().to_string();
+        let reason = err.into_inner().to_string();
+        let key = if key == "." { String::new() } else { key };
+        // serde reports a missing key at its parent; name the key itself.
+        if let Some(field) = reason
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            let key = if key.is_empty() { field.to_string() } else { format!("{key}.{field}") };
+            return ConfigError::Missing { key, reason: "this key is required".into() }.under(prefix);
+        }
+        ConfigError::Invalid { key, reason }.under(prefix)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        #[allow(dead_code)]
+        count: u32,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Outer {
+        #[allow(dead_code)]
+        inner: Inner,
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_full_path() {
+        let err = from_value::<Outer>(serde_json::json!({"inner": {"count": 1, "cuont": 2}}), "")
+            .unwrap_err();
+        match err {
+            ConfigError::Invalid { key, reason } => {
+                assert_eq!(key, "inner.cuont");
+                assert!(reason.contains("unknown field"), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_under_the_prefix() {
+        let err = from_value::<Outer>(serde_json::json!({"inner": {"count": "many"}}), "output")
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, .. } if key == "output.inner.count"),
+            "{err:?}"
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! Standalone mode's YAML file (output block plus `server`) and process-wide `-E` settings.
+
+use super::{ConfigError, OutputConfig};
+use std::path::{Path, PathBuf};
+
+/// `agent-shipper run -c FILE`: the output unit's schema plus the Producer API address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StandaloneConfig {
+    /// Where the Producer API listens: `unix:///path`, `/path` or `host:port`.
+    pub server: String,
+    /// The output and queue, exactly as an OUTPUT unit would configure them.
+    pub output: OutputConfig,
+}
+
+impl StandaloneConfig {
+    /// Reads and validates a standalone config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Unreadable {
+            origin: path.display().to_string(),
+            reason: err.to_string(),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses standalone YAML text; `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let value: serde_json::Value =
+            serde_yaml_ng::from_str(text).map_err(|err| ConfigError::Unreadable {
+                origin: origin.to_string(),
+                reason: err.to_string(),
+            })?;
+        let serde_json::Value::Object(mut map) = value else {
+            return Err(ConfigError::Unreadable {
+                origin: origin.to_string(),
+                reason: "the file must hold a mapping of keys to values".into(),
+            });
+        };
+        let server = match map.remove("server") {
+            Some(serde_json::Value::String(server)) if !server.trim().is_empty() => server,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "server".into(),
+                    reason: format!("expected a unix socket path or host:port, found {other}"),
+                })
+            }
+            None => {
+                return Err(ConfigError::Missing {
+                    key: "server".into(),
+                    reason: "where the Producer API listens, e.g. `unix:///tmp/shipper.sock`"
+                        .into(),
+                })
+            }
+        };
+        let output = OutputConfig::from_value(serde_json::Value::Object(map))?;
+        Ok(StandaloneConfig { server, output })
+    }
+}
+
+/// Process-wide settings given as Beats-style `-E key=value` overrides.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProcessSettings {
+    /// `path.data`: where the queue and DLQ live. Default: the working directory.
+    pub data_path: Option<PathBuf>,
+}
+
+impl ProcessSettings {
+    /// Applies `key=value` overrides in order; an unknown key is an error naming it.
+    pub fn from_overrides<'a>(
+        overrides: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, ConfigError> {
+        let mut settings = ProcessSettings::default();
+        for item in overrides {
+            let (key, value) = item.split_once('=').ok_or_else(|| ConfigError::Invalid {
+                key: item.to_string(),
+                reason: "an -E override must look like key=value".into(),
+            })?;
+            match key.trim() {
+                "path.data" => settings.data_path = Some(PathBuf::from(value.trim())),
+                other => {
+                    return Err(ConfigError::Invalid {
+                        key: other.to_string(),
+                        reason: "unknown -E setting; known: path.data".into(),
+                    })
+                }
+            }
+        }
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standalone_file_parses() {
+        let config = StandaloneConfig::parse(
+            "server: unix:///tmp/s.sock\ntype: file\npath: /tmp/out.ndjson\n",
+            "test.yml",
+        )
+        .unwrap();
+        assert_eq!(config.server, "unix:///tmp/s.sock");
+        assert_eq!(config.output.kind.type_name(), "file");
+    }
+
+    #[test]
+    fn standalone_errors_name_the_key_or_the_file() {
+        let err = StandaloneConfig::parse("type: file\npath: o\n", "a.yml").unwrap_err();
+        assert!(err.to_string().contains("`server`"), "{err}");
+        let err = StandaloneConfig::parse("server: s\ntype: file\npath: o\nworkers: 2\n", "a.yml")
+            .unwrap_err();
+        assert!(err.to_string().contains("`workers`"), "{err}");
+        let err = StandaloneConfig::parse("server: [unclosed\n", "a.yml").unwrap_err();
+        assert!(err.to_string().contains("a.yml"), "{err}");
+    }
+
+    #[test]
+    fn overrides_accept_path_data_and_refuse_unknown_keys() {
+        let settings = ProcessSettings::from_overrides(["path.data=/var/lib/shipper"]).unwrap();
+        assert_eq!(settings.data_path, Some(PathBuf::from("/var/lib/shipper")));
+        let err = ProcessSettings::from_overrides(["path.dta=/x"]).unwrap_err();
+        assert!(err.to_string().contains("path.dta"), "{err}");
+        assert!(ProcessSettings::from_overrides(["path.data"]).is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! The `agent-shipper` binary: managed mode (spawned by Elastic Agent) or `run -c FILE`.
+
+use agent_shipper::config::{ProcessSettings, StandaloneConfig};
+use agent_shipper::control::{read_startup_info, ControlClient};
+use agent_shipper::logging::{self, LogFormat};
+use agent_shipper::server::ServerAddress;
+use agent_shipper::supervisor::{Pipeline, Supervisor};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long SIGTERM may spend delivering queued events; below the agent's 25 s kill.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Parser)]
+#[command(
+    name = "agent-shipper",
+    version,
+    about = "Event shipper for Elastic Agent: Producer API in, queue, output out",
+    long_about = "Event shipper for Elastic Agent: inputs publish over the shipper Producer API (gRPC); \
+events are queued and sent to the output.\n\n\
+MODES\n\
+  managed (default, no subcommand)\n\
+      Elastic Agent spawns the binary and writes one StartUpInfo message to stdin. The shipper \
+connects back over mTLS and follows the V2 control protocol: the OUTPUT unit configures the \
+output and queue, each INPUT unit opens the Producer API where its `server` key says. A unit \
+the agent expects STOPPED reports STOPPING, drains its queued events, then STOPPED.\n\
+  standalone: agent-shipper run -c shipper.yml\n\
+      No agent. The YAML file holds the output unit's keys plus `server`, e.g.\n\
+          server: unix:///tmp/shipper.sock\n\
+          type: file\n\
+          path: ./out/events.ndjson\n\
+          queue: {mem: {events: 65536}}\n\n\
+Logs are JSON lines on stderr (--log-format text for people). SIGTERM stops accepting, \
+delivers what is queued for up to 20 s, and exits 0."
+)]
+struct Cli {
+    /// Beats-style setting override, e.g. `-E path.data=/var/lib/shipper` (repeatable).
+    #[arg(short = 'E', value_name = "KEY=VALUE", global = true)]
+    overrides: Vec<String>,
+
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value = "json", global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run without Elastic Agent, configured from a YAML file.
+    Run {
+        /// The config file: the output unit's keys plus `server`.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log_control = logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = ProcessSettings::from_overrides(cli.overrides.iter().map(String::as_str))
+        .context("bad -E override")
+        .and_then(|settings| {
+            if let Some(dir) = &settings.data_path {
+                std::fs::create_dir_all(dir).with_context(|| format!("cannot create path.data {}", dir.display()))?;
+            }
+            match cli.command {
+                None => runtime.block_on(managed(log_control)),
+                Some(Command::Run { config }) => runtime.block_on(standalone(config)),
+            }
+        });
+    // Stray tasks must not hold the exit hostage.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "agent-shipper exiting");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn managed(log_control: logging::LogControl) -> Result<()> {
+    let info = tokio::task::spawn_blocking(read_startup_info)
+        .await
+        .context("stdin reader failed")?
+        .context("managed mode")?;
+    tracing::info!(addr = %info.addr, server_name = %info.server_name, "StartUpInfo received; connecting to Elastic Agent");
+    let shutdown = CancellationToken::new();
+    let (supervisor, observed) = Supervisor::new(Pipeline::new(false), Some(log_control));
+    let (commands_tx, commands_rx) = tokio::sync::mpsc::channel(16);
+    let supervisor = tokio::spawn(supervisor.run(commands_rx, shutdown.clone()));
+    let control = tokio::spawn(ControlClient::new(info, commands_tx, observed, shutdown.clone()).run());
+    let outcome = tokio::select! {
+        signal = terminate_signal() => {
+            tracing::info!(signal, "stop requested; delivering what is queued");
+            Ok(())
+        }
+        result = control => match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(anyhow::Error::new(err).context("control protocol")),
+            Err(err) => Err(anyhow::anyhow!("control task failed: {err}")),
+        },
+    };
+    shutdown.cancel();
+    let pipeline = supervisor.await.context("supervisor task failed")?;
+    let timeout = if outcome.is_ok() { SHUTDOWN_TIMEOUT } else { Duration::from_secs(2) };
+    pipeline.shutdown(timeout).await;
+    outcome
+}
+
+async fn standalone(path: PathBuf) -> Result<()> {
+    let config = StandaloneConfig::load(&path).context("standalone mode")?;
+    let address = ServerAddress::parse(&config.server)
+        .map_err(|reason| anyhow::anyhow!("invalid config key `server`: {reason}"))
+        .with_context(|| format!("standalone mode: {}", path.display()))?;
+    let mut pipeline = Pipeline::new(true);
+    pipeline
+        .configure_output("standalone", 0, config.output)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    pipeline.listen(&address).await.map_err(anyhow::Error::msg)?;
+    tracing::info!(config = %path.display(), %address, "running standalone");
+    let signal = terminate_signal().await;
+    tracing::info!(signal, "stop requested; delivering what is queued");
+    pipeline.shutdown(SHUTDOWN_TIMEOUT).await;
+    Ok(())
+}
+
+async fn terminate_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::warn!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

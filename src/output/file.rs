@@ -1,0 +1,192 @@
+//! `type: file`: appends one JSON document per line, rotating by size.
+
+use super::{event_document, Deliver, DocumentError};
+use crate::config::FileOutputConfig;
+use crate::proto::shipper::messages::Event;
+use crate::queue::Record;
+use prost::Message;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Writes NDJSON to a local file. Each line is the event document plus `@metadata.shipper`
+/// (sequence number, input id, stream id) so a reader can tell events apart.
+pub struct FileOutput {
+    config: FileOutputConfig,
+    /// The open file and its size; taken into the blocking task while writing.
+    file: Option<(File, u64)>,
+}
+
+impl FileOutput {
+    /// An output for `config`; the file is opened on first delivery.
+    pub fn new(config: FileOutputConfig) -> Self {
+        FileOutput { config, file: None }
+    }
+}
+
+fn render(records: &[Record]) -> (Vec<u8>, Vec<DocumentError>) {
+    let mut out = Vec::with_capacity(records.iter().map(|r| r.payload.len() * 2).sum());
+    let mut undecodable = Vec::new();
+    for record in records {
+        match Event::decode(record.payload.as_ref()) {
+            Ok(event) => {
+                let mut doc = event_document(&event);
+                let source = event.source.unwrap_or_default();
+                let mut metadata = event
+                    .metadata
+                    .as_ref()
+                    .map(super::document::struct_to_json)
+                    .unwrap_or_default();
+                metadata.insert(
+                    "shipper".into(),
+                    serde_json::json!({"seq": record.seq, "input_id": source.input_id, "stream_id": source.stream_id}),
+                );
+                doc.insert("@metadata".into(), serde_json::Value::Object(metadata));
+                // Serializing a Map of JSON values cannot fail.
+                if serde_json::to_writer(&mut out, &doc).is_ok() {
+                    out.push(b'\n');
+                }
+            }
+            Err(err) => undecodable.push(DocumentError {
+                seq: record.seq,
+                reason: err.to_string(),
+            }),
+        }
+    }
+    (out, undecodable)
+}
+
+fn rotated(path: &Path, n: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+fn open(path: &Path) -> std::io::Result<(File, u64)> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let size = file.metadata()?.len();
+    Ok((file, size))
+}
+
+fn rotate(config: &FileOutputConfig) -> std::io::Result<()> {
+    let path = &config.path;
+    let oldest = config.number_of_files - 1;
+    match std::fs::remove_file(rotated(path, oldest)) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+        _ => {}
+    }
+    for n in (1..oldest).rev() {
+        match std::fs::rename(rotated(path, n), rotated(path, n + 1)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+    }
+    std::fs::rename(path, rotated(path, 1))
+}
+
+fn write_blocking(
+    config: &FileOutputConfig,
+    current: Option<(File, u64)>,
+    lines: &[u8],
+) -> Result<(File, u64), (Option<(File, u64)>, String)> {
+    let path = &config.path;
+    let describe = |err: std::io::Error| format!("{}: {err}", path.display());
+    let (mut file, mut size) = match current {
+        Some(open) => open,
+        None => open(path).map_err(|err| (None, describe(err)))?,
+    };
+    if size > 0 && size + lines.len() as u64 > config.rotate_every_bytes.bytes() {
+        drop(file);
+        rotate(config).map_err(|err| (None, describe(err)))?;
+        (file, size) = open(path).map_err(|err| (None, describe(err)))?;
+    }
+    match file.write_all(lines).and_then(|()| file.flush()) {
+        Ok(()) => Ok((file, size + lines.len() as u64)),
+        // A partial write may have landed: reopen next time so the size is re-read.
+        Err(err) => Err((None, describe(err))),
+    }
+}
+
+#[async_trait::async_trait]
+impl Deliver for FileOutput {
+    async fn deliver(&mut self, records: &[Record]) -> Result<(), String> {
+        let (lines, undecodable) = render(records);
+        for err in &undecodable {
+            // Not retryable: writing it again would fail again. Issue #4's DLQ takes these.
+            tracing::error!(seq = err.seq, reason = %err.reason, "skipping undecodable queued record");
+        }
+        let config = self.config.clone();
+        let current = self.file.take();
+        let result = tokio::task::spawn_blocking(move || write_blocking(&config, current, &lines))
+            .await
+            .map_err(|err| format!("file writer task failed: {err}"))?;
+        match result {
+            Ok(open) => {
+                self.file = Some(open);
+                Ok(())
+            }
+            Err((open, reason)) => {
+                self.file = open;
+                Err(reason)
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("file {}", self.config.path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ByteSize;
+    use crate::proto::shipper::messages::Source;
+    use crate::queue::GenerationId;
+
+    fn record(seq: u64) -> Record {
+        let event = Event {
+            source: Some(Source { input_id: "in".into(), stream_id: "s".into() }),
+            ..Event::default()
+        };
+        Record { seq, generation: GenerationId(0), payload: event.encode_to_vec().into() }
+    }
+
+    #[tokio::test]
+    async fn writes_one_line_per_record_and_rotates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out").join("events.ndjson");
+        let mut output = FileOutput::new(FileOutputConfig {
+            path: path.clone(),
+            rotate_every_bytes: ByteSize(200),
+            number_of_files: 2,
+        });
+        output.deliver(&[record(1), record(2)]).await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let seqs: Vec<u64> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["@metadata"]["shipper"]["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, vec![1, 2]);
+        output.deliver(&[record(3), record(4)]).await.unwrap();
+        assert!(rotated(&path, 1).exists(), "first file rotated aside");
+        assert!(std::fs::read_to_string(&path).unwrap().contains("\"seq\":3"));
+    }
+
+    #[tokio::test]
+    async fn unwritable_path_is_an_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let mut output = FileOutput::new(FileOutputConfig {
+            path: blocker.join("events.ndjson"),
+            rotate_every_bytes: ByteSize(1 << 20),
+            number_of_files: 2,
+        });
+        let err = output.deliver(&[record(1)]).await.unwrap_err();
+        assert!(err.contains("events.ndjson"), "{err}");
+    }
+}

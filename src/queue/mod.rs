@@ -1,0 +1,165 @@
+//! The queue between the Producer API and the output: a FIFO of records with sequence numbers.
+//!
+//! # What it owns
+//! Every accepted event becomes a [`Record`] with a sequence number one higher than the
+//! last (the event id that inputs see), the [`GenerationId`] it was accepted under, and
+//! its payload (the protobuf-encoded `Event`). Sequence numbers start at 1; 0 means "none".
+//!
+//! # Invariants
+//! - Appends are all-or-prefix: a full queue accepts the events that fit and says why it
+//!   stopped ([`AppendStop`]); it never drops.
+//! - Readers get records in sequence order, each record once (several readers share one
+//!   cursor). Acks may come out of order; the queue tracks the contiguous acknowledged
+//!   prefix and only then frees records.
+//! - `persisted` is the highest sequence such that it and every earlier one is safe (for
+//!   the memory queue: acknowledged by the output). `acked` is the acknowledged prefix.
+//! - The generation table names, for each generation, the input unit and output unit (and
+//!   its config idx) the records were accepted under. It never holds credentials.
+//! - Sealing an input unit is atomic with respect to appends: after [`Queue::seal_input`]
+//!   returns the barrier, no record of that input gets a sequence number, so the input is
+//!   drained exactly when the acknowledged prefix reaches the barrier.
+
+mod memory;
+
+pub use memory::MemoryQueue;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::watch;
+
+/// A record's sequence number; also the event id the Producer API reports.
+pub type Seq = u64;
+
+/// Index into the queue's generation table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GenerationId(pub u32);
+
+/// The units an event was accepted under. Names only, never secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Generation {
+    /// The INPUT unit the event's input belongs to (empty in standalone mode).
+    pub input_unit: String,
+    /// The OUTPUT unit that was active.
+    pub output_unit: String,
+    /// That output unit's `config_state_idx`.
+    pub output_config_idx: u64,
+}
+
+/// One queued event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Its sequence number.
+    pub seq: Seq,
+    /// The generation it was accepted under.
+    pub generation: GenerationId,
+    /// The protobuf-encoded `Event`.
+    pub payload: Bytes,
+}
+
+/// Why an append accepted fewer events than it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendStop {
+    /// The queue is full: try the rest again later.
+    Full,
+    /// The next event belongs to an input unit that is stopping: do not retry as is.
+    Sealed {
+        /// The input unit that no longer accepts events.
+        input_unit: String,
+    },
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// How many events, from the front, were accepted.
+    pub accepted: usize,
+    /// The sequence number of the last accepted event; `None` when none was.
+    pub last_seq: Option<Seq>,
+    /// Why the rest was not accepted, when `accepted` is short.
+    pub stopped_by: Option<AppendStop>,
+}
+
+/// Where a drain ends and how much is left before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Barrier {
+    /// The drain is done once the acknowledged prefix reaches this sequence.
+    pub seq: Seq,
+    /// Unacknowledged records of the drained thing right now.
+    pub pending: u64,
+}
+
+/// Figures for `/stats` and diagnostics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    /// Records held (unacknowledged).
+    pub events: u64,
+    /// Payload bytes held.
+    pub bytes: u64,
+    /// Last sequence number assigned.
+    pub head: Seq,
+    /// Contiguous acknowledged prefix.
+    pub acked: Seq,
+}
+
+/// Errors that end an operation for good.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// The queue was closed for shutdown; nothing more is accepted.
+    #[error("the queue is closed for shutdown")]
+    Closed,
+}
+
+/// The queue interface shared by the memory queue and (later) the disk queue.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Interns a generation and returns its id; the same generation gets the same id.
+    fn register(&self, generation: Generation) -> GenerationId;
+
+    /// The generation behind an id.
+    fn generation(&self, id: GenerationId) -> Option<Generation>;
+
+    /// Appends events in order, accepting a prefix; resolves once they are as safe as this
+    /// queue makes them.
+    ///
+    /// # Errors
+    /// [`QueueError::Closed`] after [`Queue::close`].
+    async fn append(&self, events: Vec<(GenerationId, Bytes)>) -> Result<Appended, QueueError>;
+
+    /// Waits for records after the read cursor and returns up to `max_events` of them
+    /// (at least one, and no more than `max_bytes` unless the first alone is larger).
+    /// Returns `None` once the queue is closed and every record was handed out.
+    ///
+    /// Cancel safety: cancelling before it resolves loses no record.
+    async fn read(&self, max_events: usize, max_bytes: usize) -> Option<Vec<Record>>;
+
+    /// Acknowledges the records `first..=last` (delivered, or dead-lettered on purpose).
+    fn ack(&self, first: Seq, last: Seq);
+
+    /// Hands every unacknowledged record out again, from the oldest; used when a reader
+    /// gives up on a batch it could not deliver (its output is being replaced).
+    fn rewind(&self);
+
+    /// Refuses further events of `input_unit` and returns its drain barrier.
+    fn seal_input(&self, input_unit: &str) -> Barrier;
+
+    /// Accepts events of `input_unit` again (the agent configured it anew).
+    fn unseal_input(&self, input_unit: &str);
+
+    /// Unacknowledged records of `input_unit`.
+    fn pending_for_input(&self, input_unit: &str) -> u64;
+
+    /// The barrier for everything accepted so far: the write head.
+    fn barrier_all(&self) -> Barrier;
+
+    /// Watches the contiguous acknowledged prefix.
+    fn acked(&self) -> watch::Receiver<Seq>;
+
+    /// Watches the persisted index reported to inputs.
+    fn persisted(&self) -> watch::Receiver<Seq>;
+
+    /// Stops accepting appends; readers drain what is left, then get `None`.
+    fn close(&self);
+
+    /// Current figures.
+    fn stats(&self) -> QueueStats;
+}

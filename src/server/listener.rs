@@ -1,0 +1,93 @@
+//! One running gRPC server for the Producer API on one address, owned by whoever bound it.
+
+use super::{ProducerService, ServerAddress};
+use crate::proto::shipper::producer_server::ProducerServer;
+use std::os::unix::fs::PermissionsExt;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A bound Producer API server; [`Listener::stop`] ends it and removes its socket file.
+pub struct Listener {
+    address: ServerAddress,
+    cancel: CancellationToken,
+    join: JoinHandle<()>,
+}
+
+impl Listener {
+    /// Binds `address` and serves `service` there.
+    ///
+    /// # Errors
+    /// A message naming the address when it cannot be bound (in use, no permission,
+    /// missing directory).
+    pub async fn bind(address: ServerAddress, service: ProducerService) -> Result<Self, String> {
+        let cancel = CancellationToken::new();
+        let router = tonic::transport::Server::builder()
+            .add_service(ProducerServer::new(service).max_decoding_message_size(64 << 20));
+        let shutdown = cancel.clone().cancelled_owned();
+        let join = match &address {
+            ServerAddress::Unix(path) => {
+                remove_stale_socket(path).map_err(|err| format!("cannot listen on {address}: {err}"))?;
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|err| format!("cannot create {}: {err}", parent.display()))?;
+                }
+                let listener = tokio::net::UnixListener::bind(path)
+                    .map_err(|err| format!("cannot listen on {address}: {err}"))?;
+                // Only the owner (the agent's user) may publish.
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|err| format!("cannot restrict {address} to mode 0600: {err}"))?;
+                let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+                let address = address.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+                        tracing::error!(%address, error = %err, "Producer API server failed");
+                    }
+                })
+            }
+            ServerAddress::Tcp(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|err| format!("cannot listen on {address}: {err}"))?;
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let address = address.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+                        tracing::error!(%address, error = %err, "Producer API server failed");
+                    }
+                })
+            }
+        };
+        tracing::info!(%address, "Producer API listening");
+        Ok(Listener { address, cancel, join })
+    }
+
+    /// The address served.
+    pub fn address(&self) -> &ServerAddress {
+        &self.address
+    }
+
+    /// Stops serving, waits for the server task, and removes a unix socket file.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        if let Err(err) = self.join.await {
+            tracing::error!(address = %self.address, error = %err, "Producer API task ended abnormally");
+        }
+        if let ServerAddress::Unix(path) = &self.address {
+            let _ = std::fs::remove_file(path);
+        }
+        tracing::info!(address = %self.address, "Producer API closed");
+    }
+}
+
+fn remove_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "a file that is not a socket is in the way",
+        )),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err),
+    }
+}

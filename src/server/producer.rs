@@ -1,0 +1,183 @@
+//! The `Producer` gRPC service: PublishEvents and PersistedIndex (PROTOCOL.md §2).
+//!
+//! Status codes are chosen on purpose: InvalidArgument = this request can never be
+//! accepted as is; FailedPrecondition = wrong server run or a stopped input, do not retry
+//! as is; Unavailable = retry later (no output yet, shutting down).
+
+use super::Routes;
+use crate::proto::shipper::messages::Event;
+use crate::proto::shipper::producer_server::Producer;
+use crate::proto::shipper::{PersistedIndexReply, PersistedIndexRequest, PublishReply, PublishRequest};
+use crate::queue::{AppendStop, QueueError};
+use futures_util::stream::{self, BoxStream, StreamExt};
+use prost::Message;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+/// The Producer API; cheap to clone, one per listener.
+#[derive(Clone)]
+pub struct ProducerService {
+    uuid: Arc<str>,
+    routes: watch::Receiver<Arc<Routes>>,
+    shutdown: CancellationToken,
+}
+
+impl ProducerService {
+    /// A service for one server run (`uuid`), routing by the latest `routes`; open streams
+    /// end when `shutdown` is cancelled.
+    pub fn new(uuid: &str, routes: watch::Receiver<Arc<Routes>>, shutdown: CancellationToken) -> Self {
+        ProducerService {
+            uuid: uuid.into(),
+            routes,
+            shutdown,
+        }
+    }
+}
+
+/// Checks what the output needs of an event; the message names the field.
+fn validate(event: &Event) -> Result<(), String> {
+    if event.timestamp.is_none() {
+        return Err("timestamp is missing".into());
+    }
+    let Some(ds) = &event.data_stream else {
+        return Err("data_stream is missing".into());
+    };
+    for (name, value) in [("type", &ds.r#type), ("dataset", &ds.dataset), ("namespace", &ds.namespace)] {
+        if value.is_empty() {
+            return Err(format!("data_stream.{name} is empty"));
+        }
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Producer for ProducerService {
+    async fn publish_events(&self, request: Request<PublishRequest>) -> Result<Response<PublishReply>, Status> {
+        let request = request.into_inner();
+        if !request.uuid.is_empty() && request.uuid != *self.uuid {
+            let mut status = Status::failed_precondition(format!(
+                "this shipper run is {}, the request names {}: the shipper restarted; resend everything after your last persisted index",
+                self.uuid, request.uuid
+            ));
+            if let Ok(value) = self.uuid.parse() {
+                status.metadata_mut().insert("x-shipper-uuid", value);
+            }
+            return Err(status);
+        }
+        if request.events.is_empty() {
+            return Err(Status::invalid_argument("PublishEvents needs at least one event"));
+        }
+        let routes = self.routes.borrow().clone();
+        let Some(queue) = routes.queue.clone() else {
+            return Err(Status::unavailable("no output is configured yet; retry later"));
+        };
+        let mut entries = Vec::with_capacity(request.events.len());
+        for (index, event) in request.events.iter().enumerate() {
+            validate(event).map_err(|reason| Status::invalid_argument(format!("event {index}: {reason}")))?;
+            let input_id = event.source.as_ref().map(|s| s.input_id.as_str()).unwrap_or("");
+            match routes.route(input_id) {
+                Some(generation) => entries.push((generation, event.encode_to_vec().into())),
+                // Accept the routable prefix; the first event decides the request's fate.
+                None if index > 0 => break,
+                None => {
+                    return Err(Status::failed_precondition(format!(
+                        "event {index}: input `{input_id}` is not part of any running input unit of this shipper"
+                    )))
+                }
+            }
+        }
+        let appended = queue.append(entries).await.map_err(|err| match err {
+            QueueError::Closed => Status::unavailable("the shipper is shutting down; retry after it restarts"),
+        })?;
+        if appended.accepted == 0 {
+            if let Some(AppendStop::Sealed { input_unit }) = &appended.stopped_by {
+                return Err(Status::failed_precondition(format!(
+                    "input unit `{input_unit}` is stopping (removed from the policy): its queued events are being drained and new events are refused"
+                )));
+            }
+        }
+        tracing::debug!(accepted = appended.accepted, last_seq = appended.last_seq, "events published");
+        Ok(Response::new(PublishReply {
+            uuid: self.uuid.to_string(),
+            accepted_count: appended.accepted as u32,
+            accepted_index: appended.last_seq.unwrap_or(0),
+        }))
+    }
+
+    type PersistedIndexStream = BoxStream<'static, Result<PersistedIndexReply, Status>>;
+
+    async fn persisted_index(
+        &self,
+        request: Request<PersistedIndexRequest>,
+    ) -> Result<Response<Self::PersistedIndexStream>, Status> {
+        let interval = request
+            .into_inner()
+            .polling_interval
+            .and_then(|d| Duration::try_from(d).ok())
+            .unwrap_or_default();
+        let Some(queue) = self.routes.borrow().queue.clone() else {
+            return Err(Status::unavailable("no output is configured yet; retry later"));
+        };
+        let mut persisted = queue.persisted();
+        let uuid = self.uuid.to_string();
+        let first = PersistedIndexReply {
+            uuid: uuid.clone(),
+            persisted_index: *persisted.borrow_and_update(),
+        };
+        if interval.is_zero() {
+            return Ok(Response::new(stream::once(async move { Ok(first) }).boxed()));
+        }
+        let shutdown = self.shutdown.clone();
+        let updates = stream::unfold((persisted, shutdown), move |(mut persisted, shutdown)| {
+            let uuid = uuid.clone();
+            async move {
+                // Poll at the requested interval, answering only when the value moved.
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(interval) => {}
+                    }
+                    match persisted.has_changed() {
+                        Ok(true) => {
+                            let persisted_index = *persisted.borrow_and_update();
+                            let reply = PersistedIndexReply { uuid, persisted_index };
+                            return Some((Ok(reply), (persisted, shutdown)));
+                        }
+                        Ok(false) => continue,
+                        Err(_) => return None,
+                    }
+                }
+            }
+        });
+        Ok(Response::new(stream::once(async move { Ok(first) }).chain(updates).boxed()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::shipper::messages::{DataStream, Source};
+
+    fn event() -> Event {
+        Event {
+            timestamp: Some(prost_types::Timestamp::default()),
+            source: Some(Source { input_id: "in".into(), stream_id: String::new() }),
+            data_stream: Some(DataStream { r#type: "logs".into(), dataset: "d".into(), namespace: "n".into() }),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        assert!(validate(&event()).is_ok());
+        let mut no_ts = event();
+        no_ts.timestamp = None;
+        assert_eq!(validate(&no_ts).unwrap_err(), "timestamp is missing");
+        let mut no_dataset = event();
+        no_dataset.data_stream.as_mut().unwrap().dataset.clear();
+        assert_eq!(validate(&no_dataset).unwrap_err(), "data_stream.dataset is empty");
+    }
+}

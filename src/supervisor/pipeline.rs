@@ -1,0 +1,259 @@
+//! The data path the supervisor configures: queue, output task, listeners and routes.
+
+use crate::config::{InputUnitConfig, OutputConfig, QueueConfig};
+use crate::output::{OutputHealth, OutputTask};
+use crate::queue::{Barrier, Generation, MemoryQueue, Queue, Seq};
+use crate::server::{Listener, ProducerService, Routes, ServerAddress};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+struct ActiveOutput {
+    unit_id: String,
+    config_idx: u64,
+    config: OutputConfig,
+    task: OutputTask,
+}
+
+struct ActiveInput {
+    config: InputUnitConfig,
+    address: ServerAddress,
+}
+
+/// The pipeline of one shipper process.
+pub struct Pipeline {
+    uuid: String,
+    queue: Option<Arc<dyn Queue>>,
+    output: Option<ActiveOutput>,
+    inputs: BTreeMap<String, ActiveInput>,
+    listeners: HashMap<ServerAddress, Listener>,
+    routes: watch::Sender<Arc<Routes>>,
+    /// Standalone mode routes every input id to the output; managed mode only known ones.
+    accept_any_input: bool,
+    streams_shutdown: CancellationToken,
+}
+
+impl Pipeline {
+    /// An empty pipeline for one process run; `uuid` is what inputs see as the server run.
+    pub fn new(accept_any_input: bool) -> Self {
+        let (routes, _) = watch::channel(Arc::new(Routes::default()));
+        Pipeline {
+            uuid: uuid::Uuid::new_v4().to_string(),
+            queue: None,
+            output: None,
+            inputs: BTreeMap::new(),
+            listeners: HashMap::new(),
+            routes,
+            accept_any_input,
+            streams_shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// The server run id inputs see.
+    pub fn uuid(&self) -> &str {
+        &self.uuid
+    }
+
+    /// Watches the queue's acknowledged prefix, once a queue exists.
+    pub fn acked(&self) -> Option<watch::Receiver<Seq>> {
+        self.queue.as_ref().map(|q| q.acked())
+    }
+
+    /// Watches the output's health, while an output runs.
+    pub fn health(&self) -> Option<watch::Receiver<OutputHealth>> {
+        self.output.as_ref().map(|o| o.task.health())
+    }
+
+    /// The OUTPUT unit currently delivering.
+    pub fn output_unit(&self) -> Option<&str> {
+        self.output.as_ref().map(|o| o.unit_id.as_str())
+    }
+
+    /// The acknowledged prefix now.
+    pub fn acked_now(&self) -> Seq {
+        self.queue.as_ref().map(|q| q.stats().acked).unwrap_or(0)
+    }
+
+    /// Unacknowledged events of an INPUT unit.
+    pub fn pending_for_input(&self, unit_id: &str) -> u64 {
+        self.queue.as_ref().map(|q| q.pending_for_input(unit_id)).unwrap_or(0)
+    }
+
+    /// Unacknowledged events of every unit.
+    pub fn pending_all(&self) -> u64 {
+        self.queue.as_ref().map(|q| q.barrier_all().pending).unwrap_or(0)
+    }
+
+    /// Creates the queue on first use and (re)starts the output with `config`.
+    pub async fn configure_output(&mut self, unit_id: &str, config_idx: u64, config: OutputConfig) -> Result<(), String> {
+        let queue = match &self.queue {
+            Some(queue) => {
+                if self.output.as_ref().is_some_and(|o| o.config.queue != config.queue) {
+                    tracing::warn!(unit_id = unit_id, "queue settings changed; the new settings apply after a restart");
+                }
+                queue.clone()
+            }
+            None => {
+                let queue: Arc<dyn Queue> = match &config.queue {
+                    QueueConfig::Memory(mem) => {
+                        tracing::warn!("using the memory queue: queued events are lost if the process dies");
+                        Arc::new(MemoryQueue::new(mem.events, mem.bytes.bytes()))
+                    }
+                };
+                self.queue = Some(queue.clone());
+                queue
+            }
+        };
+        if let Some(old) = self.output.take() {
+            old.task.stop().await;
+        }
+        let task = OutputTask::spawn(&config.kind, queue);
+        self.output = Some(ActiveOutput {
+            unit_id: unit_id.to_string(),
+            config_idx,
+            config,
+            task,
+        });
+        self.publish_routes();
+        Ok(())
+    }
+
+    /// Starts accepting events for an INPUT unit, listening where it says.
+    pub async fn attach_input(&mut self, unit_id: &str, config: InputUnitConfig) -> Result<(), String> {
+        let address = ServerAddress::parse(&config.server).map_err(|reason| format!("invalid config key `server`: {reason}"))?;
+        self.listen(&address).await?;
+        if let Some(queue) = &self.queue {
+            queue.unseal_input(unit_id);
+        }
+        let previous = self.inputs.insert(unit_id.to_string(), ActiveInput { config, address });
+        if let Some(previous) = previous {
+            self.release(&previous.address).await;
+        }
+        self.publish_routes();
+        Ok(())
+    }
+
+    /// Binds a standalone listener whose events go to the output.
+    pub async fn listen(&mut self, address: &ServerAddress) -> Result<(), String> {
+        if self.listeners.contains_key(address) {
+            return Ok(());
+        }
+        let service = ProducerService::new(&self.uuid, self.routes.subscribe(), self.streams_shutdown.clone());
+        let listener = Listener::bind(address.clone(), service).await?;
+        self.listeners.insert(address.clone(), listener);
+        Ok(())
+    }
+
+    async fn release(&mut self, address: &ServerAddress) {
+        if self.inputs.values().any(|input| &input.address == address) {
+            return;
+        }
+        if let Some(listener) = self.listeners.remove(address) {
+            listener.stop().await;
+        }
+    }
+
+    /// Refuses new events of an INPUT unit; returns its drain barrier.
+    pub fn begin_input_drain(&mut self, unit_id: &str) -> Barrier {
+        match &self.queue {
+            Some(queue) => queue.seal_input(unit_id),
+            None => Barrier { seq: 0, pending: 0 },
+        }
+    }
+
+    /// The barrier for draining everything (the OUTPUT unit stops).
+    pub fn begin_output_drain(&mut self) -> Barrier {
+        match &self.queue {
+            Some(queue) => queue.barrier_all(),
+            None => Barrier { seq: 0, pending: 0 },
+        }
+    }
+
+    /// Forgets an INPUT unit: its ids stop routing and its listener closes if unused.
+    pub async fn detach_input(&mut self, unit_id: &str) {
+        if let Some(input) = self.inputs.remove(unit_id) {
+            self.publish_routes();
+            self.release(&input.address).await;
+        }
+    }
+
+    /// Stops the output if `unit_id` is the one running.
+    pub async fn stop_output(&mut self, unit_id: &str) {
+        if self.output.as_ref().is_some_and(|o| o.unit_id == unit_id) {
+            if let Some(output) = self.output.take() {
+                output.task.stop().await;
+            }
+            self.publish_routes();
+        }
+    }
+
+    fn publish_routes(&self) {
+        let mut routes = Routes {
+            queue: self.queue.clone(),
+            ..Routes::default()
+        };
+        if let (Some(queue), Some(output)) = (&self.queue, &self.output) {
+            let generation = |input_unit: &str| {
+                queue.register(Generation {
+                    input_unit: input_unit.to_string(),
+                    output_unit: output.unit_id.clone(),
+                    output_config_idx: output.config_idx,
+                })
+            };
+            if self.accept_any_input {
+                routes.any_input = Some(generation(""));
+            }
+            for (unit_id, input) in &self.inputs {
+                let id = generation(unit_id);
+                for input_id in input.config.input_ids() {
+                    routes.inputs.insert(input_id, id);
+                }
+            }
+        }
+        self.routes.send_replace(Arc::new(routes));
+    }
+
+    /// Queue figures, for diagnostics.
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::json!({
+            "uuid": self.uuid,
+            "queue": self.queue.as_ref().map(|q| q.stats()),
+            "output": self.output.as_ref().map(|o| serde_json::json!({
+                "unit_id": o.unit_id,
+                "config_idx": o.config_idx,
+                "type": o.config.kind.type_name(),
+            })),
+            "listeners": self.listeners.keys().map(|a| a.to_string()).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Stops accepting, lets the output deliver for at most `timeout`, then stops it.
+    pub async fn shutdown(mut self, timeout: Duration) {
+        if let Some(queue) = &self.queue {
+            queue.close();
+        }
+        self.streams_shutdown.cancel();
+        for (_, listener) in self.listeners.drain() {
+            listener.stop().await;
+        }
+        if let (Some(queue), Some(_)) = (&self.queue, &self.output) {
+            let target = queue.barrier_all();
+            let mut acked = queue.acked();
+            let drained = tokio::time::timeout(timeout, acked.wait_for(|acked| *acked >= target.seq)).await;
+            let left = queue.barrier_all().pending;
+            match drained {
+                Ok(_) => tracing::info!(delivered = target.pending, "queue drained for shutdown"),
+                Err(_) => tracing::warn!(
+                    lost = left,
+                    timeout_s = timeout.as_secs(),
+                    "shutdown timeout reached; events left in the memory queue are lost"
+                ),
+            }
+        }
+        if let Some(output) = self.output.take() {
+            output.task.stop().await;
+        }
+    }
+}

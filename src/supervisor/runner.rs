@@ -1,0 +1,322 @@
+//! The supervisor's async shell: turns commands and pipeline signals into state-machine
+//! events, performs the actions, logs transitions and publishes observed units.
+
+use super::state::{self, Action, Phase, UnitEvent};
+use super::{ExpectedUnit, LogLevel, ObservedUnit, Pipeline, SupervisorCommand, UnitConfig, UnitKey, UnitKind};
+use crate::config::{InputUnitConfig, OutputConfig};
+use crate::logging::LogControl;
+use crate::output::OutputHealth;
+use crate::queue::{Barrier, Seq};
+use std::collections::{BTreeMap, VecDeque};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+struct UnitRecord {
+    phase: Phase,
+    applied_idx: u64,
+    config: Option<UnitConfig>,
+    log_level: LogLevel,
+    drain: Option<Barrier>,
+}
+
+/// Owns the units and the pipeline; see the module docs of [`crate::supervisor`].
+pub struct Supervisor {
+    units: BTreeMap<UnitKey, UnitRecord>,
+    pipeline: Pipeline,
+    observed: watch::Sender<Vec<ObservedUnit>>,
+    log_control: Option<LogControl>,
+    log_level: LogLevel,
+    acked: Option<watch::Receiver<Seq>>,
+    health: Option<watch::Receiver<OutputHealth>>,
+}
+
+async fn changed<T>(receiver: &mut Option<watch::Receiver<T>>) -> bool {
+    match receiver {
+        Some(receiver) => receiver.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+impl Supervisor {
+    /// A supervisor over `pipeline`; `log_control` applies the agent's log levels.
+    pub fn new(pipeline: Pipeline, log_control: Option<LogControl>) -> (Self, watch::Receiver<Vec<ObservedUnit>>) {
+        let (observed, observed_rx) = watch::channel(Vec::new());
+        let supervisor = Supervisor {
+            units: BTreeMap::new(),
+            pipeline,
+            observed,
+            log_control,
+            log_level: LogLevel::Info,
+            acked: None,
+            health: None,
+        };
+        (supervisor, observed_rx)
+    }
+
+    /// Runs until `shutdown` or until the command channel closes; returns the pipeline so
+    /// the caller can shut it down within its deadline.
+    pub async fn run(mut self, mut commands: mpsc::Receiver<SupervisorCommand>, shutdown: CancellationToken) -> Pipeline {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                command = commands.recv() => match command {
+                    None => break,
+                    Some(SupervisorCommand::Expected(units)) => self.reconcile(units).await,
+                    Some(SupervisorCommand::Diagnostics(reply)) => {
+                        let _ = reply.send(self.snapshot());
+                    }
+                },
+                alive = changed(&mut self.acked) => {
+                    if !alive { self.acked = None; }
+                    self.advance_drains().await;
+                }
+                alive = changed(&mut self.health) => {
+                    if !alive { self.health = None; }
+                    self.apply_health().await;
+                }
+            }
+            self.publish_observed();
+        }
+        tracing::info!(pending = self.pipeline.pending_all(), "supervisor stopping");
+        self.pipeline
+    }
+
+    async fn reconcile(&mut self, mut expected: Vec<ExpectedUnit>) {
+        let wanted: std::collections::BTreeSet<UnitKey> = expected.iter().map(|u| u.key.clone()).collect();
+        let gone: Vec<UnitKey> = self.units.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
+        for key in gone {
+            self.forget(&key).await;
+        }
+        // Outputs first: inputs route to the output generation that is current.
+        expected.sort_by_key(|unit| unit.key.kind != UnitKind::Output);
+        for unit in expected {
+            self.reconcile_unit(unit).await;
+        }
+        self.apply_log_level();
+        self.advance_drains().await;
+    }
+
+    async fn reconcile_unit(&mut self, unit: ExpectedUnit) {
+        let key = unit.key.clone();
+        let record = self.units.entry(key.clone()).or_insert_with(|| {
+            tracing::info!(target: "agent_shipper::unit", unit_id = %key.id, unit_type = %key.kind, "unit added");
+            UnitRecord {
+                phase: Phase::Starting,
+                applied_idx: 0,
+                config: None,
+                log_level: LogLevel::Info,
+                drain: None,
+            }
+        });
+        record.log_level = unit.log_level;
+        if let Some(config) = unit.config {
+            record.config = Some(config);
+        }
+        if unit.stopped {
+            let pending = match key.kind {
+                UnitKind::Input => self.pipeline.pending_for_input(&key.id),
+                UnitKind::Output => self.pipeline.pending_all(),
+            };
+            self.fire(&key, UnitEvent::StopExpected { pending }).await;
+            return;
+        }
+        let needs_config = unit.config_idx != record.applied_idx || matches!(record.phase, Phase::Stopped { .. } | Phase::Starting);
+        if !needs_config {
+            return;
+        }
+        if record.config.is_none() {
+            tracing::warn!(unit_id = %key.id, unit_type = %key.kind, idx = unit.config_idx, "the agent announced a config idx without sending the config; waiting for it");
+            return;
+        }
+        self.fire(&key, UnitEvent::ConfigReceived { idx: unit.config_idx }).await;
+    }
+
+    /// Feeds one event to a unit's state machine and performs the actions, which may feed
+    /// further events back.
+    async fn fire(&mut self, key: &UnitKey, event: UnitEvent) {
+        let mut events = VecDeque::from([event]);
+        while let Some(event) = events.pop_front() {
+            let Some(record) = self.units.get_mut(key) else { return };
+            let step = state::step(&record.phase, event);
+            let drain_progress_only = matches!((&record.phase, &step.next), (Phase::Stopping { .. }, Phase::Stopping { .. }));
+            if step.next != record.phase && !drain_progress_only {
+                let revision = record.config.as_ref().map(|c| c.revision).unwrap_or(0);
+                log_transition(key, &record.phase, &step.next, revision);
+            }
+            record.phase = step.next;
+            for action in step.actions {
+                match action {
+                    Action::ApplyConfig { idx } => {
+                        let result = self.apply_config(key).await;
+                        if let Some(record) = self.units.get_mut(key) {
+                            record.applied_idx = idx;
+                        }
+                        events.push_back(match result {
+                            Ok(()) => UnitEvent::ConfigApplied { idx },
+                            Err(reason) => UnitEvent::ConfigRejected { idx, reason },
+                        });
+                    }
+                    Action::BeginDrain => {
+                        let barrier = match key.kind {
+                            UnitKind::Input => self.pipeline.begin_input_drain(&key.id),
+                            UnitKind::Output => self.pipeline.begin_output_drain(),
+                        };
+                        tracing::info!(target: "agent_shipper::unit", unit_id = %key.id, unit_type = %key.kind, barrier = barrier.seq, pending_events = barrier.pending, "drain started");
+                        if let Some(record) = self.units.get_mut(key) {
+                            record.drain = Some(barrier);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn apply_config(&mut self, key: &UnitKey) -> Result<(), String> {
+        let source = self
+            .units
+            .get(key)
+            .and_then(|r| r.config.as_ref())
+            .map(|c| c.source.clone())
+            .ok_or_else(|| "no config received".to_string())?;
+        match key.kind {
+            UnitKind::Output => {
+                let config = OutputConfig::from_value(source).map_err(|err| err.to_string())?;
+                let config_idx = self.pending_idx(key);
+                self.pipeline.configure_output(&key.id, config_idx, config).await?;
+                self.acked = self.pipeline.acked();
+                self.health = self.pipeline.health();
+                Ok(())
+            }
+            UnitKind::Input => {
+                let config = InputUnitConfig::from_value(source).map_err(|err| err.to_string())?;
+                self.pipeline.attach_input(&key.id, config).await
+            }
+        }
+    }
+
+    fn pending_idx(&self, key: &UnitKey) -> u64 {
+        match self.units.get(key).map(|r| &r.phase) {
+            Some(Phase::Configuring { idx }) => *idx,
+            _ => 0,
+        }
+    }
+
+    async fn forget(&mut self, key: &UnitKey) {
+        if self.units.remove(key).is_none() {
+            return;
+        }
+        tracing::info!(target: "agent_shipper::unit", unit_id = %key.id, unit_type = %key.kind, "unit forgotten (no longer expected)");
+        match key.kind {
+            UnitKind::Input => self.pipeline.detach_input(&key.id).await,
+            UnitKind::Output => {
+                self.pipeline.stop_output(&key.id).await;
+                self.health = self.pipeline.health();
+            }
+        }
+    }
+
+    async fn advance_drains(&mut self) {
+        let acked = self.pipeline.acked_now();
+        let draining: Vec<(UnitKey, Barrier)> = self
+            .units
+            .iter()
+            .filter_map(|(key, record)| record.drain.map(|barrier| (key.clone(), barrier)))
+            .collect();
+        for (key, barrier) in draining {
+            if acked >= barrier.seq {
+                if let Some(record) = self.units.get_mut(&key) {
+                    record.drain = None;
+                }
+                if key.kind == UnitKind::Output {
+                    self.pipeline.stop_output(&key.id).await;
+                    self.health = self.pipeline.health();
+                }
+                let summary = format!("drained {} queued events", barrier.pending);
+                self.fire(&key, UnitEvent::DrainFinished { summary }).await;
+            } else {
+                let pending = match key.kind {
+                    UnitKind::Input => self.pipeline.pending_for_input(&key.id),
+                    UnitKind::Output => self.pipeline.pending_all(),
+                };
+                self.fire(&key, UnitEvent::DrainProgress { pending }).await;
+            }
+        }
+    }
+
+    async fn apply_health(&mut self) {
+        let Some(health) = self.health.as_ref().map(|h| h.borrow().clone()) else { return };
+        let Some(unit_id) = self.pipeline.output_unit().map(str::to_string) else { return };
+        let key = UnitKey { id: unit_id, kind: UnitKind::Output };
+        let event = match health {
+            OutputHealth::Healthy => UnitEvent::OutputHealthy,
+            OutputHealth::Degraded(reason) => UnitEvent::OutputTrouble { reason },
+        };
+        self.fire(&key, event).await;
+    }
+
+    fn apply_log_level(&mut self) {
+        let level = self.units.values().map(|r| r.log_level).max().unwrap_or_default();
+        if level != self.log_level {
+            if let Some(control) = &self.log_control {
+                control.set(level);
+            }
+            tracing::info!(from = ?self.log_level, to = ?level, "log level changed");
+            self.log_level = level;
+        }
+    }
+
+    fn observed_units(&self) -> Vec<ObservedUnit> {
+        self.units
+            .iter()
+            .map(|(key, record)| ObservedUnit {
+                key: key.clone(),
+                state: record.phase.reported(),
+                message: record.phase.message(),
+                config_idx: record.applied_idx,
+                payload: match &record.phase {
+                    Phase::Stopping { pending } => Some(serde_json::json!({ "pending_events": pending })),
+                    _ => None,
+                },
+            })
+            .collect()
+    }
+
+    fn publish_observed(&self) {
+        let units = self.observed_units();
+        self.observed.send_if_modified(|current| {
+            let changed = *current != units;
+            if changed {
+                *current = units;
+            }
+            changed
+        });
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({
+            "units": self.observed_units(),
+            "log_level": self.log_level,
+            "pipeline": self.pipeline.stats(),
+        })
+    }
+}
+
+fn log_transition(key: &UnitKey, from: &Phase, to: &Phase, revision: u64) {
+    let reason = to.message();
+    match to {
+        Phase::Stopping { pending } => tracing::info!(
+            target: "agent_shipper::unit",
+            unit_id = %key.id, unit_type = %key.kind,
+            from = %from.reported(), to = %to.reported(),
+            reason = %reason, revision, pending_events = pending,
+            "unit state changed"
+        ),
+        _ => tracing::info!(
+            target: "agent_shipper::unit",
+            unit_id = %key.id, unit_type = %key.kind,
+            from = %from.reported(), to = %to.reported(),
+            reason = %reason, revision,
+            "unit state changed"
+        ),
+    }
+}
