@@ -1,0 +1,529 @@
+//! `mock-agent`: plays Elastic Agent for one shipper component.
+//!
+//! It mints a CA and certificates, serves `ElasticAgent` on 127.0.0.1 with mTLS (client
+//! certificates required), spawns the shipper binary and writes `StartUpInfo` to its stdin,
+//! and follows the agent's rules from PROTOCOL.md §1: replies only while the component is
+//! unsettled, sends a unit's config only while its echoed idx differs, drops a unit once it
+//! reports STOPPED, counts missed check-ins (1–2 → DEGRADED, 3 → FAILED and SIGKILL), and
+//! restarts a crashed process after a delay, after which every config is sent again.
+//!
+//! It is the agent the mission asks for: a revision that stops units is acknowledged to the
+//! (simulated) Fleet only after each of them reports STOPPED. [`AckMode::Immediately`]
+//! plays the real agent, which acknowledges at once.
+//!
+//! Everything it sees is an [`AgentEvent`], logged and kept in order, so tests and the demo
+//! can wait for and assert on the sequence.
+
+mod core;
+mod process;
+mod service;
+
+pub use self::core::{type_name, ObservedView};
+
+use crate::certs::AgentCerts;
+use agent_shipper::proto::agent::elastic_agent_server::ElasticAgentServer;
+use agent_shipper::proto::agent::{
+    action_request, ActionRequest, ActionResponse, AgentInfo, AgentManagedMode, ConnInfoServices, ConnectionSupports,
+    StartUpInfo, State, UnitLogLevel, UnitType,
+};
+use anyhow::{Context, Result};
+use prost::Message;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+/// When the agent acknowledges a revision that stops units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// After every unit the revision stops has reported STOPPED (what the mission asks).
+    AfterStopped,
+    /// At once, as the real Elastic Agent does.
+    Immediately,
+}
+
+/// Deliberately wrong start-up material, for the shipper's error paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartupFault {
+    /// A token the agent does not know.
+    WrongToken,
+    /// A CA that did not sign the agent's certificate.
+    WrongCa,
+    /// `services` without CheckinV2.
+    NoCheckinV2,
+    /// These bytes instead of a StartUpInfo.
+    Garbage(Vec<u8>),
+}
+
+/// One unit of a policy revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitSpec {
+    /// Unit id.
+    pub id: String,
+    /// Unit type.
+    pub kind: UnitType,
+    /// The unit's `source` block.
+    pub config: serde_json::Value,
+    /// Log level for the unit.
+    pub log_level: UnitLogLevel,
+}
+
+impl UnitSpec {
+    fn key(&self) -> (String, i32) {
+        (self.id.clone(), self.kind as i32)
+    }
+}
+
+/// A whole policy: the units the component should run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revision {
+    /// Policy revision number.
+    pub number: u64,
+    /// Every unit of the component in this revision.
+    pub units: Vec<UnitSpec>,
+}
+
+/// Something the agent saw or did, in the order it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentEvent {
+    /// The shipper process was started.
+    ShipperStarted {
+        /// Its pid.
+        pid: u32,
+    },
+    /// The shipper process ended.
+    ShipperExited {
+        /// Exit code, if it exited.
+        code: Option<i32>,
+        /// Signal, if it was killed.
+        signal: Option<i32>,
+    },
+    /// One line of the shipper's stderr.
+    ShipperLog(String),
+    /// A CheckinV2 message arrived.
+    CheckinReceived,
+    /// A unit's reported state, message or idx changed.
+    UnitObserved {
+        /// Unit id.
+        id: String,
+        /// Unit type number.
+        kind: i32,
+        /// Its state.
+        state: State,
+        /// Its message.
+        message: String,
+    },
+    /// A unit is reported that is not expected (and not STOPPED): the agent marks it FAILED.
+    UnexpectedUnit {
+        /// Unit id.
+        id: String,
+        /// Unit type number.
+        kind: i32,
+    },
+    /// A policy revision was handed to the component.
+    RevisionApplied(u64),
+    /// The revision was acknowledged to Fleet.
+    RevisionAcknowledged(u64),
+    /// The component health the agent derives from missed check-ins.
+    ComponentHealth {
+        /// Consecutive 30 s periods without a check-in.
+        misses: u32,
+        /// DEGRADED or FAILED.
+        state: State,
+    },
+    /// A stream was refused (bad token, duplicate, late first message).
+    StreamRefused(String),
+    /// A CheckinV2 stream was accepted.
+    StreamOpened,
+    /// The CheckinV2 stream ended.
+    StreamClosed,
+}
+
+/// How to run the mock agent.
+#[derive(Debug, Clone)]
+pub struct MockAgentOptions {
+    /// The `agent-shipper` binary.
+    pub shipper_bin: PathBuf,
+    /// `path.data` and working directory for the shipper.
+    pub data_dir: PathBuf,
+    /// When revisions are acknowledged.
+    pub ack_mode: AckMode,
+    /// The period per missed check-in (30 s in the real agent).
+    pub miss_period: Duration,
+    /// Delay before restarting a crashed shipper (about 10 s in the real agent).
+    pub restart_delay: Duration,
+    /// Offer CheckinChunking and split expected messages larger than this many bytes.
+    pub chunk_limit: Option<usize>,
+    /// Break the start-up material on purpose.
+    pub startup_fault: Option<StartupFault>,
+    /// Restart the shipper when it exits unexpectedly.
+    pub restart_on_exit: bool,
+    /// Relay the shipper's stderr to our log.
+    pub echo_shipper_logs: bool,
+}
+
+impl MockAgentOptions {
+    /// Defaults of the real agent for `shipper_bin` with data in `data_dir`.
+    pub fn new(shipper_bin: PathBuf, data_dir: PathBuf) -> Self {
+        MockAgentOptions {
+            shipper_bin,
+            data_dir,
+            ack_mode: AckMode::AfterStopped,
+            miss_period: Duration::from_secs(30),
+            restart_delay: Duration::from_secs(10),
+            chunk_limit: None,
+            startup_fault: None,
+            restart_on_exit: true,
+            echo_shipper_logs: false,
+        }
+    }
+}
+
+struct StreamSlot {
+    id: u64,
+    tx: mpsc::Sender<Result<agent_shipper::proto::agent::CheckinExpected, tonic::Status>>,
+    chunking: bool,
+}
+
+/// State shared by the gRPC service, the process supervisor and the test API.
+/// Shared mutable state by design: each lock is held for a few statements, never across
+/// an `.await`.
+pub(crate) struct Shared {
+    token: String,
+    core: Mutex<self::core::Core>,
+    events: broadcast::Sender<AgentEvent>,
+    history: Mutex<Vec<AgentEvent>>,
+    stream: Mutex<Option<StreamSlot>>,
+    next_stream_id: Mutex<u64>,
+    actions: Mutex<Option<mpsc::Sender<Result<ActionRequest, tonic::Status>>>>,
+    pending_actions: Mutex<HashMap<String, oneshot::Sender<ActionResponse>>>,
+    last_checkin: Mutex<Option<Instant>>,
+    checkins: Mutex<Vec<Instant>>,
+    pid: Mutex<Option<u32>>,
+    chunk_limit: Option<usize>,
+    echo_logs: bool,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    fn emit(&self, event: AgentEvent) {
+        match &event {
+            AgentEvent::ShipperLog(line) => {
+                if self.echo_logs {
+                    tracing::info!(target: "shipper", "{line}");
+                }
+            }
+            AgentEvent::CheckinReceived => tracing::debug!(target: "mock_agent", "check-in received"),
+            AgentEvent::UnitObserved { id, kind, state, message } => tracing::info!(
+                target: "mock_agent",
+                "unit {id} ({}) observed {}: {message}",
+                type_name(*kind),
+                state.as_str_name()
+            ),
+            AgentEvent::RevisionAcknowledged(n) => {
+                tracing::info!(target: "mock_agent", "policy revision {n} acknowledged to Fleet")
+            }
+            AgentEvent::RevisionApplied(n) => tracing::info!(target: "mock_agent", "policy revision {n} applied"),
+            other => tracing::info!(target: "mock_agent", "{other:?}"),
+        }
+        lock(&self.history).push(event.clone());
+        let _ = self.events.send(event);
+    }
+
+    fn push_expected(&self) {
+        let message = lock(&self.core).expected_message();
+        self.send_expected(message);
+    }
+
+    fn send_expected(&self, message: agent_shipper::proto::agent::CheckinExpected) {
+        let slot = lock(&self.stream);
+        let Some(slot) = slot.as_ref() else { return };
+        let pieces = match (slot.chunking, self.chunk_limit) {
+            (true, Some(limit)) => service::chunk(message, limit),
+            _ => vec![message],
+        };
+        for piece in pieces {
+            if slot.tx.try_send(Ok(piece)).is_err() {
+                tracing::warn!(target: "mock_agent", "expected message not sent: the stream is full or closed");
+            }
+        }
+    }
+}
+
+/// A running mock agent with its shipper process.
+pub struct MockAgent {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    supervisor: tokio::task::JoinHandle<()>,
+    watchdog: tokio::task::JoinHandle<()>,
+    next_action: Mutex<u64>,
+}
+
+impl MockAgent {
+    /// Starts the agent's server and spawns the shipper.
+    pub async fn start(options: MockAgentOptions) -> Result<Self> {
+        let certs = AgentCerts::mint()?;
+        let token = format!("token-{}", std::process::id() ^ (Instant::now().elapsed().subsec_nanos()));
+        let (events, _) = broadcast::channel(65_536);
+        let shared = Arc::new(Shared {
+            token: token.clone(),
+            core: Mutex::new(self::core::Core::new(options.ack_mode)),
+            events,
+            history: Mutex::new(Vec::new()),
+            stream: Mutex::new(None),
+            next_stream_id: Mutex::new(0),
+            actions: Mutex::new(None),
+            pending_actions: Mutex::new(HashMap::new()),
+            last_checkin: Mutex::new(None),
+            checkins: Mutex::new(Vec::new()),
+            pid: Mutex::new(None),
+            chunk_limit: options.chunk_limit,
+            echo_logs: options.echo_shipper_logs,
+            tasks: Mutex::new(JoinSet::new()),
+        });
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the agent's port")?;
+        let addr = listener.local_addr()?;
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&certs.server_cert_pem, &certs.server_key_pem))
+            .client_ca_root(Certificate::from_pem(&certs.ca_pem));
+        let stop = CancellationToken::new();
+        let router = Server::builder()
+            .tls_config(tls)
+            .context("agent TLS config")?
+            .add_service(ElasticAgentServer::new(service::AgentService::new(shared.clone())));
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server_stop = stop.clone();
+        let server = tokio::spawn(async move {
+            if let Err(err) = router.serve_with_incoming_shutdown(incoming, server_stop.cancelled_owned()).await {
+                tracing::error!(target: "mock_agent", error = %err, "agent server failed");
+            }
+        });
+        tracing::info!(target: "mock_agent", %addr, "ElasticAgent control server listening (mTLS)");
+
+        let startup = startup_bytes(&options, &certs, &token, addr)?;
+        std::fs::create_dir_all(&options.data_dir)
+            .with_context(|| format!("creating {}", options.data_dir.display()))?;
+        let supervisor = tokio::spawn(process::supervise(shared.clone(), options.clone(), startup, stop.clone()));
+        let watchdog = tokio::spawn(process::watch_checkins(shared.clone(), options.miss_period, stop.clone()));
+        Ok(MockAgent {
+            shared,
+            addr,
+            stop,
+            server,
+            supervisor,
+            watchdog,
+            next_action: Mutex::new(0),
+        })
+    }
+
+    /// The agent's control address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Hands a policy revision to the component.
+    pub fn apply(&self, revision: &Revision) {
+        let events = lock(&self.shared.core).apply(revision);
+        for event in events {
+            self.shared.emit(event);
+        }
+        self.shared.push_expected();
+    }
+
+    /// Changes a unit's log level without a config change.
+    pub fn set_log_level(&self, id: &str, kind: UnitType, level: UnitLogLevel) -> bool {
+        let changed = lock(&self.shared.core).set_log_level(id, kind as i32, level as i32);
+        if changed {
+            self.shared.push_expected();
+        }
+        changed
+    }
+
+    /// Every event so far, in order.
+    pub fn history(&self) -> Vec<AgentEvent> {
+        lock(&self.shared.history).clone()
+    }
+
+    /// When each check-in arrived.
+    pub fn checkin_times(&self) -> Vec<Instant> {
+        lock(&self.shared.checkins).clone()
+    }
+
+    /// The last observed view of a unit.
+    pub fn observed(&self, id: &str, kind: UnitType) -> Option<ObservedView> {
+        lock(&self.shared.core).observed(id, kind as i32).cloned()
+    }
+
+    /// Whether the unit is still expected (units are dropped after reporting STOPPED).
+    pub fn is_expected(&self, id: &str, kind: UnitType) -> bool {
+        lock(&self.shared.core).is_expected(id, kind as i32)
+    }
+
+    /// Revisions acknowledged so far.
+    pub fn acknowledged(&self) -> Vec<u64> {
+        lock(&self.shared.core).acknowledged().to_vec()
+    }
+
+    /// The running shipper's pid.
+    pub fn shipper_pid(&self) -> Option<u32> {
+        *lock(&self.shared.pid)
+    }
+
+    /// Waits until an event matching `predicate` has happened (now or before), at most
+    /// `timeout`; returns the event.
+    pub async fn wait_for(&self, timeout: Duration, what: &str, predicate: impl Fn(&AgentEvent) -> bool) -> Result<AgentEvent> {
+        let mut receiver = self.shared.events.subscribe();
+        if let Some(found) = lock(&self.shared.history).iter().find(|e| predicate(e)) {
+            return Ok(found.clone());
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                Ok(Ok(event)) if predicate(&event) => return Ok(event),
+                Ok(Ok(_)) => {}
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                    if let Some(found) = lock(&self.shared.history).iter().find(|e| predicate(e)) {
+                        return Ok(found.clone());
+                    }
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => anyhow::bail!("agent stopped while waiting for {what}"),
+                Err(_) => anyhow::bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+    }
+
+    /// Waits until every listed unit is observed in `state`.
+    pub async fn wait_for_states(&self, timeout: Duration, units: &[(&str, UnitType)], state: State) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut receiver = self.shared.events.subscribe();
+        loop {
+            let all = units
+                .iter()
+                .all(|(id, kind)| self.observed(id, *kind).is_some_and(|o| o.state == state));
+            if all {
+                return Ok(());
+            }
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                let seen: Vec<_> = units.iter().map(|(id, kind)| (id.to_string(), self.observed(id, *kind))).collect();
+                anyhow::bail!("timed out waiting for {units:?} to be {}; observed: {seen:?}", state.as_str_name());
+            }
+            let _ = tokio::time::timeout(remaining, receiver.recv()).await;
+        }
+    }
+
+    /// Ends the current CheckinV2 stream from the agent's side.
+    pub fn drop_stream(&self) -> bool {
+        let slot = lock(&self.shared.stream).take();
+        match slot {
+            Some(slot) => {
+                let _ = slot.tx.try_send(Err(tonic::Status::unavailable("stream dropped by the mock agent")));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends a DIAGNOSTICS action and waits (at most 20 s) for the answer.
+    pub async fn diagnostics(&self) -> Result<ActionResponse> {
+        self.action(ActionRequest {
+            name: "diagnostics".into(),
+            r#type: action_request::Type::Diagnostics as i32,
+            level: action_request::Level::All as i32,
+            ..ActionRequest::default()
+        })
+        .await
+    }
+
+    /// Sends any action and waits (at most 20 s) for the answer.
+    pub async fn action(&self, mut request: ActionRequest) -> Result<ActionResponse> {
+        let id = {
+            let mut next = lock(&self.next_action);
+            *next += 1;
+            format!("action-{next}")
+        };
+        request.id = id.clone();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        lock(&self.shared.pending_actions).insert(id.clone(), reply_tx);
+        let sender = lock(&self.shared.actions).clone().context("no Actions stream is open")?;
+        sender.send(Ok(request)).await.context("Actions stream closed")?;
+        tokio::time::timeout(Duration::from_secs(20), reply_rx)
+            .await
+            .context("no answer to the action within 20 s")?
+            .context("Actions stream closed before the answer")
+    }
+
+    /// Sends SIGKILL to the shipper (it is restarted when `restart_on_exit` is set).
+    pub fn kill_shipper(&self) -> bool {
+        process::signal(&self.shared, nix::sys::signal::Signal::SIGKILL)
+    }
+
+    /// SIGTERM to the shipper, as the agent does when the component is removed; waits for
+    /// the exit (SIGKILL after `grace`), stops the agent, and returns the exit event.
+    pub async fn stop(self, grace: Duration) -> Result<AgentEvent> {
+        self.stop.cancel();
+        let sent = process::signal(&self.shared, nix::sys::signal::Signal::SIGTERM);
+        let exited = if sent {
+            match self.wait_for(grace, "shipper exit after SIGTERM", |e| matches!(e, AgentEvent::ShipperExited { .. })).await {
+                Ok(event) => Some(event),
+                Err(_) => {
+                    process::signal(&self.shared, nix::sys::signal::Signal::SIGKILL);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let _ = self.supervisor.await;
+        let _ = self.watchdog.await;
+        let _ = self.server.await;
+        let mut tasks = std::mem::take(&mut *lock(&self.shared.tasks));
+        tasks.shutdown().await;
+        exited.context("the shipper did not exit within the grace period after SIGTERM")
+    }
+}
+
+fn startup_bytes(options: &MockAgentOptions, certs: &AgentCerts, token: &str, addr: SocketAddr) -> Result<Vec<u8>> {
+    let mut info = StartUpInfo {
+        addr: addr.to_string(),
+        server_name: "localhost".into(),
+        token: token.to_string(),
+        ca_cert: certs.ca_pem.clone().into_bytes(),
+        peer_cert: certs.client_cert_pem.clone().into_bytes(),
+        peer_key: certs.client_key_pem.clone().into_bytes(),
+        services: vec![ConnInfoServices::CheckinV2 as i32],
+        supports: if options.chunk_limit.is_some() {
+            vec![ConnectionSupports::CheckinChunking as i32]
+        } else {
+            Vec::new()
+        },
+        max_message_size: 0,
+        agent_info: Some(AgentInfo {
+            id: "mock-agent".into(),
+            version: "8.8.0".into(),
+            snapshot: false,
+            mode: AgentManagedMode::Managed as i32,
+            unprivileged: false,
+        }),
+    };
+    match &options.startup_fault {
+        None => {}
+        Some(StartupFault::WrongToken) => info.token = "not-the-token".into(),
+        Some(StartupFault::WrongCa) => info.ca_cert = AgentCerts::mint()?.ca_pem.into_bytes(),
+        Some(StartupFault::NoCheckinV2) => info.services = vec![ConnInfoServices::Checkin as i32],
+        Some(StartupFault::Garbage(bytes)) => return Ok(bytes.clone()),
+    }
+    Ok(info.encode_to_vec())
+}

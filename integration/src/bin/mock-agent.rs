@@ -1,0 +1,56 @@
+//! `mock-agent`: spawns agent-shipper under a mock Elastic Agent and plays a scenario file.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use integration::agent::{AckMode, MockAgent, MockAgentOptions};
+use integration::scenario::Scenario;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "mock-agent", about = "Play Elastic Agent for agent-shipper: spawn it, send policy revisions, acknowledge them after the stopped units report STOPPED")]
+struct Cli {
+    /// Scenario file (revisions and steps).
+    #[arg(long, short = 's')]
+    scenario: PathBuf,
+    /// The agent-shipper binary (default: next to this binary).
+    #[arg(long)]
+    shipper: Option<PathBuf>,
+    /// The shipper's data directory (default: a fresh temporary directory).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Acknowledge revisions at once, as the real agent does.
+    #[arg(long)]
+    ack_immediately: bool,
+    /// Relay the shipper's JSON log lines.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    shipper_logs: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let scenario = Scenario::load(&cli.scenario)?;
+    let shipper = match cli.shipper {
+        Some(path) => path,
+        None => integration::shipper_binary()?,
+    };
+    let temp = tempfile::Builder::new().prefix("shipper-demo").tempdir().context("creating a data directory")?;
+    let data = cli.data.unwrap_or_else(|| temp.path().to_path_buf());
+    let mut options = MockAgentOptions::new(shipper, data.clone());
+    options.echo_shipper_logs = cli.shipper_logs;
+    if cli.ack_immediately {
+        options.ack_mode = AckMode::Immediately;
+    }
+    let agent = MockAgent::start(options).await?;
+    let played = scenario.play(&agent, &data).await;
+    let exit = agent.stop(Duration::from_secs(25)).await;
+    played?;
+    tracing::info!(target: "mock_agent", "scenario complete; shipper exit: {:?}", exit?);
+    Ok(())
+}

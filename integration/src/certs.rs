@@ -1,0 +1,64 @@
+//! Mints the throwaway CA and certificates the mock agent and the shipper use for mTLS.
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+
+/// PEM material for one agent run.
+#[derive(Clone)]
+pub struct AgentCerts {
+    /// The CA both sides trust.
+    pub ca_pem: String,
+    /// The agent's server certificate (SAN `localhost`, `127.0.0.1`, `::1`).
+    pub server_cert_pem: String,
+    /// Its key.
+    pub server_key_pem: String,
+    /// The client certificate handed to the shipper in StartUpInfo.
+    pub client_cert_pem: String,
+    /// Its key.
+    pub client_key_pem: String,
+}
+
+impl std::fmt::Debug for AgentCerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys stay out of debug output.
+        f.write_str("AgentCerts { .. }")
+    }
+}
+
+/// Errors while minting certificates.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot mint test certificates: {0}")]
+pub struct CertError(#[from] rcgen::Error);
+
+impl AgentCerts {
+    /// A fresh CA with a server and a client certificate signed by it.
+    pub fn mint() -> Result<Self, CertError> {
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.distinguished_name.push(DnType::CommonName, "mock-agent test CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let server_key = KeyPair::generate()?;
+        let mut server_params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])?;
+        server_params.distinguished_name.push(DnType::CommonName, "localhost");
+        server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_cert = server_params.signed_by(&server_key, &issuer)?;
+
+        let client_key = KeyPair::generate()?;
+        let mut client_params = CertificateParams::new(Vec::<String>::new())?;
+        client_params.distinguished_name.push(DnType::CommonName, "agent-shipper");
+        client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_cert = client_params.signed_by(&client_key, &issuer)?;
+
+        Ok(AgentCerts {
+            ca_pem: ca_cert.pem(),
+            server_cert_pem: server_cert.pem(),
+            server_key_pem: server_key.serialize_pem(),
+            client_cert_pem: client_cert.pem(),
+            client_key_pem: client_key.serialize_pem(),
+        })
+    }
+}

@@ -1,0 +1,221 @@
+//! `loadgen`: an input that publishes through the Producer API and follows
+//! `persisted_index`, so a test knows exactly which events it was promised.
+//!
+//! Every event carries `fields.loadgen = {run, seq}`; `seq` counts from 0 within a run, so
+//! a test can check each promised event by number in whatever the output wrote.
+
+use agent_shipper::proto::shipper::messages::{self, value::Kind, Event, Value};
+use agent_shipper::proto::shipper::producer_client::ProducerClient;
+use agent_shipper::proto::shipper::{PersistedIndexRequest, PublishRequest};
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+use tonic::transport::{Channel, Endpoint};
+
+/// What to publish.
+#[derive(Debug, Clone)]
+pub struct LoadgenOptions {
+    /// Producer API address: `unix:///path`, `/path` or `host:port`.
+    pub server: String,
+    /// `source.input_id` of every event.
+    pub input_id: String,
+    /// Events to publish.
+    pub events: u64,
+    /// Events per PublishEvents request.
+    pub batch: usize,
+    /// Approximate size of each event's `message` field.
+    pub event_bytes: usize,
+    /// `data_stream.dataset` (type `logs`, namespace `default`).
+    pub dataset: String,
+    /// Run label written into every event.
+    pub run: String,
+    /// Give up when the server refuses for this long (Unavailable, backpressure).
+    pub patience: Duration,
+}
+
+impl LoadgenOptions {
+    /// Defaults: batches of 500, 200-byte events, dataset `loadgen`, 60 s patience.
+    pub fn new(server: &str, input_id: &str, events: u64) -> Self {
+        LoadgenOptions {
+            server: server.to_string(),
+            input_id: input_id.to_string(),
+            events,
+            batch: 500,
+            event_bytes: 200,
+            dataset: "loadgen".into(),
+            run: "run".into(),
+            patience: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the server promised.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadgenReport {
+    /// The server run the events were accepted by.
+    pub uuid: String,
+    /// Events accepted.
+    pub accepted: u64,
+    /// Event id of each accepted event, by loadgen seq.
+    pub ids: Vec<u64>,
+    /// The final persisted index reported by the server.
+    pub persisted_index: u64,
+    /// Seqs whose event id is at or below the persisted index: promised safe.
+    pub promised: Vec<u64>,
+    /// Why publishing stopped early, if it did (e.g. the input unit is stopping).
+    pub refused: Option<String>,
+}
+
+/// Opens a gRPC channel to a Producer API address.
+pub async fn connect(server: &str) -> Result<ProducerClient<Channel>> {
+    let address = agent_shipper::server::ServerAddress::parse(server).map_err(anyhow::Error::msg)?;
+    let channel = match address {
+        agent_shipper::server::ServerAddress::Unix(path) => {
+            Endpoint::from_static("http://localhost")
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let path = path.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+                .await
+        }
+        agent_shipper::server::ServerAddress::Tcp(addr) => Endpoint::from_shared(format!("http://{addr}"))?.connect().await,
+    }
+    .with_context(|| format!("cannot connect to the Producer API at {server}"))?;
+    Ok(ProducerClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20))
+}
+
+fn string(value: impl Into<String>) -> Value {
+    Value { kind: Some(Kind::StringValue(value.into())) }
+}
+
+/// The event with loadgen number `seq`.
+pub fn make_event(options: &LoadgenOptions, seq: u64) -> Event {
+    let mut loadgen = messages::Struct::default();
+    loadgen.data.insert("run".into(), string(options.run.clone()));
+    loadgen.data.insert("seq".into(), Value { kind: Some(Kind::Uint64Value(seq)) });
+    let mut fields = messages::Struct::default();
+    fields.data.insert("message".into(), string("x".repeat(options.event_bytes)));
+    fields.data.insert("loadgen".into(), Value { kind: Some(Kind::StructValue(loadgen)) });
+    Event {
+        timestamp: Some(SystemTime::now().into()),
+        source: Some(messages::Source { input_id: options.input_id.clone(), stream_id: "loadgen".into() }),
+        data_stream: Some(messages::DataStream {
+            r#type: "logs".into(),
+            dataset: options.dataset.clone(),
+            namespace: "default".into(),
+        }),
+        metadata: None,
+        fields: Some(fields),
+    }
+}
+
+/// Publishes `options.events` events, then waits (up to `options.patience`) until the
+/// server says all accepted ones are persisted.
+pub async fn run(options: &LoadgenOptions) -> Result<LoadgenReport> {
+    let mut client = connect(&options.server).await?;
+    let mut report = LoadgenReport::default();
+    let mut next: u64 = 0;
+    let mut stalled_since: Option<tokio::time::Instant> = None;
+    while next < options.events {
+        let end = (next + options.batch as u64).min(options.events);
+        let events: Vec<Event> = (next..end).map(|seq| make_event(options, seq)).collect();
+        let request = PublishRequest { uuid: report.uuid.clone(), events };
+        match client.publish_events(request).await {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                if report.uuid.is_empty() {
+                    report.uuid = reply.uuid.clone();
+                }
+                let count = u64::from(reply.accepted_count);
+                if count > 0 {
+                    let first_id = reply.accepted_index + 1 - count;
+                    report.ids.extend(first_id..=reply.accepted_index);
+                    report.accepted += count;
+                    next += count;
+                    stalled_since = None;
+                } else {
+                    wait_or_give_up(&mut stalled_since, options.patience, "the queue stays full").await?;
+                }
+            }
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                wait_or_give_up(&mut stalled_since, options.patience, status.message()).await?;
+            }
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                report.refused = Some(status.message().to_string());
+                break;
+            }
+            Err(status) => bail!("PublishEvents failed: {status}"),
+        }
+    }
+    if report.accepted > 0 {
+        let last = *report.ids.last().unwrap_or(&0);
+        report.persisted_index = wait_persisted(&mut client, &report.uuid, last, options.patience).await?;
+    }
+    report.promised = report
+        .ids
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| **id <= report.persisted_index)
+        .map(|(seq, _)| seq as u64)
+        .collect();
+    Ok(report)
+}
+
+async fn wait_or_give_up(since: &mut Option<tokio::time::Instant>, patience: Duration, why: &str) -> Result<()> {
+    let start = *since.get_or_insert_with(tokio::time::Instant::now);
+    if start.elapsed() > patience {
+        bail!("gave up after {patience:?}: {why}");
+    }
+    // Backpressure: come back shortly with the rest.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    Ok(())
+}
+
+/// Follows PersistedIndex until it reaches `target` or `patience` runs out; returns the
+/// last value seen.
+pub async fn wait_persisted(client: &mut ProducerClient<Channel>, uuid: &str, target: u64, patience: Duration) -> Result<u64> {
+    let request = PersistedIndexRequest { polling_interval: Some(prost_types::Duration { seconds: 0, nanos: 20_000_000 }) };
+    let mut stream = client.persisted_index(request).await.context("PersistedIndex")?.into_inner();
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut last = 0;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.message()).await {
+            Ok(Ok(Some(reply))) => {
+                if reply.uuid != uuid {
+                    bail!("the server restarted (uuid {} → {}): events after {last} must be resent", uuid, reply.uuid);
+                }
+                last = reply.persisted_index;
+                if last >= target {
+                    return Ok(last);
+                }
+            }
+            Ok(Ok(None)) => return Ok(last),
+            Ok(Err(status)) => bail!("PersistedIndex failed: {status}"),
+            Err(_) => return Ok(last),
+        }
+    }
+}
+
+/// Reads NDJSON files written by the file output and counts each loadgen seq of `run`.
+pub fn count_seqs_in_files(paths: &[std::path::PathBuf], run: &str) -> Result<HashMap<u64, u32>> {
+    let mut counts = HashMap::new();
+    for path in paths {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+        };
+        for line in text.lines() {
+            let doc: serde_json::Value = serde_json::from_str(line).with_context(|| format!("bad JSON line in {}", path.display()))?;
+            if doc["loadgen"]["run"] == run {
+                if let Some(seq) = doc["loadgen"]["seq"].as_u64() {
+                    *counts.entry(seq).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    Ok(counts)
+}
