@@ -2,7 +2,9 @@
 //! level the agent can change at run time without restarting anything.
 
 use crate::supervisor::LogLevel;
-use tracing_subscriber::{layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter, Registry};
+use tracing_subscriber::{
+    layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter, Registry,
+};
 
 /// Log line format on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -51,7 +53,11 @@ pub fn init(format: LogFormat) -> LogControl {
             )
             .init(),
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(std::io::stderr),
+            )
             .init(),
     }
     LogControl { handle }

@@ -63,7 +63,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_control = logging::init(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             tracing::error!(error = %err, "cannot start the async runtime");
@@ -74,7 +77,8 @@ fn main() -> ExitCode {
         .context("bad -E override")
         .and_then(|settings| {
             if let Some(dir) = &settings.data_path {
-                std::fs::create_dir_all(dir).with_context(|| format!("cannot create path.data {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create path.data {}", dir.display()))?;
             }
             match cli.command {
                 None => runtime.block_on(managed(log_control)),
@@ -102,7 +106,8 @@ async fn managed(log_control: logging::LogControl) -> Result<()> {
     let (supervisor, observed) = Supervisor::new(Pipeline::new(false), Some(log_control));
     let (commands_tx, commands_rx) = tokio::sync::mpsc::channel(16);
     let supervisor = tokio::spawn(supervisor.run(commands_rx, shutdown.clone()));
-    let control = tokio::spawn(ControlClient::new(info, commands_tx, observed, shutdown.clone()).run());
+    let control =
+        tokio::spawn(ControlClient::new(info, commands_tx, observed, shutdown.clone()).run());
     let outcome = tokio::select! {
         signal = terminate_signal() => {
             tracing::info!(signal, "stop requested; delivering what is queued");
@@ -116,7 +121,11 @@ async fn managed(log_control: logging::LogControl) -> Result<()> {
     };
     shutdown.cancel();
     let pipeline = supervisor.await.context("supervisor task failed")?;
-    let timeout = if outcome.is_ok() { SHUTDOWN_TIMEOUT } else { Duration::from_secs(2) };
+    let timeout = if outcome.is_ok() {
+        SHUTDOWN_TIMEOUT
+    } else {
+        Duration::from_secs(2)
+    };
     pipeline.shutdown(timeout).await;
     outcome
 }
@@ -131,7 +140,10 @@ async fn standalone(path: PathBuf) -> Result<()> {
         .configure_output("standalone", 0, config.output)
         .await
         .map_err(anyhow::Error::msg)?;
-    pipeline.listen(&address).await.map_err(anyhow::Error::msg)?;
+    pipeline
+        .listen(&address)
+        .await
+        .map_err(anyhow::Error::msg)?;
     tracing::info!(config = %path.display(), %address, "running standalone");
     let signal = terminate_signal().await;
     tracing::info!(signal, "stop requested; delivering what is queued");
@@ -141,7 +153,10 @@ async fn standalone(path: PathBuf) -> Result<()> {
 
 async fn terminate_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::warn!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };

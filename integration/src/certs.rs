@@ -1,6 +1,9 @@
 //! Mints the throwaway CA and certificates the mock agent and the shipper use for mTLS.
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 
 /// PEM material for one agent run.
 #[derive(Clone)]
@@ -34,22 +37,31 @@ impl AgentCerts {
     pub fn mint() -> Result<Self, CertError> {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.distinguished_name.push(DnType::CommonName, "mock-agent test CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "mock-agent test CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca_cert = ca_params.self_signed(&ca_key)?;
         let issuer = Issuer::new(ca_params, ca_key);
 
         let server_key = KeyPair::generate()?;
-        let mut server_params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])?;
-        server_params.distinguished_name.push(DnType::CommonName, "localhost");
+        let mut server_params = CertificateParams::new(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ])?;
+        server_params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
         server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let server_cert = server_params.signed_by(&server_key, &issuer)?;
 
         let client_key = KeyPair::generate()?;
         let mut client_params = CertificateParams::new(Vec::<String>::new())?;
-        client_params.distinguished_name.push(DnType::CommonName, "agent-shipper");
+        client_params
+            .distinguished_name
+            .push(DnType::CommonName, "agent-shipper");
         client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let client_cert = client_params.signed_by(&client_key, &issuer)?;
 

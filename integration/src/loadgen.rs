@@ -31,6 +31,8 @@ pub struct LoadgenOptions {
     pub run: String,
     /// Give up when the server refuses for this long (Unavailable, backpressure).
     pub patience: Duration,
+    /// Wait until every accepted event is persisted before returning.
+    pub wait_persisted: bool,
 }
 
 impl LoadgenOptions {
@@ -45,6 +47,7 @@ impl LoadgenOptions {
             dataset: "loadgen".into(),
             run: "run".into(),
             patience: Duration::from_secs(60),
+            wait_persisted: true,
         }
     }
 }
@@ -68,7 +71,8 @@ pub struct LoadgenReport {
 
 /// Opens a gRPC channel to a Producer API address.
 pub async fn connect(server: &str) -> Result<ProducerClient<Channel>> {
-    let address = agent_shipper::server::ServerAddress::parse(server).map_err(anyhow::Error::msg)?;
+    let address =
+        agent_shipper::server::ServerAddress::parse(server).map_err(anyhow::Error::msg)?;
     let channel = match address {
         agent_shipper::server::ServerAddress::Unix(path) => {
             Endpoint::from_static("http://localhost")
@@ -81,27 +85,52 @@ pub async fn connect(server: &str) -> Result<ProducerClient<Channel>> {
                 }))
                 .await
         }
-        agent_shipper::server::ServerAddress::Tcp(addr) => Endpoint::from_shared(format!("http://{addr}"))?.connect().await,
+        agent_shipper::server::ServerAddress::Tcp(addr) => {
+            Endpoint::from_shared(format!("http://{addr}"))?
+                .connect()
+                .await
+        }
     }
     .with_context(|| format!("cannot connect to the Producer API at {server}"))?;
-    Ok(ProducerClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20))
+    Ok(ProducerClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
 }
 
 fn string(value: impl Into<String>) -> Value {
-    Value { kind: Some(Kind::StringValue(value.into())) }
+    Value {
+        kind: Some(Kind::StringValue(value.into())),
+    }
 }
 
 /// The event with loadgen number `seq`.
 pub fn make_event(options: &LoadgenOptions, seq: u64) -> Event {
     let mut loadgen = messages::Struct::default();
-    loadgen.data.insert("run".into(), string(options.run.clone()));
-    loadgen.data.insert("seq".into(), Value { kind: Some(Kind::Uint64Value(seq)) });
+    loadgen
+        .data
+        .insert("run".into(), string(options.run.clone()));
+    loadgen.data.insert(
+        "seq".into(),
+        Value {
+            kind: Some(Kind::Uint64Value(seq)),
+        },
+    );
     let mut fields = messages::Struct::default();
-    fields.data.insert("message".into(), string("x".repeat(options.event_bytes)));
-    fields.data.insert("loadgen".into(), Value { kind: Some(Kind::StructValue(loadgen)) });
+    fields
+        .data
+        .insert("message".into(), string("x".repeat(options.event_bytes)));
+    fields.data.insert(
+        "loadgen".into(),
+        Value {
+            kind: Some(Kind::StructValue(loadgen)),
+        },
+    );
     Event {
         timestamp: Some(SystemTime::now().into()),
-        source: Some(messages::Source { input_id: options.input_id.clone(), stream_id: "loadgen".into() }),
+        source: Some(messages::Source {
+            input_id: options.input_id.clone(),
+            stream_id: "loadgen".into(),
+        }),
         data_stream: Some(messages::DataStream {
             r#type: "logs".into(),
             dataset: options.dataset.clone(),
@@ -122,7 +151,10 @@ pub async fn run(options: &LoadgenOptions) -> Result<LoadgenReport> {
     while next < options.events {
         let end = (next + options.batch as u64).min(options.events);
         let events: Vec<Event> = (next..end).map(|seq| make_event(options, seq)).collect();
-        let request = PublishRequest { uuid: report.uuid.clone(), events };
+        let request = PublishRequest {
+            uuid: report.uuid.clone(),
+            events,
+        };
         match client.publish_events(request).await {
             Ok(reply) => {
                 let reply = reply.into_inner();
@@ -137,7 +169,8 @@ pub async fn run(options: &LoadgenOptions) -> Result<LoadgenReport> {
                     next += count;
                     stalled_since = None;
                 } else {
-                    wait_or_give_up(&mut stalled_since, options.patience, "the queue stays full").await?;
+                    wait_or_give_up(&mut stalled_since, options.patience, "the queue stays full")
+                        .await?;
                 }
             }
             Err(status) if status.code() == tonic::Code::Unavailable => {
@@ -150,9 +183,10 @@ pub async fn run(options: &LoadgenOptions) -> Result<LoadgenReport> {
             Err(status) => bail!("PublishEvents failed: {status}"),
         }
     }
-    if report.accepted > 0 {
+    if report.accepted > 0 && options.wait_persisted {
         let last = *report.ids.last().unwrap_or(&0);
-        report.persisted_index = wait_persisted(&mut client, &report.uuid, last, options.patience).await?;
+        report.persisted_index =
+            wait_persisted(&mut client, &report.uuid, last, options.patience).await?;
     }
     report.promised = report
         .ids
@@ -164,7 +198,11 @@ pub async fn run(options: &LoadgenOptions) -> Result<LoadgenReport> {
     Ok(report)
 }
 
-async fn wait_or_give_up(since: &mut Option<tokio::time::Instant>, patience: Duration, why: &str) -> Result<()> {
+async fn wait_or_give_up(
+    since: &mut Option<tokio::time::Instant>,
+    patience: Duration,
+    why: &str,
+) -> Result<()> {
     let start = *since.get_or_insert_with(tokio::time::Instant::now);
     if start.elapsed() > patience {
         bail!("gave up after {patience:?}: {why}");
@@ -176,16 +214,34 @@ async fn wait_or_give_up(since: &mut Option<tokio::time::Instant>, patience: Dur
 
 /// Follows PersistedIndex until it reaches `target` or `patience` runs out; returns the
 /// last value seen.
-pub async fn wait_persisted(client: &mut ProducerClient<Channel>, uuid: &str, target: u64, patience: Duration) -> Result<u64> {
-    let request = PersistedIndexRequest { polling_interval: Some(prost_types::Duration { seconds: 0, nanos: 20_000_000 }) };
-    let mut stream = client.persisted_index(request).await.context("PersistedIndex")?.into_inner();
+pub async fn wait_persisted(
+    client: &mut ProducerClient<Channel>,
+    uuid: &str,
+    target: u64,
+    patience: Duration,
+) -> Result<u64> {
+    let request = PersistedIndexRequest {
+        polling_interval: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 20_000_000,
+        }),
+    };
+    let mut stream = client
+        .persisted_index(request)
+        .await
+        .context("PersistedIndex")?
+        .into_inner();
     let deadline = tokio::time::Instant::now() + patience;
     let mut last = 0;
     loop {
         match tokio::time::timeout_at(deadline, stream.message()).await {
             Ok(Ok(Some(reply))) => {
                 if reply.uuid != uuid {
-                    bail!("the server restarted (uuid {} → {}): events after {last} must be resent", uuid, reply.uuid);
+                    bail!(
+                        "the server restarted (uuid {} → {}): events after {last} must be resent",
+                        uuid,
+                        reply.uuid
+                    );
                 }
                 last = reply.persisted_index;
                 if last >= target {
@@ -209,7 +265,8 @@ pub fn count_seqs_in_files(paths: &[std::path::PathBuf], run: &str) -> Result<Ha
             Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
         };
         for line in text.lines() {
-            let doc: serde_json::Value = serde_json::from_str(line).with_context(|| format!("bad JSON line in {}", path.display()))?;
+            let doc: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("bad JSON line in {}", path.display()))?;
             if doc["loadgen"]["run"] == run {
                 if let Some(seq) = doc["loadgen"]["seq"].as_u64() {
                     *counts.entry(seq).or_insert(0) += 1;

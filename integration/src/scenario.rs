@@ -118,11 +118,13 @@ fn log_level(name: Option<&str>) -> Result<UnitLogLevel> {
 impl Scenario {
     /// Reads a scenario file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         // Through JSON values, so steps are plain maps (`- apply: 1`) rather than YAML tags.
-        let value: serde_json::Value =
-            serde_yaml_ng::from_str(&text).with_context(|| format!("parsing scenario {}", path.display()))?;
-        serde_json::from_value(value).with_context(|| format!("invalid scenario {}", path.display()))
+        let value: serde_json::Value = serde_yaml_ng::from_str(&text)
+            .with_context(|| format!("parsing scenario {}", path.display()))?;
+        serde_json::from_value(value)
+            .with_context(|| format!("invalid scenario {}", path.display()))
     }
 
     /// The revision with this number, with `{data}` substituted.
@@ -140,11 +142,19 @@ impl Scenario {
                 let kind = match unit.kind.as_str() {
                     "input" => UnitType::Input,
                     "output" => UnitType::Output,
-                    other => bail!("unit {}: type must be input or output, not `{other}`", unit.id),
+                    other => bail!(
+                        "unit {}: type must be input or output, not `{other}`",
+                        unit.id
+                    ),
                 };
                 let mut config = unit.config.clone();
                 substitute(&mut config, &data);
-                Ok(UnitSpec { id: unit.id.clone(), kind, config, log_level: log_level(unit.log_level.as_deref())? })
+                Ok(UnitSpec {
+                    id: unit.id.clone(),
+                    kind,
+                    config,
+                    log_level: log_level(unit.log_level.as_deref())?,
+                })
             })
             .collect::<Result<_>>()?;
         Ok(Revision { number, units })
@@ -162,12 +172,24 @@ impl Scenario {
                 }
                 Step::WaitHealthy(timeout) => {
                     let revision = current.as_ref().context("wait_healthy before any apply")?;
-                    let units: Vec<(&str, UnitType)> = revision.units.iter().map(|u| (u.id.as_str(), u.kind)).collect();
-                    agent.wait_for_states(timeout.get(), &units, State::Healthy).await?;
+                    let units: Vec<(&str, UnitType)> = revision
+                        .units
+                        .iter()
+                        .map(|u| (u.id.as_str(), u.kind))
+                        .collect();
+                    agent
+                        .wait_for_states(timeout.get(), &units, State::Healthy)
+                        .await?;
                     tracing::info!(target: "mock_agent", "all units of revision {} are HEALTHY", revision.number);
                 }
                 Step::Publish(publish) => {
-                    let mut options = LoadgenOptions::new(&publish.server.replace("{data}", &data.display().to_string()), &publish.input_id, publish.events);
+                    let mut options = LoadgenOptions::new(
+                        &publish
+                            .server
+                            .replace("{data}", &data.display().to_string()),
+                        &publish.input_id,
+                        publish.events,
+                    );
                     options.run = publish.input_id.clone();
                     let report = loadgen::run(&options).await?;
                     tracing::info!(
@@ -179,9 +201,11 @@ impl Scenario {
                 Step::WaitAcknowledged(ack) => {
                     let revision = ack.revision;
                     agent
-                        .wait_for(ack.timeout.get(), &format!("acknowledgement of revision {revision}"), |e| {
-                            *e == AgentEvent::RevisionAcknowledged(revision)
-                        })
+                        .wait_for(
+                            ack.timeout.get(),
+                            &format!("acknowledgement of revision {revision}"),
+                            |e| *e == AgentEvent::RevisionAcknowledged(revision),
+                        )
                         .await?;
                 }
             }

@@ -21,9 +21,9 @@ impl FromStr for HumanDuration {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("`{text}` has no unit; write e.g. `30s`, `5m`, `12h` or `7d`"))?;
+        let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
+            format!("`{text}` has no unit; write e.g. `30s`, `5m`, `12h` or `7d`")
+        })?;
         let (digits, unit) = text.split_at(split);
         if digits.is_empty() {
             return Err(format!("`{text}` does not start with a number"));
@@ -53,8 +53,13 @@ impl FromStr for HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let millis = self.0.as_millis();
-        for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-            if millis >= size && millis % size == 0 {
+        for (unit, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
+            if millis >= size && millis.is_multiple_of(size) {
                 return write!(f, "{}{unit}", millis / size);
             }
         }
@@ -76,7 +81,10 @@ mod tests {
     #[test]
     fn parses_every_unit() {
         for (text, secs) in [("90s", 90), ("30m", 1800), ("12h", 43_200), ("7d", 604_800)] {
-            assert_eq!(text.parse::<HumanDuration>().unwrap().get(), Duration::from_secs(secs));
+            assert_eq!(
+                text.parse::<HumanDuration>().unwrap().get(),
+                Duration::from_secs(secs)
+            );
         }
         assert_eq!(
             "250ms".parse::<HumanDuration>().unwrap().get(),
@@ -86,8 +94,14 @@ mod tests {
 
     #[test]
     fn rejects_missing_or_unknown_units_with_a_reason() {
-        assert!("30".parse::<HumanDuration>().unwrap_err().contains("no unit"));
-        assert!("3w".parse::<HumanDuration>().unwrap_err().contains("unknown unit `w`"));
+        assert!("30"
+            .parse::<HumanDuration>()
+            .unwrap_err()
+            .contains("no unit"));
+        assert!("3w"
+            .parse::<HumanDuration>()
+            .unwrap_err()
+            .contains("unknown unit `w`"));
         assert!("s".parse::<HumanDuration>().unwrap_err().contains("number"));
         assert!("-5s".parse::<HumanDuration>().is_err());
         assert!("99999999999999999999d".parse::<HumanDuration>().is_err());
@@ -96,6 +110,9 @@ mod tests {
     #[test]
     fn displays_in_the_largest_exact_unit() {
         assert_eq!("120m".parse::<HumanDuration>().unwrap().to_string(), "2h");
-        assert_eq!("1500ms".parse::<HumanDuration>().unwrap().to_string(), "1500ms");
+        assert_eq!(
+            "1500ms".parse::<HumanDuration>().unwrap().to_string(),
+            "1500ms"
+        );
     }
 }

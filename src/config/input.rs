@@ -107,17 +107,29 @@ mod tests {
 
     #[test]
     fn bad_keys_are_named() {
-        let err = InputUnitConfig::from_value(json!({"id": "x", "type": "shipper", "server": "s", "srever": 1}))
+        let err = InputUnitConfig::from_value(
+            json!({"id": "x", "type": "shipper", "server": "s", "srever": 1}),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, .. } if key == "srever"),
+            "{err}"
+        );
+        let err = InputUnitConfig::from_value(json!({"id": "x", "type": "beats", "server": "s"}))
             .unwrap_err();
-        assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "srever"), "{err}");
-        let err = InputUnitConfig::from_value(json!({"id": "x", "type": "beats", "server": "s"})).unwrap_err();
-        assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "type"), "{err}");
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, .. } if key == "type"),
+            "{err}"
+        );
         let err = InputUnitConfig::from_value(json!({"id": "x", "type": "shipper"})).unwrap_err();
         assert!(err.to_string().contains("server"), "{err}");
         let err = InputUnitConfig::from_value(
             json!({"id": "x", "type": "shipper", "server": "s", "on_remove": "explode"}),
         )
         .unwrap_err();
-        assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "on_remove"), "{err}");
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, .. } if key == "on_remove"),
+            "{err}"
+        );
     }
 }

@@ -61,8 +61,14 @@ impl ConfigError {
             }
         };
         match self {
-            ConfigError::Invalid { key, reason } => ConfigError::Invalid { key: join(key), reason },
-            ConfigError::Missing { key, reason } => ConfigError::Missing { key: join(key), reason },
+            ConfigError::Invalid { key, reason } => ConfigError::Invalid {
+                key: join(key),
+                reason,
+            },
+            ConfigError::Missing { key, reason } => ConfigError::Missing {
+                key: join(key),
+                reason,
+            },
             other => other,
         }
     }
@@ -84,8 +90,16 @@ pub(crate) fn from_value<T: DeserializeOwned>(
             .strip_prefix("missing field `")
             .and_then(|rest| rest.split('`').next())
         {
-            let key = if key.is_empty() { field.to_string() } else { format!("{key}.{field}") };
-            return ConfigError::Missing { key, reason: "this key is required".into() }.under(prefix);
+            let key = if key.is_empty() {
+                field.to_string()
+            } else {
+                format!("{key}.{field}")
+            };
+            return ConfigError::Missing {
+                key,
+                reason: "this key is required".into(),
+            }
+            .under(prefix);
         }
         ConfigError::Invalid { key, reason }.under(prefix)
     })

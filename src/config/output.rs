@@ -197,7 +197,8 @@ mod tests {
 
     #[test]
     fn file_output_with_defaults() {
-        let config = OutputConfig::from_value(json!({"type": "file", "path": "out.ndjson"})).unwrap();
+        let config =
+            OutputConfig::from_value(json!({"type": "file", "path": "out.ndjson"})).unwrap();
         assert_eq!(config.queue, QueueConfig::default());
         let OutputKind::File(file) = config.kind;
         assert_eq!(file.number_of_files, 7);
@@ -212,7 +213,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             config.queue,
-            QueueConfig::Memory(MemoryQueueConfig { events: 10, bytes: ByteSize(1 << 20) })
+            QueueConfig::Memory(MemoryQueueConfig {
+                events: 10,
+                bytes: ByteSize(1 << 20)
+            })
         );
     }
 
@@ -224,11 +228,26 @@ mod tests {
             (json!({"type": "kafka", "path": "o"}), "type"),
             (json!({"type": "file"}), "path"),
             (json!({"type": "file", "path": "o", "pth": "x"}), "pth"),
-            (json!({"type": "file", "path": "o", "number_of_files": 1}), "number_of_files"),
-            (json!({"type": "file", "path": "o", "queue": {"mem": {"events": 0}}}), "queue.mem.events"),
-            (json!({"type": "file", "path": "o", "queue": {"mem": {"evnts": 5}}}), "queue.mem.evnts"),
-            (json!({"type": "file", "path": "o", "queue": {"ram": {}}}), "queue"),
-            (json!({"type": "file", "path": "o", "queue": {"mem": {"bytes": "5 parsecs"}}}), "queue.mem.bytes"),
+            (
+                json!({"type": "file", "path": "o", "number_of_files": 1}),
+                "number_of_files",
+            ),
+            (
+                json!({"type": "file", "path": "o", "queue": {"mem": {"events": 0}}}),
+                "queue.mem.events",
+            ),
+            (
+                json!({"type": "file", "path": "o", "queue": {"mem": {"evnts": 5}}}),
+                "queue.mem.evnts",
+            ),
+            (
+                json!({"type": "file", "path": "o", "queue": {"ram": {}}}),
+                "queue",
+            ),
+            (
+                json!({"type": "file", "path": "o", "queue": {"mem": {"bytes": "5 parsecs"}}}),
+                "queue.mem.bytes",
+            ),
         ];
         for (value, expected_key) in cases {
             let err = OutputConfig::from_value(value.clone()).unwrap_err();

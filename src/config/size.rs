@@ -19,11 +19,13 @@ impl FromStr for ByteSize {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
-        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (digits, unit) = text.split_at(split);
-        let amount: u64 = digits
-            .parse()
-            .map_err(|_| format!("`{text}` is not a size; write e.g. `65536`, `64MiB` or `1GiB`"))?;
+        let amount: u64 = digits.parse().map_err(|_| {
+            format!("`{text}` is not a size; write e.g. `65536`, `64MiB` or `1GiB`")
+        })?;
         let multiplier: u64 = match unit.trim() {
             "" | "B" => 1,
             "KiB" => 1 << 10,
@@ -34,11 +36,9 @@ impl FromStr for ByteSize {
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
             "TB" => 1_000_000_000_000,
-            other => {
-                return Err(format!(
-                    "`{text}` has unknown unit `{other}`; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB"
-                ))
-            }
+            other => return Err(format!(
+                "`{text}` has unknown unit `{other}`; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB"
+            )),
         };
         amount
             .checked_mul(multiplier)
@@ -77,7 +77,10 @@ mod tests {
 
     #[test]
     fn rejects_unknown_units_and_garbage() {
-        assert!("12parsecs".parse::<ByteSize>().unwrap_err().contains("unknown unit"));
+        assert!("12parsecs"
+            .parse::<ByteSize>()
+            .unwrap_err()
+            .contains("unknown unit"));
         assert!("lots".parse::<ByteSize>().is_err());
         assert!("99999999999TiB".parse::<ByteSize>().is_err());
     }

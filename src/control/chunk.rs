@@ -15,7 +15,10 @@ pub struct ExpectedAssembler {
 }
 
 fn stamp(message: &CheckinExpected) -> Option<(i64, i32)> {
-    message.units_timestamp.as_ref().map(|ts| (ts.seconds, ts.nanos))
+    message
+        .units_timestamp
+        .as_ref()
+        .map(|ts| (ts.seconds, ts.nanos))
 }
 
 impl ExpectedAssembler {
@@ -59,7 +62,10 @@ mod tests {
         CheckinExpected {
             units: units
                 .iter()
-                .map(|id| UnitExpected { id: (*id).into(), ..UnitExpected::default() })
+                .map(|id| UnitExpected {
+                    id: (*id).into(),
+                    ..UnitExpected::default()
+                })
                 .collect(),
             units_timestamp: seconds.map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
             features_idx,
@@ -85,7 +91,10 @@ mod tests {
         assert!(assembler.push(piece(Some(10), &["c"], 0)).is_none());
         let out = assembler.push(piece(Some(10), &[], 0)).unwrap();
         assert_eq!(ids(&out), vec!["a", "b", "c"]);
-        assert_eq!(out.features_idx, 7, "non-unit fields come from the first piece");
+        assert_eq!(
+            out.features_idx, 7,
+            "non-unit fields come from the first piece"
+        );
     }
 
     #[test]
@@ -95,7 +104,10 @@ mod tests {
         assert!(assembler.push(piece(Some(9), &["old"], 0)).is_none());
         assert!(assembler.push(piece(Some(9), &[], 0)).is_none());
         assembler.push(piece(Some(11), &["x"], 0));
-        assert!(assembler.push(piece(Some(10), &[], 0)).is_none(), "terminator of the abandoned set");
+        assert!(
+            assembler.push(piece(Some(10), &[], 0)).is_none(),
+            "terminator of the abandoned set"
+        );
         let out = assembler.push(piece(Some(11), &[], 0)).unwrap();
         assert_eq!(ids(&out), vec!["x"]);
     }

@@ -81,9 +81,11 @@ impl ControlClient {
                 Ok(SessionEnd::Shutdown) => return Ok(()),
                 Ok(SessionEnd::Broken(reason)) => reason,
                 Err(err @ ControlError::TlsHandshake { .. }) if !ever_connected => return Err(err),
-                Err(err @ (ControlError::TokenRefused(_) | ControlError::TlsMaterial(_) | ControlError::BadAddress { .. })) => {
-                    return Err(err)
-                }
+                Err(
+                    err @ (ControlError::TokenRefused(_)
+                    | ControlError::TlsMaterial(_)
+                    | ControlError::BadAddress { .. }),
+                ) => return Err(err),
                 Err(err) => err.to_string(),
             };
             if established {
@@ -99,8 +101,16 @@ impl ControlClient {
     }
 
     fn observed_message(&self, memory: &SessionMemory, first: bool) -> CheckinObserved {
-        let units = self.observed.borrow().iter().map(convert::observed_unit).collect();
-        let offers_chunking = self.info.supports.contains(&(ConnectionSupports::CheckinChunking as i32));
+        let units = self
+            .observed
+            .borrow()
+            .iter()
+            .map(convert::observed_unit)
+            .collect();
+        let offers_chunking = self
+            .info
+            .supports
+            .contains(&(ConnectionSupports::CheckinChunking as i32));
         CheckinObserved {
             token: self.info.token.clone(),
             units,
@@ -108,16 +118,27 @@ impl ControlClient {
                 name: "agent-shipper".into(),
                 meta: [
                     ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
-                    ("build_hash".to_string(), option_env!("AGENT_SHIPPER_COMMIT").unwrap_or("dev").to_string()),
+                    (
+                        "build_hash".to_string(),
+                        option_env!("AGENT_SHIPPER_COMMIT")
+                            .unwrap_or("dev")
+                            .to_string(),
+                    ),
                 ]
                 .into_iter()
                 .collect(),
-                build_hash: option_env!("AGENT_SHIPPER_COMMIT").unwrap_or("dev").to_string(),
+                build_hash: option_env!("AGENT_SHIPPER_COMMIT")
+                    .unwrap_or("dev")
+                    .to_string(),
             }),
             features_idx: memory.features_idx,
             component_idx: memory.component_idx,
             units_timestamp: None,
-            supports: if offers_chunking { vec![ConnectionSupports::CheckinChunking as i32] } else { Vec::new() },
+            supports: if offers_chunking {
+                vec![ConnectionSupports::CheckinChunking as i32]
+            } else {
+                Vec::new()
+            },
             pid: u64::from(std::process::id()),
         }
     }
@@ -163,7 +184,10 @@ impl ControlClient {
         *established = true;
         tracing::info!(%addr, "connected to Elastic Agent");
 
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + CHECKIN_INTERVAL, CHECKIN_INTERVAL);
+        let mut ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + CHECKIN_INTERVAL,
+            CHECKIN_INTERVAL,
+        );
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.observed.mark_unchanged();
         loop {
@@ -210,12 +234,19 @@ impl ControlClient {
         }
     }
 
-    async fn forward_expected(&mut self, memory: &mut SessionMemory, expected: CheckinExpected) -> bool {
+    async fn forward_expected(
+        &mut self,
+        memory: &mut SessionMemory,
+        expected: CheckinExpected,
+    ) -> bool {
         memory.features_idx = expected.features_idx;
         memory.component_idx = expected.component_idx;
         let units = expected.units.iter().map(convert::expected_unit).collect();
         tracing::debug!(units = expected.units.len(), "expected state received");
-        self.commands.send(SupervisorCommand::Expected(units)).await.is_ok()
+        self.commands
+            .send(SupervisorCommand::Expected(units))
+            .await
+            .is_ok()
     }
 
     async fn answer_action(&self, request: ActionRequest) -> ActionResponse {
@@ -235,8 +266,15 @@ impl ControlClient {
             return response;
         }
         let (reply_tx, reply_rx) = oneshot::channel();
-        let snapshot = match self.commands.send(SupervisorCommand::Diagnostics(reply_tx)).await {
-            Ok(()) => tokio::time::timeout(DIAGNOSTICS_TIMEOUT, reply_rx).await.ok().and_then(Result::ok),
+        let snapshot = match self
+            .commands
+            .send(SupervisorCommand::Diagnostics(reply_tx))
+            .await
+        {
+            Ok(()) => tokio::time::timeout(DIAGNOSTICS_TIMEOUT, reply_rx)
+                .await
+                .ok()
+                .and_then(Result::ok),
             Err(_) => None,
         };
         let Some(snapshot) = snapshot else {
@@ -279,7 +317,10 @@ fn endpoint(info: &StartUpInfo) -> Result<Endpoint, ControlError> {
         .map_err(|err| ControlError::TlsMaterial(error_chain(&err)))
 }
 
-async fn connect(endpoint: &Endpoint, addr: &str) -> Result<Channel, Result<SessionEnd, ControlError>> {
+async fn connect(
+    endpoint: &Endpoint,
+    addr: &str,
+) -> Result<Channel, Result<SessionEnd, ControlError>> {
     let result = match addr.strip_prefix("unix://") {
         Some(path) => {
             let path = std::path::PathBuf::from(path);
@@ -296,8 +337,14 @@ async fn connect(endpoint: &Endpoint, addr: &str) -> Result<Channel, Result<Sess
         None => endpoint.connect().await,
     };
     result.map_err(|err| match tls_failure(&err) {
-        Some(reason) => Err(ControlError::TlsHandshake { addr: addr.to_string(), reason }),
-        None => Ok(SessionEnd::Broken(format!("cannot connect to {addr}: {}", error_chain(&err)))),
+        Some(reason) => Err(ControlError::TlsHandshake {
+            addr: addr.to_string(),
+            reason,
+        }),
+        None => Ok(SessionEnd::Broken(format!(
+            "cannot connect to {addr}: {}",
+            error_chain(&err)
+        ))),
     })
 }
 
@@ -306,9 +353,16 @@ fn classify_status(status: tonic::Status, addr: &str) -> Result<SessionEnd, Cont
         return Err(ControlError::TokenRefused(status.message().to_string()));
     }
     if let Some(reason) = tls_failure(&status) {
-        return Err(ControlError::TlsHandshake { addr: addr.to_string(), reason });
+        return Err(ControlError::TlsHandshake {
+            addr: addr.to_string(),
+            reason,
+        });
     }
-    Ok(SessionEnd::Broken(format!("{}: {}", status.code(), error_chain(&status))))
+    Ok(SessionEnd::Broken(format!(
+        "{}: {}",
+        status.code(),
+        error_chain(&status)
+    )))
 }
 
 /// The rustls error somewhere in the chain, if any: those do not heal by retrying.
@@ -319,7 +373,10 @@ fn tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
             return Some(tls.to_string());
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<tokio_rustls::rustls::Error>()) {
+            if let Some(tls) = io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<tokio_rustls::rustls::Error>())
+            {
                 return Some(tls.to_string());
             }
         }

@@ -25,7 +25,9 @@ fn value_to_json(value: &prost_types::Value) -> Json {
             if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
                 Json::from(*n as i64)
             } else {
-                serde_json::Number::from_f64(*n).map(Json::Number).unwrap_or(Json::Null)
+                serde_json::Number::from_f64(*n)
+                    .map(Json::Number)
+                    .unwrap_or(Json::Null)
             }
         }
         Some(Kind::StringValue(s)) => Json::String(s.clone()),
@@ -38,7 +40,10 @@ fn value_to_json(value: &prost_types::Value) -> Json {
 /// JSON object → `google.protobuf.Struct` (non-objects give an empty Struct).
 pub fn json_to_struct(value: &Json) -> prost_types::Struct {
     let fields = match value {
-        Json::Object(map) => map.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect(),
+        Json::Object(map) => map
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
+            .collect(),
         _ => Default::default(),
     };
     prost_types::Struct { fields }

@@ -59,7 +59,10 @@ pub fn decode_startup_info(bytes: &[u8]) -> Result<StartUpInfo, StartupError> {
         len: bytes.len(),
         reason: err.to_string(),
     })?;
-    if !info.services.contains(&(ConnInfoServices::CheckinV2 as i32)) {
+    if !info
+        .services
+        .contains(&(ConnInfoServices::CheckinV2 as i32))
+    {
         let offered: Vec<String> = info
             .services
             .iter()
@@ -70,7 +73,11 @@ pub fn decode_startup_info(bytes: &[u8]) -> Result<StartUpInfo, StartupError> {
             })
             .collect();
         return Err(StartupError::NoCheckinV2 {
-            offered: if offered.is_empty() { "none".into() } else { offered.join(", ") },
+            offered: if offered.is_empty() {
+                "none".into()
+            } else {
+                offered.join(", ")
+            },
         });
     }
     for (empty, what) in [

@@ -38,7 +38,8 @@ pub fn rfc3339(ts: &prost_types::Timestamp) -> String {
     let time = if ts.seconds >= 0 {
         UNIX_EPOCH + Duration::new(ts.seconds as u64, nanos)
     } else {
-        UNIX_EPOCH - Duration::from_secs(ts.seconds.unsigned_abs()) + Duration::from_nanos(nanos as u64)
+        UNIX_EPOCH - Duration::from_secs(ts.seconds.unsigned_abs())
+            + Duration::from_nanos(nanos as u64)
     };
     humantime::format_rfc3339_nanos(clamp_time(time)).to_string()
 }
@@ -77,7 +78,9 @@ fn value_to_json(value: &Value) -> Json {
 
 fn float(v: f64) -> Json {
     // JSON has no NaN or infinity; null is what Beats writes for them.
-    serde_json::Number::from_f64(v).map(Json::Number).unwrap_or(Json::Null)
+    serde_json::Number::from_f64(v)
+        .map(Json::Number)
+        .unwrap_or(Json::Null)
 }
 
 #[cfg(test)]
@@ -86,20 +89,34 @@ mod tests {
     use crate::proto::shipper::messages::{DataStream, ListValue};
 
     fn string(v: &str) -> Value {
-        Value { kind: Some(Kind::StringValue(v.into())) }
+        Value {
+            kind: Some(Kind::StringValue(v.into())),
+        }
     }
 
     #[test]
     fn document_has_fields_timestamp_and_data_stream() {
         let mut fields = Struct::default();
         fields.data.insert("message".into(), string("hello"));
-        fields.data.insert("nan".into(), Value { kind: Some(Kind::Float64Value(f64::NAN)) });
+        fields.data.insert(
+            "nan".into(),
+            Value {
+                kind: Some(Kind::Float64Value(f64::NAN)),
+            },
+        );
         fields.data.insert(
             "tags".into(),
-            Value { kind: Some(Kind::ListValue(ListValue { values: vec![string("a")] })) },
+            Value {
+                kind: Some(Kind::ListValue(ListValue {
+                    values: vec![string("a")],
+                })),
+            },
         );
         let event = Event {
-            timestamp: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 5 }),
+            timestamp: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5,
+            }),
             data_stream: Some(DataStream {
                 r#type: "logs".into(),
                 dataset: "app".into(),

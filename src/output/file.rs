@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 pub struct FileOutput {
     config: FileOutputConfig,
     /// The open file and its size; taken into the blocking task while writing.
-    file: Option<(File, u64)>,
+    file: Option<OpenFile>,
 }
 
 impl FileOutput {
@@ -62,7 +62,7 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn open(path: &Path) -> std::io::Result<(File, u64)> {
+fn open(path: &Path) -> std::io::Result<OpenFile> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
@@ -87,11 +87,16 @@ fn rotate(config: &FileOutputConfig) -> std::io::Result<()> {
     std::fs::rename(path, rotated(path, 1))
 }
 
+/// The open output file and how many bytes it holds.
+type OpenFile = (File, u64);
+
+/// Appends `lines`, rotating first if they would overflow the file. On failure, hands
+/// back the file if it is still usable, with the reason.
 fn write_blocking(
     config: &FileOutputConfig,
-    current: Option<(File, u64)>,
+    current: Option<OpenFile>,
     lines: &[u8],
-) -> Result<(File, u64), (Option<(File, u64)>, String)> {
+) -> Result<OpenFile, (Option<OpenFile>, String)> {
     let path = &config.path;
     let describe = |err: std::io::Error| format!("{}: {err}", path.display());
     let (mut file, mut size) = match current {
@@ -149,10 +154,17 @@ mod tests {
 
     fn record(seq: u64) -> Record {
         let event = Event {
-            source: Some(Source { input_id: "in".into(), stream_id: "s".into() }),
+            source: Some(Source {
+                input_id: "in".into(),
+                stream_id: "s".into(),
+            }),
             ..Event::default()
         };
-        Record { seq, generation: GenerationId(0), payload: event.encode_to_vec().into() }
+        Record {
+            seq,
+            generation: GenerationId(0),
+            payload: event.encode_to_vec().into(),
+        }
     }
 
     #[tokio::test]
@@ -168,12 +180,18 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let seqs: Vec<u64> = text
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["@metadata"]["shipper"]["seq"].as_u64().unwrap())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["@metadata"]["shipper"]["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
             .collect();
         assert_eq!(seqs, vec![1, 2]);
         output.deliver(&[record(3), record(4)]).await.unwrap();
         assert!(rotated(&path, 1).exists(), "first file rotated aside");
-        assert!(std::fs::read_to_string(&path).unwrap().contains("\"seq\":3"));
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("\"seq\":3"));
     }
 
     #[tokio::test]

@@ -51,7 +51,11 @@ impl OutputTask {
                 tokio::spawn(run_loop(output, queue, health_tx, cancel.clone()))
             }
         };
-        OutputTask { cancel, join, health }
+        OutputTask {
+            cancel,
+            join,
+            health,
+        }
     }
 
     /// Watches the output's health.

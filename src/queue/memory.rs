@@ -1,7 +1,10 @@
 //! The bounded in-memory queue. Its content is lost if the process dies; the persisted
 //! index it reports is therefore the acknowledged prefix, never the write head.
 
-use super::{AppendStop, Appended, Barrier, Generation, GenerationId, Queue, QueueError, QueueStats, Record, Seq};
+use super::{
+    AppendStop, Appended, Barrier, Generation, GenerationId, Queue, QueueError, QueueStats, Record,
+    Seq,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -59,7 +62,9 @@ impl MemoryQueue {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock leaves plain counters behind; keep serving.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn try_read(&self, max_events: usize, max_bytes: usize) -> Option<Option<Vec<Record>>> {
@@ -83,7 +88,10 @@ impl MemoryQueue {
 }
 
 impl State {
-    fn generations_of_input<'a>(&'a self, input_unit: &'a str) -> impl Iterator<Item = &'a GenerationState> {
+    fn generations_of_input<'a>(
+        &'a self,
+        input_unit: &'a str,
+    ) -> impl Iterator<Item = &'a GenerationState> {
         self.generations
             .iter()
             .filter(move |g| g.generation.input_unit == input_unit)
@@ -109,7 +117,10 @@ impl Queue for MemoryQueue {
 
     fn generation(&self, id: GenerationId) -> Option<Generation> {
         let state = self.lock();
-        state.generations.get(id.0 as usize).map(|g| g.generation.clone())
+        state
+            .generations
+            .get(id.0 as usize)
+            .map(|g| g.generation.clone())
     }
 
     async fn append(&self, events: Vec<(GenerationId, Bytes)>) -> Result<Appended, QueueError> {
@@ -127,7 +138,10 @@ impl Queue for MemoryQueue {
                 });
                 break;
             };
-            if state.sealed_inputs.contains(&gen_state.generation.input_unit) {
+            if state
+                .sealed_inputs
+                .contains(&gen_state.generation.input_unit)
+            {
                 stopped_by = Some(AppendStop::Sealed {
                     input_unit: gen_state.generation.input_unit.clone(),
                 });
@@ -135,8 +149,8 @@ impl Queue for MemoryQueue {
             }
             let len = payload.len() as u64;
             let empty = state.records.is_empty();
-            let full = state.records.len() as u64 >= self.max_events
-                || state.bytes + len > self.max_bytes;
+            let full =
+                state.records.len() as u64 >= self.max_events || state.bytes + len > self.max_bytes;
             // One oversized event in an empty queue is still accepted, so it cannot wedge.
             if full && !empty {
                 stopped_by = Some(AppendStop::Full);
@@ -148,7 +162,11 @@ impl Queue for MemoryQueue {
             let gen_state = &mut state.generations[generation.0 as usize];
             gen_state.last_seq = seq;
             gen_state.unacked += 1;
-            state.records.push_back(Record { seq, generation, payload });
+            state.records.push_back(Record {
+                seq,
+                generation,
+                payload,
+            });
             accepted += 1;
         }
         let last_seq = (accepted > 0).then_some(state.head);
@@ -193,7 +211,9 @@ impl Queue for MemoryQueue {
             }
             state.acked_ahead.pop_first();
             while state.acked < end {
-                let Some(record) = state.records.pop_front() else { break };
+                let Some(record) = state.records.pop_front() else {
+                    break;
+                };
                 state.acked = record.seq;
                 state.bytes -= record.payload.len() as u64;
                 state.generations[record.generation.0 as usize].unacked -= 1;
@@ -218,7 +238,9 @@ impl Queue for MemoryQueue {
         state.sealed_inputs.insert(input_unit.to_string());
         let (seq, pending) = state
             .generations_of_input(input_unit)
-            .fold((0, 0), |(seq, pending), g| (seq.max(g.last_seq), pending + g.unacked));
+            .fold((0, 0), |(seq, pending), g| {
+                (seq.max(g.last_seq), pending + g.unacked)
+            });
         Barrier { seq, pending }
     }
 
@@ -227,7 +249,10 @@ impl Queue for MemoryQueue {
     }
 
     fn pending_for_input(&self, input_unit: &str) -> u64 {
-        self.lock().generations_of_input(input_unit).map(|g| g.unacked).sum()
+        self.lock()
+            .generations_of_input(input_unit)
+            .map(|g| g.unacked)
+            .sum()
     }
 
     fn barrier_all(&self) -> Barrier {
@@ -277,11 +302,15 @@ mod tests {
     }
 
     fn payloads(gen: GenerationId, count: usize) -> Vec<(GenerationId, Bytes)> {
-        (0..count).map(|i| (gen, Bytes::from(format!("event-{i}")))).collect()
+        (0..count)
+            .map(|i| (gen, Bytes::from(format!("event-{i}"))))
+            .collect()
     }
 
     async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
-        tokio::time::timeout(Duration::from_secs(5), future).await.expect("timed out")
+        tokio::time::timeout(Duration::from_secs(5), future)
+            .await
+            .expect("timed out")
     }
 
     #[tokio::test]
@@ -294,9 +323,15 @@ mod tests {
         assert_eq!(appended.stopped_by, Some(AppendStop::Full));
         // Acknowledging frees room; nothing was dropped.
         let batch = within(queue.read(10, 1 << 20)).await.unwrap();
-        assert_eq!(batch.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            batch.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
         queue.ack(1, 3);
-        assert_eq!(queue.append(payloads(gen, 2)).await.unwrap().last_seq, Some(5));
+        assert_eq!(
+            queue.append(payloads(gen, 2)).await.unwrap().last_seq,
+            Some(5)
+        );
     }
 
     #[tokio::test]
@@ -327,7 +362,12 @@ mod tests {
         assert_eq!(barrier, Barrier { seq: 5, pending: 3 });
         let refused = queue.append(payloads(b, 1)).await.unwrap();
         assert_eq!(refused.accepted, 0);
-        assert_eq!(refused.stopped_by, Some(AppendStop::Sealed { input_unit: "b".into() }));
+        assert_eq!(
+            refused.stopped_by,
+            Some(AppendStop::Sealed {
+                input_unit: "b".into()
+            })
+        );
         // Other inputs still flow.
         assert_eq!(queue.append(payloads(a, 1)).await.unwrap().accepted, 1);
         queue.ack(1, 5);
@@ -349,7 +389,10 @@ mod tests {
         assert_eq!(batch.len(), 2);
         queue.close();
         assert!(within(queue.read(10, 1 << 20)).await.is_none());
-        assert_eq!(queue.append(payloads(gen, 1)).await, Err(QueueError::Closed));
+        assert_eq!(
+            queue.append(payloads(gen, 1)).await,
+            Err(QueueError::Closed)
+        );
     }
 
     #[tokio::test]
@@ -357,8 +400,15 @@ mod tests {
         let queue = MemoryQueue::new(100, 10);
         let gen = queue.register(generation("a"));
         let big = vec![(gen, Bytes::from(vec![0u8; 64]))];
-        assert_eq!(queue.append(big.clone()).await.unwrap().accepted, 1, "oversized event in empty queue");
-        assert_eq!(queue.append(big).await.unwrap().stopped_by, Some(AppendStop::Full));
+        assert_eq!(
+            queue.append(big.clone()).await.unwrap().accepted,
+            1,
+            "oversized event in empty queue"
+        );
+        assert_eq!(
+            queue.append(big).await.unwrap().stopped_by,
+            Some(AppendStop::Full)
+        );
         let batch = within(queue.read(10, 1)).await.unwrap();
         assert_eq!(batch.len(), 1);
     }

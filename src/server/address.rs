@@ -53,13 +53,21 @@ mod tests {
             ServerAddress::parse("unix:///run/s.sock").unwrap(),
             ServerAddress::Unix("/run/s.sock".into())
         );
-        assert_eq!(ServerAddress::parse("/run/s.sock").unwrap(), ServerAddress::Unix("/run/s.sock".into()));
+        assert_eq!(
+            ServerAddress::parse("/run/s.sock").unwrap(),
+            ServerAddress::Unix("/run/s.sock".into())
+        );
         assert_eq!(
             ServerAddress::parse("localhost:5000").unwrap(),
             ServerAddress::Tcp("127.0.0.1:5000".parse().unwrap())
         );
-        assert_eq!(ServerAddress::parse("[::1]:5000").unwrap(), ServerAddress::Tcp("[::1]:5000".parse().unwrap()));
+        assert_eq!(
+            ServerAddress::parse("[::1]:5000").unwrap(),
+            ServerAddress::Tcp("[::1]:5000".parse().unwrap())
+        );
         assert!(ServerAddress::parse("unix://").is_err());
-        assert!(ServerAddress::parse("example.com").unwrap_err().contains("example.com"));
+        assert!(ServerAddress::parse("example.com")
+            .unwrap_err()
+            .contains("example.com"));
     }
 }

@@ -26,7 +26,8 @@ impl Listener {
         let shutdown = cancel.clone().cancelled_owned();
         let join = match &address {
             ServerAddress::Unix(path) => {
-                remove_stale_socket(path).map_err(|err| format!("cannot listen on {address}: {err}"))?;
+                remove_stale_socket(path)
+                    .map_err(|err| format!("cannot listen on {address}: {err}"))?;
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent)
                         .map_err(|err| format!("cannot create {}: {err}", parent.display()))?;
@@ -39,7 +40,10 @@ impl Listener {
                 let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
                 let address = address.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+                    if let Err(err) = router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                    {
                         tracing::error!(%address, error = %err, "Producer API server failed");
                     }
                 })
@@ -51,14 +55,21 @@ impl Listener {
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
                 let address = address.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+                    if let Err(err) = router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                    {
                         tracing::error!(%address, error = %err, "Producer API server failed");
                     }
                 })
             }
         };
         tracing::info!(%address, "Producer API listening");
-        Ok(Listener { address, cancel, join })
+        Ok(Listener {
+            address,
+            cancel,
+            join,
+        })
     }
 
     /// The address served.

@@ -7,7 +7,9 @@
 use super::Routes;
 use crate::proto::shipper::messages::Event;
 use crate::proto::shipper::producer_server::Producer;
-use crate::proto::shipper::{PersistedIndexReply, PersistedIndexRequest, PublishReply, PublishRequest};
+use crate::proto::shipper::{
+    PersistedIndexReply, PersistedIndexRequest, PublishReply, PublishRequest,
+};
 use crate::queue::{AppendStop, QueueError};
 use futures_util::stream::{self, BoxStream, StreamExt};
 use prost::Message;
@@ -28,7 +30,11 @@ pub struct ProducerService {
 impl ProducerService {
     /// A service for one server run (`uuid`), routing by the latest `routes`; open streams
     /// end when `shutdown` is cancelled.
-    pub fn new(uuid: &str, routes: watch::Receiver<Arc<Routes>>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        uuid: &str,
+        routes: watch::Receiver<Arc<Routes>>,
+        shutdown: CancellationToken,
+    ) -> Self {
         ProducerService {
             uuid: uuid.into(),
             routes,
@@ -45,7 +51,11 @@ fn validate(event: &Event) -> Result<(), String> {
     let Some(ds) = &event.data_stream else {
         return Err("data_stream is missing".into());
     };
-    for (name, value) in [("type", &ds.r#type), ("dataset", &ds.dataset), ("namespace", &ds.namespace)] {
+    for (name, value) in [
+        ("type", &ds.r#type),
+        ("dataset", &ds.dataset),
+        ("namespace", &ds.namespace),
+    ] {
         if value.is_empty() {
             return Err(format!("data_stream.{name} is empty"));
         }
@@ -55,7 +65,10 @@ fn validate(event: &Event) -> Result<(), String> {
 
 #[tonic::async_trait]
 impl Producer for ProducerService {
-    async fn publish_events(&self, request: Request<PublishRequest>) -> Result<Response<PublishReply>, Status> {
+    async fn publish_events(
+        &self,
+        request: Request<PublishRequest>,
+    ) -> Result<Response<PublishReply>, Status> {
         let request = request.into_inner();
         if !request.uuid.is_empty() && request.uuid != *self.uuid {
             let mut status = Status::failed_precondition(format!(
@@ -68,16 +81,25 @@ impl Producer for ProducerService {
             return Err(status);
         }
         if request.events.is_empty() {
-            return Err(Status::invalid_argument("PublishEvents needs at least one event"));
+            return Err(Status::invalid_argument(
+                "PublishEvents needs at least one event",
+            ));
         }
         let routes = self.routes.borrow().clone();
         let Some(queue) = routes.queue.clone() else {
-            return Err(Status::unavailable("no output is configured yet; retry later"));
+            return Err(Status::unavailable(
+                "no output is configured yet; retry later",
+            ));
         };
         let mut entries = Vec::with_capacity(request.events.len());
         for (index, event) in request.events.iter().enumerate() {
-            validate(event).map_err(|reason| Status::invalid_argument(format!("event {index}: {reason}")))?;
-            let input_id = event.source.as_ref().map(|s| s.input_id.as_str()).unwrap_or("");
+            validate(event)
+                .map_err(|reason| Status::invalid_argument(format!("event {index}: {reason}")))?;
+            let input_id = event
+                .source
+                .as_ref()
+                .map(|s| s.input_id.as_str())
+                .unwrap_or("");
             match routes.route(input_id) {
                 Some(generation) => entries.push((generation, event.encode_to_vec().into())),
                 // Accept the routable prefix; the first event decides the request's fate.
@@ -90,7 +112,9 @@ impl Producer for ProducerService {
             }
         }
         let appended = queue.append(entries).await.map_err(|err| match err {
-            QueueError::Closed => Status::unavailable("the shipper is shutting down; retry after it restarts"),
+            QueueError::Closed => {
+                Status::unavailable("the shipper is shutting down; retry after it restarts")
+            }
         })?;
         if appended.accepted == 0 {
             if let Some(AppendStop::Sealed { input_unit }) = &appended.stopped_by {
@@ -99,7 +123,11 @@ impl Producer for ProducerService {
                 )));
             }
         }
-        tracing::debug!(accepted = appended.accepted, last_seq = appended.last_seq, "events published");
+        tracing::debug!(
+            accepted = appended.accepted,
+            last_seq = appended.last_seq,
+            "events published"
+        );
         Ok(Response::new(PublishReply {
             uuid: self.uuid.to_string(),
             accepted_count: appended.accepted as u32,
@@ -119,7 +147,9 @@ impl Producer for ProducerService {
             .and_then(|d| Duration::try_from(d).ok())
             .unwrap_or_default();
         let Some(queue) = self.routes.borrow().queue.clone() else {
-            return Err(Status::unavailable("no output is configured yet; retry later"));
+            return Err(Status::unavailable(
+                "no output is configured yet; retry later",
+            ));
         };
         let mut persisted = queue.persisted();
         let uuid = self.uuid.to_string();
@@ -128,7 +158,9 @@ impl Producer for ProducerService {
             persisted_index: *persisted.borrow_and_update(),
         };
         if interval.is_zero() {
-            return Ok(Response::new(stream::once(async move { Ok(first) }).boxed()));
+            return Ok(Response::new(
+                stream::once(async move { Ok(first) }).boxed(),
+            ));
         }
         let shutdown = self.shutdown.clone();
         let updates = stream::unfold((persisted, shutdown), move |(mut persisted, shutdown)| {
@@ -143,7 +175,10 @@ impl Producer for ProducerService {
                     match persisted.has_changed() {
                         Ok(true) => {
                             let persisted_index = *persisted.borrow_and_update();
-                            let reply = PersistedIndexReply { uuid, persisted_index };
+                            let reply = PersistedIndexReply {
+                                uuid,
+                                persisted_index,
+                            };
                             return Some((Ok(reply), (persisted, shutdown)));
                         }
                         Ok(false) => continue,
@@ -152,7 +187,11 @@ impl Producer for ProducerService {
                 }
             }
         });
-        Ok(Response::new(stream::once(async move { Ok(first) }).chain(updates).boxed()))
+        Ok(Response::new(
+            stream::once(async move { Ok(first) })
+                .chain(updates)
+                .boxed(),
+        ))
     }
 }
 
@@ -164,8 +203,15 @@ mod tests {
     fn event() -> Event {
         Event {
             timestamp: Some(prost_types::Timestamp::default()),
-            source: Some(Source { input_id: "in".into(), stream_id: String::new() }),
-            data_stream: Some(DataStream { r#type: "logs".into(), dataset: "d".into(), namespace: "n".into() }),
+            source: Some(Source {
+                input_id: "in".into(),
+                stream_id: String::new(),
+            }),
+            data_stream: Some(DataStream {
+                r#type: "logs".into(),
+                dataset: "d".into(),
+                namespace: "n".into(),
+            }),
             ..Event::default()
         }
     }
@@ -178,6 +224,9 @@ mod tests {
         assert_eq!(validate(&no_ts).unwrap_err(), "timestamp is missing");
         let mut no_dataset = event();
         no_dataset.data_stream.as_mut().unwrap().dataset.clear();
-        assert_eq!(validate(&no_dataset).unwrap_err(), "data_stream.dataset is empty");
+        assert_eq!(
+            validate(&no_dataset).unwrap_err(),
+            "data_stream.dataset is empty"
+        );
     }
 }

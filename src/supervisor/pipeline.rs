@@ -78,27 +78,47 @@ impl Pipeline {
 
     /// Unacknowledged events of an INPUT unit.
     pub fn pending_for_input(&self, unit_id: &str) -> u64 {
-        self.queue.as_ref().map(|q| q.pending_for_input(unit_id)).unwrap_or(0)
+        self.queue
+            .as_ref()
+            .map(|q| q.pending_for_input(unit_id))
+            .unwrap_or(0)
     }
 
     /// Unacknowledged events of every unit.
     pub fn pending_all(&self) -> u64 {
-        self.queue.as_ref().map(|q| q.barrier_all().pending).unwrap_or(0)
+        self.queue
+            .as_ref()
+            .map(|q| q.barrier_all().pending)
+            .unwrap_or(0)
     }
 
     /// Creates the queue on first use and (re)starts the output with `config`.
-    pub async fn configure_output(&mut self, unit_id: &str, config_idx: u64, config: OutputConfig) -> Result<(), String> {
+    pub async fn configure_output(
+        &mut self,
+        unit_id: &str,
+        config_idx: u64,
+        config: OutputConfig,
+    ) -> Result<(), String> {
         let queue = match &self.queue {
             Some(queue) => {
-                if self.output.as_ref().is_some_and(|o| o.config.queue != config.queue) {
-                    tracing::warn!(unit_id = unit_id, "queue settings changed; the new settings apply after a restart");
+                if self
+                    .output
+                    .as_ref()
+                    .is_some_and(|o| o.config.queue != config.queue)
+                {
+                    tracing::warn!(
+                        unit_id = unit_id,
+                        "queue settings changed; the new settings apply after a restart"
+                    );
                 }
                 queue.clone()
             }
             None => {
                 let queue: Arc<dyn Queue> = match &config.queue {
                     QueueConfig::Memory(mem) => {
-                        tracing::warn!("using the memory queue: queued events are lost if the process dies");
+                        tracing::warn!(
+                            "using the memory queue: queued events are lost if the process dies"
+                        );
                         Arc::new(MemoryQueue::new(mem.events, mem.bytes.bytes()))
                     }
                 };
@@ -121,13 +141,20 @@ impl Pipeline {
     }
 
     /// Starts accepting events for an INPUT unit, listening where it says.
-    pub async fn attach_input(&mut self, unit_id: &str, config: InputUnitConfig) -> Result<(), String> {
-        let address = ServerAddress::parse(&config.server).map_err(|reason| format!("invalid config key `server`: {reason}"))?;
+    pub async fn attach_input(
+        &mut self,
+        unit_id: &str,
+        config: InputUnitConfig,
+    ) -> Result<(), String> {
+        let address = ServerAddress::parse(&config.server)
+            .map_err(|reason| format!("invalid config key `server`: {reason}"))?;
         self.listen(&address).await?;
         if let Some(queue) = &self.queue {
             queue.unseal_input(unit_id);
         }
-        let previous = self.inputs.insert(unit_id.to_string(), ActiveInput { config, address });
+        let previous = self
+            .inputs
+            .insert(unit_id.to_string(), ActiveInput { config, address });
         if let Some(previous) = previous {
             self.release(&previous.address).await;
         }
@@ -140,7 +167,11 @@ impl Pipeline {
         if self.listeners.contains_key(address) {
             return Ok(());
         }
-        let service = ProducerService::new(&self.uuid, self.routes.subscribe(), self.streams_shutdown.clone());
+        let service = ProducerService::new(
+            &self.uuid,
+            self.routes.subscribe(),
+            self.streams_shutdown.clone(),
+        );
         let listener = Listener::bind(address.clone(), service).await?;
         self.listeners.insert(address.clone(), listener);
         Ok(())
@@ -241,7 +272,8 @@ impl Pipeline {
         if let (Some(queue), Some(_)) = (&self.queue, &self.output) {
             let target = queue.barrier_all();
             let mut acked = queue.acked();
-            let drained = tokio::time::timeout(timeout, acked.wait_for(|acked| *acked >= target.seq)).await;
+            let drained =
+                tokio::time::timeout(timeout, acked.wait_for(|acked| *acked >= target.seq)).await;
             let left = queue.barrier_all().pending;
             match drained {
                 Ok(_) => tracing::info!(delivered = target.pending, "queue drained for shutdown"),

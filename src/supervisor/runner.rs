@@ -2,7 +2,10 @@
 //! events, performs the actions, logs transitions and publishes observed units.
 
 use super::state::{self, Action, Phase, UnitEvent};
-use super::{ExpectedUnit, LogLevel, ObservedUnit, Pipeline, SupervisorCommand, UnitConfig, UnitKey, UnitKind};
+use super::{
+    ExpectedUnit, LogLevel, ObservedUnit, Pipeline, SupervisorCommand, UnitConfig, UnitKey,
+    UnitKind,
+};
 use crate::config::{InputUnitConfig, OutputConfig};
 use crate::logging::LogControl;
 use crate::output::OutputHealth;
@@ -39,7 +42,10 @@ async fn changed<T>(receiver: &mut Option<watch::Receiver<T>>) -> bool {
 
 impl Supervisor {
     /// A supervisor over `pipeline`; `log_control` applies the agent's log levels.
-    pub fn new(pipeline: Pipeline, log_control: Option<LogControl>) -> (Self, watch::Receiver<Vec<ObservedUnit>>) {
+    pub fn new(
+        pipeline: Pipeline,
+        log_control: Option<LogControl>,
+    ) -> (Self, watch::Receiver<Vec<ObservedUnit>>) {
         let (observed, observed_rx) = watch::channel(Vec::new());
         let supervisor = Supervisor {
             units: BTreeMap::new(),
@@ -55,7 +61,11 @@ impl Supervisor {
 
     /// Runs until `shutdown` or until the command channel closes; returns the pipeline so
     /// the caller can shut it down within its deadline.
-    pub async fn run(mut self, mut commands: mpsc::Receiver<SupervisorCommand>, shutdown: CancellationToken) -> Pipeline {
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<SupervisorCommand>,
+        shutdown: CancellationToken,
+    ) -> Pipeline {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -82,8 +92,14 @@ impl Supervisor {
     }
 
     async fn reconcile(&mut self, mut expected: Vec<ExpectedUnit>) {
-        let wanted: std::collections::BTreeSet<UnitKey> = expected.iter().map(|u| u.key.clone()).collect();
-        let gone: Vec<UnitKey> = self.units.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
+        let wanted: std::collections::BTreeSet<UnitKey> =
+            expected.iter().map(|u| u.key.clone()).collect();
+        let gone: Vec<UnitKey> = self
+            .units
+            .keys()
+            .filter(|k| !wanted.contains(*k))
+            .cloned()
+            .collect();
         for key in gone {
             self.forget(&key).await;
         }
@@ -120,7 +136,8 @@ impl Supervisor {
             self.fire(&key, UnitEvent::StopExpected { pending }).await;
             return;
         }
-        let needs_config = unit.config_idx != record.applied_idx || matches!(record.phase, Phase::Stopped { .. } | Phase::Starting);
+        let needs_config = unit.config_idx != record.applied_idx
+            || matches!(record.phase, Phase::Stopped { .. } | Phase::Starting);
         if !needs_config {
             return;
         }
@@ -128,7 +145,13 @@ impl Supervisor {
             tracing::warn!(unit_id = %key.id, unit_type = %key.kind, idx = unit.config_idx, "the agent announced a config idx without sending the config; waiting for it");
             return;
         }
-        self.fire(&key, UnitEvent::ConfigReceived { idx: unit.config_idx }).await;
+        self.fire(
+            &key,
+            UnitEvent::ConfigReceived {
+                idx: unit.config_idx,
+            },
+        )
+        .await;
     }
 
     /// Feeds one event to a unit's state machine and performs the actions, which may feed
@@ -136,9 +159,14 @@ impl Supervisor {
     async fn fire(&mut self, key: &UnitKey, event: UnitEvent) {
         let mut events = VecDeque::from([event]);
         while let Some(event) = events.pop_front() {
-            let Some(record) = self.units.get_mut(key) else { return };
+            let Some(record) = self.units.get_mut(key) else {
+                return;
+            };
             let step = state::step(&record.phase, event);
-            let drain_progress_only = matches!((&record.phase, &step.next), (Phase::Stopping { .. }, Phase::Stopping { .. }));
+            let drain_progress_only = matches!(
+                (&record.phase, &step.next),
+                (Phase::Stopping { .. }, Phase::Stopping { .. })
+            );
             if step.next != record.phase && !drain_progress_only {
                 let revision = record.config.as_ref().map(|c| c.revision).unwrap_or(0);
                 log_transition(key, &record.phase, &step.next, revision);
@@ -182,7 +210,9 @@ impl Supervisor {
             UnitKind::Output => {
                 let config = OutputConfig::from_value(source).map_err(|err| err.to_string())?;
                 let config_idx = self.pending_idx(key);
-                self.pipeline.configure_output(&key.id, config_idx, config).await?;
+                self.pipeline
+                    .configure_output(&key.id, config_idx, config)
+                    .await?;
                 self.acked = self.pipeline.acked();
                 self.health = self.pipeline.health();
                 Ok(())
@@ -244,9 +274,16 @@ impl Supervisor {
     }
 
     async fn apply_health(&mut self) {
-        let Some(health) = self.health.as_ref().map(|h| h.borrow().clone()) else { return };
-        let Some(unit_id) = self.pipeline.output_unit().map(str::to_string) else { return };
-        let key = UnitKey { id: unit_id, kind: UnitKind::Output };
+        let Some(health) = self.health.as_ref().map(|h| h.borrow().clone()) else {
+            return;
+        };
+        let Some(unit_id) = self.pipeline.output_unit().map(str::to_string) else {
+            return;
+        };
+        let key = UnitKey {
+            id: unit_id,
+            kind: UnitKind::Output,
+        };
         let event = match health {
             OutputHealth::Healthy => UnitEvent::OutputHealthy,
             OutputHealth::Degraded(reason) => UnitEvent::OutputTrouble { reason },
@@ -255,7 +292,12 @@ impl Supervisor {
     }
 
     fn apply_log_level(&mut self) {
-        let level = self.units.values().map(|r| r.log_level).max().unwrap_or_default();
+        let level = self
+            .units
+            .values()
+            .map(|r| r.log_level)
+            .max()
+            .unwrap_or_default();
         if level != self.log_level {
             if let Some(control) = &self.log_control {
                 control.set(level);
@@ -274,7 +316,9 @@ impl Supervisor {
                 message: record.phase.message(),
                 config_idx: record.applied_idx,
                 payload: match &record.phase {
-                    Phase::Stopping { pending } => Some(serde_json::json!({ "pending_events": pending })),
+                    Phase::Stopping { pending } => {
+                        Some(serde_json::json!({ "pending_events": pending }))
+                    }
                     _ => None,
                 },
             })

@@ -195,26 +195,37 @@ pub fn step(current: &Phase, event: UnitEvent) -> Step {
         // A stopping unit finishes its drain before anything else; a stopped one may be
         // brought back by a new config (the agent re-added it before forgetting it).
         (Phase::Stopping { .. }, UnitEvent::ConfigReceived { .. }) => stay(),
-        (_, UnitEvent::ConfigReceived { idx }) => {
-            go(Phase::Configuring { idx }, vec![Action::ApplyConfig { idx }])
-        }
-        (Phase::Configuring { idx }, UnitEvent::ConfigApplied { idx: applied }) if *idx == applied => {
+        (_, UnitEvent::ConfigReceived { idx }) => go(
+            Phase::Configuring { idx },
+            vec![Action::ApplyConfig { idx }],
+        ),
+        (Phase::Configuring { idx }, UnitEvent::ConfigApplied { idx: applied })
+            if *idx == applied =>
+        {
             go(Phase::Healthy, Vec::new())
         }
-        (Phase::Configuring { idx }, UnitEvent::ConfigRejected { idx: rejected, reason })
-            if *idx == rejected =>
-        {
-            go(Phase::Failed { reason }, Vec::new())
+        (
+            Phase::Configuring { idx },
+            UnitEvent::ConfigRejected {
+                idx: rejected,
+                reason,
+            },
+        ) if *idx == rejected => go(Phase::Failed { reason }, Vec::new()),
+        (Phase::Healthy, UnitEvent::OutputTrouble { reason }) => {
+            go(Phase::Degraded { reason }, Vec::new())
         }
-        (Phase::Healthy, UnitEvent::OutputTrouble { reason }) => go(Phase::Degraded { reason }, Vec::new()),
-        (Phase::Degraded { reason: old }, UnitEvent::OutputTrouble { reason }) if *old != reason => {
+        (Phase::Degraded { reason: old }, UnitEvent::OutputTrouble { reason })
+            if *old != reason =>
+        {
             go(Phase::Degraded { reason }, Vec::new())
         }
         (Phase::Degraded { .. }, UnitEvent::OutputHealthy) => go(Phase::Healthy, Vec::new()),
         (phase, UnitEvent::StopExpected { pending }) if !phase.is_stopping_or_stopped() => {
             go(Phase::Stopping { pending }, vec![Action::BeginDrain])
         }
-        (Phase::Stopping { pending: old }, UnitEvent::DrainProgress { pending }) if *old != pending => {
+        (Phase::Stopping { pending: old }, UnitEvent::DrainProgress { pending })
+            if *old != pending =>
+        {
             go(Phase::Stopping { pending }, Vec::new())
         }
         (Phase::Stopping { .. }, UnitEvent::DrainFinished { summary }) => {
@@ -236,7 +247,9 @@ mod tests {
             Phase::Degraded { reason: "r".into() },
             Phase::Failed { reason: "f".into() },
             Phase::Stopping { pending: 5 },
-            Phase::Stopped { summary: "s".into() },
+            Phase::Stopped {
+                summary: "s".into(),
+            },
         ]
     }
 
@@ -255,10 +268,18 @@ mod tests {
         let reason = "invalid config key `queue.mem.events`: must be greater than 0".to_string();
         let next = step(
             &Phase::Configuring { idx: 2 },
-            UnitEvent::ConfigRejected { idx: 2, reason: reason.clone() },
+            UnitEvent::ConfigRejected {
+                idx: 2,
+                reason: reason.clone(),
+            },
         )
         .next;
-        assert_eq!(next, Phase::Failed { reason: reason.clone() });
+        assert_eq!(
+            next,
+            Phase::Failed {
+                reason: reason.clone()
+            }
+        );
         assert!(next.message().contains("queue.mem.events"));
         // A failed unit recovers with the next config.
         let again = step(&next, UnitEvent::ConfigReceived { idx: 3 });
@@ -268,21 +289,59 @@ mod tests {
     #[test]
     fn stale_apply_results_are_ignored() {
         let phase = Phase::Configuring { idx: 4 };
-        assert_eq!(step(&phase, UnitEvent::ConfigApplied { idx: 3 }).next, phase);
-        let rejected = UnitEvent::ConfigRejected { idx: 3, reason: "x".into() };
+        assert_eq!(
+            step(&phase, UnitEvent::ConfigApplied { idx: 3 }).next,
+            phase
+        );
+        let rejected = UnitEvent::ConfigRejected {
+            idx: 3,
+            reason: "x".into(),
+        };
         assert_eq!(step(&phase, rejected).next, phase);
     }
 
     #[test]
     fn output_trouble_degrades_and_success_heals() {
-        let degraded = step(&Phase::Healthy, UnitEvent::OutputTrouble { reason: "401".into() }).next;
-        assert_eq!(degraded, Phase::Degraded { reason: "401".into() });
-        let reworded = step(&degraded, UnitEvent::OutputTrouble { reason: "refused".into() }).next;
-        assert_eq!(reworded, Phase::Degraded { reason: "refused".into() });
-        assert_eq!(step(&degraded, UnitEvent::OutputHealthy).next, Phase::Healthy);
+        let degraded = step(
+            &Phase::Healthy,
+            UnitEvent::OutputTrouble {
+                reason: "401".into(),
+            },
+        )
+        .next;
+        assert_eq!(
+            degraded,
+            Phase::Degraded {
+                reason: "401".into()
+            }
+        );
+        let reworded = step(
+            &degraded,
+            UnitEvent::OutputTrouble {
+                reason: "refused".into(),
+            },
+        )
+        .next;
+        assert_eq!(
+            reworded,
+            Phase::Degraded {
+                reason: "refused".into()
+            }
+        );
+        assert_eq!(
+            step(&degraded, UnitEvent::OutputHealthy).next,
+            Phase::Healthy
+        );
         // Health reports do not move units that are not running normally.
-        for phase in [Phase::Starting, Phase::Failed { reason: "f".into() }, Phase::Stopping { pending: 1 }] {
-            assert_eq!(step(&phase, UnitEvent::OutputTrouble { reason: "x".into() }).next, phase);
+        for phase in [
+            Phase::Starting,
+            Phase::Failed { reason: "f".into() },
+            Phase::Stopping { pending: 1 },
+        ] {
+            assert_eq!(
+                step(&phase, UnitEvent::OutputTrouble { reason: "x".into() }).next,
+                phase
+            );
             assert_eq!(step(&phase, UnitEvent::OutputHealthy).next, phase);
         }
     }
@@ -308,7 +367,12 @@ mod tests {
         let stopping = Phase::Stopping { pending: 10 };
         let progressed = step(&stopping, UnitEvent::DrainProgress { pending: 4 }).next;
         assert_eq!(progressed, Phase::Stopping { pending: 4 });
-        let finished = step(&progressed, UnitEvent::DrainFinished { summary: "drained 10 events".into() });
+        let finished = step(
+            &progressed,
+            UnitEvent::DrainFinished {
+                summary: "drained 10 events".into(),
+            },
+        );
         assert_eq!(finished.next.reported(), ReportedState::Stopped);
         // Nothing but a drain finish moves a stopping unit, not even a new config.
         for event in [
@@ -320,15 +384,32 @@ mod tests {
             assert_eq!(step(&stopping, event).next, stopping);
         }
         // Drain events mean nothing outside a drain.
-        for phase in all_phases().into_iter().filter(|p| !matches!(p, Phase::Stopping { .. })) {
-            assert_eq!(step(&phase, UnitEvent::DrainFinished { summary: "x".into() }).next, phase);
-            assert_eq!(step(&phase, UnitEvent::DrainProgress { pending: 0 }).next, phase);
+        for phase in all_phases()
+            .into_iter()
+            .filter(|p| !matches!(p, Phase::Stopping { .. }))
+        {
+            assert_eq!(
+                step(
+                    &phase,
+                    UnitEvent::DrainFinished {
+                        summary: "x".into()
+                    }
+                )
+                .next,
+                phase
+            );
+            assert_eq!(
+                step(&phase, UnitEvent::DrainProgress { pending: 0 }).next,
+                phase
+            );
         }
     }
 
     #[test]
     fn a_stopped_unit_can_be_configured_again() {
-        let stopped = Phase::Stopped { summary: "drained".into() };
+        let stopped = Phase::Stopped {
+            summary: "drained".into(),
+        };
         assert_eq!(
             step(&stopped, UnitEvent::ConfigReceived { idx: 5 }).next,
             Phase::Configuring { idx: 5 }

@@ -6,7 +6,9 @@
 
 use super::{AckMode, AgentEvent, Revision, UnitSpec};
 use agent_shipper::control::convert::json_to_struct;
-use agent_shipper::proto::agent::{CheckinExpected, CheckinObserved, State, UnitExpected, UnitExpectedConfig, UnitType};
+use agent_shipper::proto::agent::{
+    CheckinExpected, CheckinObserved, State, UnitExpected, UnitExpectedConfig, UnitType,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Units are keyed by (id, type).
@@ -143,9 +145,9 @@ impl Core {
     pub fn is_settled(&self) -> bool {
         self.expected.len() == self.observed.len()
             && self.expected.iter().all(|(key, expected)| {
-                self.observed
-                    .get(key)
-                    .is_some_and(|observed| observed.idx == expected.idx && observed.state == expected.state)
+                self.observed.get(key).is_some_and(|observed| {
+                    observed.idx == expected.idx && observed.state == expected.state
+                })
             })
     }
 
@@ -164,7 +166,12 @@ impl Core {
                     config: (echoed != Some(unit.idx)).then(|| UnitExpectedConfig {
                         source: Some(json_to_struct(&unit.config)),
                         id: id.clone(),
-                        r#type: unit.config.get("type").and_then(|t| t.as_str()).unwrap_or_default().to_string(),
+                        r#type: unit
+                            .config
+                            .get("type")
+                            .and_then(|t| t.as_str())
+                            .unwrap_or_default()
+                            .to_string(),
                         revision: unit.revision,
                         ..UnitExpectedConfig::default()
                     }),
@@ -179,7 +186,11 @@ impl Core {
     }
 
     /// Takes one check-in. Returns what changed and whether the agent replies.
-    pub fn on_checkin(&mut self, message: &CheckinObserved, first: bool) -> (Vec<AgentEvent>, bool) {
+    pub fn on_checkin(
+        &mut self,
+        message: &CheckinObserved,
+        first: bool,
+    ) -> (Vec<AgentEvent>, bool) {
         let mut events = Vec::new();
         let mut seen = BTreeMap::new();
         for unit in &message.units {
@@ -188,9 +199,14 @@ impl Core {
                 state: State::try_from(unit.state).unwrap_or(State::Failed),
                 message: unit.message.clone(),
                 idx: unit.config_state_idx,
-                payload: unit.payload.as_ref().map(agent_shipper::control::convert::struct_to_json),
+                payload: unit
+                    .payload
+                    .as_ref()
+                    .map(agent_shipper::control::convert::struct_to_json),
             };
-            let changed = self.observed.get(&key).is_none_or(|old| old.state != view.state || old.message != view.message || old.idx != view.idx);
+            let changed = self.observed.get(&key).is_none_or(|old| {
+                old.state != view.state || old.message != view.message || old.idx != view.idx
+            });
             if changed {
                 events.push(AgentEvent::UnitObserved {
                     id: unit.id.clone(),
@@ -200,7 +216,10 @@ impl Core {
                 });
             }
             if !self.expected.contains_key(&key) && view.state != State::Stopped && changed {
-                events.push(AgentEvent::UnexpectedUnit { id: unit.id.clone(), kind: unit.r#type });
+                events.push(AgentEvent::UnexpectedUnit {
+                    id: unit.id.clone(),
+                    kind: unit.r#type,
+                });
             }
             seen.insert(key, view);
         }
@@ -211,7 +230,11 @@ impl Core {
             .expected
             .iter()
             .filter(|(key, unit)| {
-                unit.state == State::Stopped && self.observed.get(*key).is_some_and(|o| o.state == State::Stopped)
+                unit.state == State::Stopped
+                    && self
+                        .observed
+                        .get(*key)
+                        .is_some_and(|o| o.state == State::Stopped)
             })
             .map(|(key, _)| key.clone())
             .collect();
@@ -295,25 +318,46 @@ mod tests {
         let mut core = Core::new(AckMode::AfterStopped);
         core.apply(&revision(1, &[("out", UnitType::Output)]));
         assert!(core.expected_message().units[0].config.is_some());
-        core.on_checkin(&report(&core, &[("out", UnitType::Output, State::Healthy)]), false);
+        core.on_checkin(
+            &report(&core, &[("out", UnitType::Output, State::Healthy)]),
+            false,
+        );
         assert!(core.expected_message().units[0].config.is_none());
     }
 
     #[test]
     fn revision_is_acknowledged_only_after_stopped_units_report_stopped() {
         let mut core = Core::new(AckMode::AfterStopped);
-        core.apply(&revision(1, &[("out", UnitType::Output), ("a", UnitType::Input), ("b", UnitType::Input)]));
-        let events = core.apply(&revision(2, &[("out", UnitType::Output), ("a", UnitType::Input)]));
+        core.apply(&revision(
+            1,
+            &[
+                ("out", UnitType::Output),
+                ("a", UnitType::Input),
+                ("b", UnitType::Input),
+            ],
+        ));
+        let events = core.apply(&revision(
+            2,
+            &[("out", UnitType::Output), ("a", UnitType::Input)],
+        ));
         assert!(!events.contains(&AgentEvent::RevisionAcknowledged(2)));
         let stopping = report(
             &core,
-            &[("out", UnitType::Output, State::Healthy), ("a", UnitType::Input, State::Healthy), ("b", UnitType::Input, State::Stopping)],
+            &[
+                ("out", UnitType::Output, State::Healthy),
+                ("a", UnitType::Input, State::Healthy),
+                ("b", UnitType::Input, State::Stopping),
+            ],
         );
         let (events, _) = core.on_checkin(&stopping, false);
         assert!(!events.contains(&AgentEvent::RevisionAcknowledged(2)));
         let stopped = report(
             &core,
-            &[("out", UnitType::Output, State::Healthy), ("a", UnitType::Input, State::Healthy), ("b", UnitType::Input, State::Stopped)],
+            &[
+                ("out", UnitType::Output, State::Healthy),
+                ("a", UnitType::Input, State::Healthy),
+                ("b", UnitType::Input, State::Stopped),
+            ],
         );
         let (events, reply) = core.on_checkin(&stopped, false);
         assert!(events.contains(&AgentEvent::RevisionAcknowledged(2)));

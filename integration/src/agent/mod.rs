@@ -23,8 +23,8 @@ pub use self::core::{type_name, ObservedView};
 use crate::certs::AgentCerts;
 use agent_shipper::proto::agent::elastic_agent_server::ElasticAgentServer;
 use agent_shipper::proto::agent::{
-    action_request, ActionRequest, ActionResponse, AgentInfo, AgentManagedMode, ConnInfoServices, ConnectionSupports,
-    StartUpInfo, State, UnitLogLevel, UnitType,
+    action_request, ActionRequest, ActionResponse, AgentInfo, AgentManagedMode, ConnInfoServices,
+    ConnectionSupports, StartUpInfo, State, UnitLogLevel, UnitType,
 };
 use anyhow::{Context, Result};
 use prost::Message;
@@ -211,7 +211,9 @@ pub(crate) struct Shared {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shared {
@@ -222,8 +224,15 @@ impl Shared {
                     tracing::info!(target: "shipper", "{line}");
                 }
             }
-            AgentEvent::CheckinReceived => tracing::debug!(target: "mock_agent", "check-in received"),
-            AgentEvent::UnitObserved { id, kind, state, message } => tracing::info!(
+            AgentEvent::CheckinReceived => {
+                tracing::debug!(target: "mock_agent", "check-in received")
+            }
+            AgentEvent::UnitObserved {
+                id,
+                kind,
+                state,
+                message,
+            } => tracing::info!(
                 target: "mock_agent",
                 "unit {id} ({}) observed {}: {message}",
                 type_name(*kind),
@@ -232,7 +241,9 @@ impl Shared {
             AgentEvent::RevisionAcknowledged(n) => {
                 tracing::info!(target: "mock_agent", "policy revision {n} acknowledged to Fleet")
             }
-            AgentEvent::RevisionApplied(n) => tracing::info!(target: "mock_agent", "policy revision {n} applied"),
+            AgentEvent::RevisionApplied(n) => {
+                tracing::info!(target: "mock_agent", "policy revision {n} applied")
+            }
             other => tracing::info!(target: "mock_agent", "{other:?}"),
         }
         lock(&self.history).push(event.clone());
@@ -274,7 +285,10 @@ impl MockAgent {
     /// Starts the agent's server and spawns the shipper.
     pub async fn start(options: MockAgentOptions) -> Result<Self> {
         let certs = AgentCerts::mint()?;
-        let token = format!("token-{}", std::process::id() ^ (Instant::now().elapsed().subsec_nanos()));
+        let token = format!(
+            "token-{}",
+            std::process::id() ^ (Instant::now().elapsed().subsec_nanos())
+        );
         let (events, _) = broadcast::channel(65_536);
         let shared = Arc::new(Shared {
             token: token.clone(),
@@ -293,20 +307,30 @@ impl MockAgent {
             tasks: Mutex::new(JoinSet::new()),
         });
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the agent's port")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the agent's port")?;
         let addr = listener.local_addr()?;
         let tls = ServerTlsConfig::new()
-            .identity(Identity::from_pem(&certs.server_cert_pem, &certs.server_key_pem))
+            .identity(Identity::from_pem(
+                &certs.server_cert_pem,
+                &certs.server_key_pem,
+            ))
             .client_ca_root(Certificate::from_pem(&certs.ca_pem));
         let stop = CancellationToken::new();
         let router = Server::builder()
             .tls_config(tls)
             .context("agent TLS config")?
-            .add_service(ElasticAgentServer::new(service::AgentService::new(shared.clone())));
+            .add_service(ElasticAgentServer::new(service::AgentService::new(
+                shared.clone(),
+            )));
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let server_stop = stop.clone();
         let server = tokio::spawn(async move {
-            if let Err(err) = router.serve_with_incoming_shutdown(incoming, server_stop.cancelled_owned()).await {
+            if let Err(err) = router
+                .serve_with_incoming_shutdown(incoming, server_stop.cancelled_owned())
+                .await
+            {
                 tracing::error!(target: "mock_agent", error = %err, "agent server failed");
             }
         });
@@ -315,8 +339,17 @@ impl MockAgent {
         let startup = startup_bytes(&options, &certs, &token, addr)?;
         std::fs::create_dir_all(&options.data_dir)
             .with_context(|| format!("creating {}", options.data_dir.display()))?;
-        let supervisor = tokio::spawn(process::supervise(shared.clone(), options.clone(), startup, stop.clone()));
-        let watchdog = tokio::spawn(process::watch_checkins(shared.clone(), options.miss_period, stop.clone()));
+        let supervisor = tokio::spawn(process::supervise(
+            shared.clone(),
+            options.clone(),
+            startup,
+            stop.clone(),
+        ));
+        let watchdog = tokio::spawn(process::watch_checkins(
+            shared.clone(),
+            options.miss_period,
+            stop.clone(),
+        ));
         Ok(MockAgent {
             shared,
             addr,
@@ -383,7 +416,12 @@ impl MockAgent {
 
     /// Waits until an event matching `predicate` has happened (now or before), at most
     /// `timeout`; returns the event.
-    pub async fn wait_for(&self, timeout: Duration, what: &str, predicate: impl Fn(&AgentEvent) -> bool) -> Result<AgentEvent> {
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        predicate: impl Fn(&AgentEvent) -> bool,
+    ) -> Result<AgentEvent> {
         let mut receiver = self.shared.events.subscribe();
         if let Some(found) = lock(&self.shared.history).iter().find(|e| predicate(e)) {
             return Ok(found.clone());
@@ -398,14 +436,51 @@ impl MockAgent {
                         return Ok(found.clone());
                     }
                 }
-                Ok(Err(broadcast::error::RecvError::Closed)) => anyhow::bail!("agent stopped while waiting for {what}"),
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    anyhow::bail!("agent stopped while waiting for {what}")
+                }
                 Err(_) => anyhow::bail!("timed out after {timeout:?} waiting for {what}"),
             }
         }
     }
 
+    /// Waits until at least `count` events matching `predicate` have happened in total.
+    pub async fn wait_for_count(
+        &self,
+        timeout: Duration,
+        what: &str,
+        count: usize,
+        predicate: impl Fn(&AgentEvent) -> bool,
+    ) -> Result<()> {
+        let mut receiver = self.shared.events.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let seen = lock(&self.shared.history)
+                .iter()
+                .filter(|e| predicate(e))
+                .count();
+            if seen >= count {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    anyhow::bail!("agent stopped while waiting for {what}")
+                }
+                Ok(_) => {}
+                Err(_) => anyhow::bail!(
+                    "timed out after {timeout:?} waiting for {what} ({seen} of {count} seen)"
+                ),
+            }
+        }
+    }
+
     /// Waits until every listed unit is observed in `state`.
-    pub async fn wait_for_states(&self, timeout: Duration, units: &[(&str, UnitType)], state: State) -> Result<()> {
+    pub async fn wait_for_states(
+        &self,
+        timeout: Duration,
+        units: &[(&str, UnitType)],
+        state: State,
+    ) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut receiver = self.shared.events.subscribe();
         loop {
@@ -417,8 +492,14 @@ impl MockAgent {
             }
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
-                let seen: Vec<_> = units.iter().map(|(id, kind)| (id.to_string(), self.observed(id, *kind))).collect();
-                anyhow::bail!("timed out waiting for {units:?} to be {}; observed: {seen:?}", state.as_str_name());
+                let seen: Vec<_> = units
+                    .iter()
+                    .map(|(id, kind)| (id.to_string(), self.observed(id, *kind)))
+                    .collect();
+                anyhow::bail!(
+                    "timed out waiting for {units:?} to be {}; observed: {seen:?}",
+                    state.as_str_name()
+                );
             }
             let _ = tokio::time::timeout(remaining, receiver.recv()).await;
         }
@@ -429,7 +510,9 @@ impl MockAgent {
         let slot = lock(&self.shared.stream).take();
         match slot {
             Some(slot) => {
-                let _ = slot.tx.try_send(Err(tonic::Status::unavailable("stream dropped by the mock agent")));
+                let _ = slot.tx.try_send(Err(tonic::Status::unavailable(
+                    "stream dropped by the mock agent",
+                )));
                 true
             }
             None => false,
@@ -457,8 +540,13 @@ impl MockAgent {
         request.id = id.clone();
         let (reply_tx, reply_rx) = oneshot::channel();
         lock(&self.shared.pending_actions).insert(id.clone(), reply_tx);
-        let sender = lock(&self.shared.actions).clone().context("no Actions stream is open")?;
-        sender.send(Ok(request)).await.context("Actions stream closed")?;
+        let sender = lock(&self.shared.actions)
+            .clone()
+            .context("no Actions stream is open")?;
+        sender
+            .send(Ok(request))
+            .await
+            .context("Actions stream closed")?;
         tokio::time::timeout(Duration::from_secs(20), reply_rx)
             .await
             .context("no answer to the action within 20 s")?
@@ -476,7 +564,12 @@ impl MockAgent {
         self.stop.cancel();
         let sent = process::signal(&self.shared, nix::sys::signal::Signal::SIGTERM);
         let exited = if sent {
-            match self.wait_for(grace, "shipper exit after SIGTERM", |e| matches!(e, AgentEvent::ShipperExited { .. })).await {
+            match self
+                .wait_for(grace, "shipper exit after SIGTERM", |e| {
+                    matches!(e, AgentEvent::ShipperExited { .. })
+                })
+                .await
+            {
                 Ok(event) => Some(event),
                 Err(_) => {
                     process::signal(&self.shared, nix::sys::signal::Signal::SIGKILL);
@@ -495,7 +588,12 @@ impl MockAgent {
     }
 }
 
-fn startup_bytes(options: &MockAgentOptions, certs: &AgentCerts, token: &str, addr: SocketAddr) -> Result<Vec<u8>> {
+fn startup_bytes(
+    options: &MockAgentOptions,
+    certs: &AgentCerts,
+    token: &str,
+    addr: SocketAddr,
+) -> Result<Vec<u8>> {
     let mut info = StartUpInfo {
         addr: addr.to_string(),
         server_name: "localhost".into(),

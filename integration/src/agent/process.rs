@@ -19,7 +19,12 @@ pub(crate) fn signal(shared: &Shared, signal: nix::sys::signal::Signal) -> bool 
 }
 
 /// Runs the shipper, relays its stderr, and restarts it after a crash until `stop`.
-pub(crate) async fn supervise(shared: Arc<Shared>, options: MockAgentOptions, startup: Vec<u8>, stop: CancellationToken) {
+pub(crate) async fn supervise(
+    shared: Arc<Shared>,
+    options: MockAgentOptions,
+    startup: Vec<u8>,
+    stop: CancellationToken,
+) {
     loop {
         let mut child = match Command::new(&options.shipper_bin)
             .arg("-E")
@@ -36,7 +41,10 @@ pub(crate) async fn supervise(shared: Arc<Shared>, options: MockAgentOptions, st
             Ok(child) => child,
             Err(err) => {
                 tracing::error!(target: "mock_agent", bin = %options.shipper_bin.display(), error = %err, "cannot spawn the shipper");
-                shared.emit(AgentEvent::ShipperExited { code: None, signal: None });
+                shared.emit(AgentEvent::ShipperExited {
+                    code: None,
+                    signal: None,
+                });
                 return;
             }
         };
@@ -87,7 +95,9 @@ pub(crate) async fn watch_checkins(shared: Arc<Shared>, period: Duration, stop: 
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Some(last) = *lock(&shared.last_checkin) else { continue };
+        let Some(last) = *lock(&shared.last_checkin) else {
+            continue;
+        };
         if lock(&shared.pid).is_none() {
             reported = 0;
             continue;
@@ -101,7 +111,11 @@ pub(crate) async fn watch_checkins(shared: Arc<Shared>, period: Duration, stop: 
             continue;
         }
         reported = misses;
-        let state = if misses >= 3 { State::Failed } else { State::Degraded };
+        let state = if misses >= 3 {
+            State::Failed
+        } else {
+            State::Degraded
+        };
         shared.emit(AgentEvent::ComponentHealth { misses, state });
         if misses >= 3 {
             tracing::warn!(target: "mock_agent", "3 check-ins missed: killing the shipper");

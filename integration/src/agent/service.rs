@@ -3,7 +3,8 @@
 use super::{lock, AgentEvent, Shared, StreamSlot};
 use agent_shipper::proto::agent::elastic_agent_server::ElasticAgent;
 use agent_shipper::proto::agent::{
-    action_response, ActionRequest, ActionResponse, CheckinExpected, CheckinObserved, ConnectionSupports,
+    action_response, ActionRequest, ActionResponse, CheckinExpected, CheckinObserved,
+    ConnectionSupports,
 };
 use prost::Message;
 use std::sync::Arc;
@@ -77,19 +78,28 @@ pub(crate) fn chunk(message: CheckinExpected, limit: usize) -> Vec<CheckinExpect
 impl ElasticAgent for AgentService {
     type CheckinV2Stream = ReceiverStream<Result<CheckinExpected, Status>>;
 
-    async fn checkin_v2(&self, request: Request<Streaming<CheckinObserved>>) -> Result<Response<Self::CheckinV2Stream>, Status> {
+    async fn checkin_v2(
+        &self,
+        request: Request<Streaming<CheckinObserved>>,
+    ) -> Result<Response<Self::CheckinV2Stream>, Status> {
         let mut inbound = request.into_inner();
         let first = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, inbound.message()).await {
             Err(_) => {
-                self.shared.emit(AgentEvent::StreamRefused("no check-in within 5 s".into()));
-                return Err(Status::deadline_exceeded("no check-in within 5 s of opening the stream"));
+                self.shared
+                    .emit(AgentEvent::StreamRefused("no check-in within 5 s".into()));
+                return Err(Status::deadline_exceeded(
+                    "no check-in within 5 s of opening the stream",
+                ));
             }
             Ok(Err(status)) => return Err(status),
-            Ok(Ok(None)) => return Err(Status::cancelled("stream closed before the first check-in")),
+            Ok(Ok(None)) => {
+                return Err(Status::cancelled("stream closed before the first check-in"))
+            }
             Ok(Ok(Some(message))) => message,
         };
         if first.token != self.shared.token {
-            self.shared.emit(AgentEvent::StreamRefused("unknown token".into()));
+            self.shared
+                .emit(AgentEvent::StreamRefused("unknown token".into()));
             return Err(Status::permission_denied("invalid token"));
         }
         let (tx, rx) = mpsc::channel(256);
@@ -97,8 +107,11 @@ impl ElasticAgent for AgentService {
             let mut slot = lock(&self.shared.stream);
             if slot.is_some() {
                 drop(slot);
-                self.shared.emit(AgentEvent::StreamRefused("duplicate stream".into()));
-                return Err(Status::already_exists("a CheckinV2 stream for this token is already open"));
+                self.shared
+                    .emit(AgentEvent::StreamRefused("duplicate stream".into()));
+                return Err(Status::already_exists(
+                    "a CheckinV2 stream for this token is already open",
+                ));
             }
             let mut next = lock(&self.shared.next_stream_id);
             *next += 1;
@@ -106,7 +119,9 @@ impl ElasticAgent for AgentService {
                 id: *next,
                 tx,
                 chunking: self.shared.chunk_limit.is_some()
-                    && first.supports.contains(&(ConnectionSupports::CheckinChunking as i32)),
+                    && first
+                        .supports
+                        .contains(&(ConnectionSupports::CheckinChunking as i32)),
             });
             *next
         };
@@ -129,7 +144,10 @@ impl ElasticAgent for AgentService {
 
     type ActionsStream = ReceiverStream<Result<ActionRequest, Status>>;
 
-    async fn actions(&self, request: Request<Streaming<ActionResponse>>) -> Result<Response<Self::ActionsStream>, Status> {
+    async fn actions(
+        &self,
+        request: Request<Streaming<ActionResponse>>,
+    ) -> Result<Response<Self::ActionsStream>, Status> {
         let mut inbound = request.into_inner();
         let first = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(message))) => message,
@@ -139,7 +157,9 @@ impl ElasticAgent for AgentService {
             return Err(Status::permission_denied("invalid token"));
         }
         if first.id != "init" || first.status != action_response::Status::Success as i32 {
-            return Err(Status::invalid_argument("the first Actions message must be the `init` response"));
+            return Err(Status::invalid_argument(
+                "the first Actions message must be the `init` response",
+            ));
         }
         let (tx, rx) = mpsc::channel(16);
         *lock(&self.shared.actions) = Some(tx);
@@ -165,7 +185,10 @@ mod tests {
     fn chunks_reassemble_into_the_original_units() {
         let message = CheckinExpected {
             units: (0..20)
-                .map(|i| UnitExpected { id: format!("unit-{i:02}-{}", "x".repeat(50)), ..UnitExpected::default() })
+                .map(|i| UnitExpected {
+                    id: format!("unit-{i:02}-{}", "x".repeat(50)),
+                    ..UnitExpected::default()
+                })
                 .collect(),
             features_idx: 3,
             ..CheckinExpected::default()

@@ -5,7 +5,10 @@ use clap::Parser;
 use integration::loadgen::{self, LoadgenOptions};
 
 #[derive(Parser)]
-#[command(name = "loadgen", about = "Publish events through the shipper Producer API and follow persisted_index")]
+#[command(
+    name = "loadgen",
+    about = "Publish events through the shipper Producer API and follow persisted_index"
+)]
 struct Cli {
     /// Producer API address: unix:///path or host:port.
     #[arg(long)]

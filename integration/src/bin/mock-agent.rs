@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "mock-agent", about = "Play Elastic Agent for agent-shipper: spawn it, send policy revisions, acknowledge them after the stopped units report STOPPED")]
+#[command(
+    name = "mock-agent",
+    about = "Play Elastic Agent for agent-shipper: spawn it, send policy revisions, acknowledge them after the stopped units report STOPPED"
+)]
 struct Cli {
     /// Scenario file (revisions and steps).
     #[arg(long, short = 's')]
@@ -30,7 +33,9 @@ struct Cli {
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_ansi(false)
         .with_writer(std::io::stderr)
         .init();
@@ -40,7 +45,10 @@ async fn main() -> Result<()> {
         Some(path) => path,
         None => integration::shipper_binary()?,
     };
-    let temp = tempfile::Builder::new().prefix("shipper-demo").tempdir().context("creating a data directory")?;
+    let temp = tempfile::Builder::new()
+        .prefix("shipper-demo")
+        .tempdir()
+        .context("creating a data directory")?;
     let data = cli.data.unwrap_or_else(|| temp.path().to_path_buf());
     let mut options = MockAgentOptions::new(shipper, data.clone());
     options.echo_shipper_logs = cli.shipper_logs;

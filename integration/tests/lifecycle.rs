@@ -1,0 +1,466 @@
+//! End-to-end: the real binary under the mock agent, through unit life cycles.
+
+mod common;
+
+use agent_shipper::proto::agent::{State, UnitLogLevel, UnitType};
+use common::{observed_state, revision, Harness, WAIT};
+use integration::agent::AgentEvent;
+use integration::loadgen::{self, LoadgenOptions};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_reach_healthy_and_every_published_event_is_written() {
+    let h = Harness::start(|_| {}).await;
+    h.agent.apply(&revision(
+        1,
+        vec![h.output_unit(), h.input_unit("input-a", "filestream-a")],
+    ));
+    h.agent
+        .wait_for_states(
+            WAIT,
+            &[
+                ("output-default", UnitType::Output),
+                ("input-a", UnitType::Input),
+            ],
+            State::Healthy,
+        )
+        .await
+        .unwrap();
+
+    let mut options = LoadgenOptions::new(&h.socket(), "filestream-a", 10_000);
+    options.run = "ten-thousand".into();
+    let report = loadgen::run(&options).await.unwrap();
+    assert_eq!(report.accepted, 10_000);
+    assert_eq!(
+        report.promised.len(),
+        10_000,
+        "every accepted event is promised once written"
+    );
+
+    let counts = loadgen::count_seqs_in_files(&[h.output_file()], "ten-thousand").unwrap();
+    let missing: Vec<u64> = (0..10_000)
+        .filter(|seq| !counts.contains_key(seq))
+        .collect();
+    let doubled: Vec<u64> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(seq, _)| *seq)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} events missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(doubled.is_empty(), "events written twice: {doubled:?}");
+
+    let exit = h.stop().await;
+    assert_eq!(
+        exit,
+        AgentEvent::ShipperExited {
+            code: Some(0),
+            signal: None
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_input_drains_before_stopped_and_the_revision_is_acknowledged_after() {
+    let h = Harness::start(|_| {}).await;
+    // Block the output: a file where its directory should be. Events pile up in the queue.
+    std::fs::write(h.data().join("out"), b"not a directory").unwrap();
+    h.agent.apply(&revision(
+        1,
+        vec![
+            h.output_unit(),
+            h.input_unit("input-a", "filestream-a"),
+            h.input_unit("input-b", "filestream-b"),
+        ],
+    ));
+    h.agent
+        .wait_for_states(
+            WAIT,
+            &[("input-a", UnitType::Input), ("input-b", UnitType::Input)],
+            State::Healthy,
+        )
+        .await
+        .unwrap();
+    let mut options = LoadgenOptions::new(&h.socket(), "filestream-b", 2_000);
+    options.run = "b".into();
+    options.wait_persisted = false;
+    let report = loadgen::run(&options).await.unwrap();
+    assert_eq!(report.accepted, 2_000);
+    h.agent
+        .wait_for(
+            WAIT,
+            "output DEGRADED",
+            observed_state("output-default", State::Degraded),
+        )
+        .await
+        .unwrap();
+
+    h.agent.apply(&revision(
+        2,
+        vec![h.output_unit(), h.input_unit("input-a", "filestream-a")],
+    ));
+    h.agent
+        .wait_for(
+            WAIT,
+            "input-b STOPPING",
+            observed_state("input-b", State::Stopping),
+        )
+        .await
+        .unwrap();
+    let stopping = h.agent.observed("input-b", UnitType::Input).unwrap();
+    assert!(
+        stopping.message.contains("draining 2000"),
+        "{}",
+        stopping.message
+    );
+    assert_eq!(stopping.payload.unwrap()["pending_events"], 2000);
+    assert!(
+        !h.agent.acknowledged().contains(&2),
+        "no acknowledgement while events are pending"
+    );
+
+    // New events from the stopping input are refused with a clear reason.
+    let mut late = LoadgenOptions::new(&h.socket(), "filestream-b", 10);
+    late.run = "late".into();
+    let refused = loadgen::run(&late).await.unwrap();
+    assert_eq!(refused.accepted, 0);
+    assert!(
+        refused.refused.as_deref().unwrap_or("").contains("input-b"),
+        "{:?}",
+        refused.refused
+    );
+
+    // Unblock: the drain completes, then STOPPED, then the acknowledgement.
+    std::fs::remove_file(h.data().join("out")).unwrap();
+    h.agent
+        .wait_for(WAIT, "revision 2 acknowledged", |e| {
+            *e == AgentEvent::RevisionAcknowledged(2)
+        })
+        .await
+        .unwrap();
+    let stopping_at = h
+        .position(observed_state("input-b", State::Stopping))
+        .unwrap();
+    let stopped_at = h
+        .position(observed_state("input-b", State::Stopped))
+        .expect("STOPPED observed");
+    let acked_at = h
+        .position(|e| *e == AgentEvent::RevisionAcknowledged(2))
+        .unwrap();
+    assert!(
+        stopping_at < stopped_at && stopped_at < acked_at,
+        "order: {stopping_at} < {stopped_at} < {acked_at}"
+    );
+
+    let counts = loadgen::count_seqs_in_files(&[h.output_file()], "b").unwrap();
+    assert_eq!(
+        counts.len(),
+        2_000,
+        "every event of the removed input was delivered before STOPPED"
+    );
+    assert!(counts.values().all(|n| *n == 1));
+    // The shipper logged the transitions with the pending count.
+    let logs = h.shipper_logs();
+    assert!(logs.iter().any(|l| l.contains(r#""to":"STOPPING""#)
+        && l.contains(r#""pending_events":2000"#)
+        && l.contains("input-b")));
+    assert!(logs
+        .iter()
+        .any(|l| l.contains(r#""to":"STOPPED""#) && l.contains("input-b")));
+    // And the agent forgot the unit once it reported STOPPED.
+    assert!(!h.agent.is_expected("input-b", UnitType::Input));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_config_fails_the_unit_with_the_key_in_the_message() {
+    let h = Harness::start(|_| {}).await;
+    let bad = common::output_unit(serde_json::json!({
+        "type": "file", "path": h.output_file(), "queue": {"mem": {"events": 0}}
+    }));
+    h.agent.apply(&revision(1, vec![bad]));
+    h.agent
+        .wait_for(
+            WAIT,
+            "output FAILED",
+            observed_state("output-default", State::Failed),
+        )
+        .await
+        .unwrap();
+    let failed = h
+        .agent
+        .observed("output-default", UnitType::Output)
+        .unwrap();
+    assert!(
+        failed.message.contains("queue.mem.events"),
+        "{}",
+        failed.message
+    );
+
+    // A corrected config brings it back.
+    h.agent.apply(&revision(2, vec![h.output_unit()]));
+    h.agent
+        .wait_for_states(
+            WAIT,
+            &[("output-default", UnitType::Output)],
+            State::Healthy,
+        )
+        .await
+        .unwrap();
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_level_change_applies_without_restart() {
+    let h = Harness::start(|_| {}).await;
+    h.agent.apply(&revision(
+        1,
+        vec![h.output_unit(), h.input_unit("input-a", "filestream-a")],
+    ));
+    h.agent
+        .wait_for_states(WAIT, &[("input-a", UnitType::Input)], State::Healthy)
+        .await
+        .unwrap();
+    let is_debug = |e: &AgentEvent| matches!(e, AgentEvent::ShipperLog(line) if line.contains(r#""level":"DEBUG""#));
+    assert!(h.position(is_debug).is_none(), "INFO by default");
+    let pid = h.agent.shipper_pid();
+
+    assert!(h
+        .agent
+        .set_log_level("output-default", UnitType::Output, UnitLogLevel::Debug));
+    h.agent
+        .wait_for(
+            WAIT,
+            "log level change logged",
+            |e| matches!(e, AgentEvent::ShipperLog(l) if l.contains("log level changed")),
+        )
+        .await
+        .unwrap();
+    let mut options = LoadgenOptions::new(&h.socket(), "filestream-a", 10);
+    options.run = "debug".into();
+    loadgen::run(&options).await.unwrap();
+    h.agent
+        .wait_for(WAIT, "a DEBUG line", is_debug)
+        .await
+        .unwrap();
+    assert_eq!(h.agent.shipper_pid(), pid, "same process");
+    let starts = h
+        .agent
+        .history()
+        .iter()
+        .filter(|e| matches!(e, AgentEvent::ShipperStarted { .. }))
+        .count();
+    assert_eq!(starts, 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_stream_reconnects_and_units_stay_healthy() {
+    let h = Harness::start(|_| {}).await;
+    h.agent.apply(&revision(
+        1,
+        vec![h.output_unit(), h.input_unit("input-a", "filestream-a")],
+    ));
+    h.agent
+        .wait_for_states(WAIT, &[("input-a", UnitType::Input)], State::Healthy)
+        .await
+        .unwrap();
+    assert!(h.agent.drop_stream());
+    h.agent
+        .wait_for(
+            WAIT,
+            "reconnect",
+            |e| matches!(e, AgentEvent::ShipperLog(l) if l.contains("reconnecting")),
+        )
+        .await
+        .unwrap();
+    h.agent
+        .wait_for_count(WAIT, "a second CheckinV2 stream", 2, |e| {
+            *e == AgentEvent::StreamOpened
+        })
+        .await
+        .unwrap();
+    h.agent
+        .wait_for_states(
+            WAIT,
+            &[
+                ("output-default", UnitType::Output),
+                ("input-a", UnitType::Input),
+            ],
+            State::Healthy,
+        )
+        .await
+        .unwrap();
+    // The units never left HEALTHY: only one HEALTHY observation each, no restart.
+    let healthy_reports = h
+        .agent
+        .history()
+        .iter()
+        .filter(|e| observed_state("input-a", State::Healthy)(e))
+        .count();
+    assert_eq!(healthy_reports, 1);
+    // Events still flow.
+    let report = loadgen::run(&LoadgenOptions::new(&h.socket(), "filestream-a", 100))
+        .await
+        .unwrap();
+    assert_eq!(report.promised.len(), 100);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_shipper_is_restarted_and_reconfigured() {
+    let h = Harness::start(|_| {}).await;
+    h.agent.apply(&revision(
+        1,
+        vec![h.output_unit(), h.input_unit("input-a", "filestream-a")],
+    ));
+    h.agent
+        .wait_for_states(WAIT, &[("input-a", UnitType::Input)], State::Healthy)
+        .await
+        .unwrap();
+    let first = h.agent.shipper_pid();
+    assert!(h.agent.kill_shipper());
+    h.agent
+        .wait_for(
+            WAIT,
+            "restart",
+            |e| matches!(e, AgentEvent::ShipperStarted { pid } if Some(*pid) != first),
+        )
+        .await
+        .unwrap();
+    // The new process reports no idx, so the agent sends every config again.
+    h.agent
+        .wait_for_states(
+            WAIT,
+            &[
+                ("output-default", UnitType::Output),
+                ("input-a", UnitType::Input),
+            ],
+            State::Healthy,
+        )
+        .await
+        .unwrap();
+    let report = loadgen::run(&LoadgenOptions::new(&h.socket(), "filestream-a", 100))
+        .await
+        .unwrap();
+    assert_eq!(report.promised.len(), 100);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_checkins_degrade_then_fail_and_kill_the_component() {
+    let h = Harness::start(|options| options.miss_period = Duration::from_secs(1)).await;
+    h.agent.apply(&revision(1, vec![h.output_unit()]));
+    h.agent
+        .wait_for_states(
+            WAIT,
+            &[("output-default", UnitType::Output)],
+            State::Healthy,
+        )
+        .await
+        .unwrap();
+    let pid = h.agent.shipper_pid().unwrap();
+    // A frozen process cannot check in.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    h.agent
+        .wait_for(WAIT, "DEGRADED", |e| {
+            matches!(
+                e,
+                AgentEvent::ComponentHealth {
+                    state: State::Degraded,
+                    ..
+                }
+            )
+        })
+        .await
+        .unwrap();
+    h.agent
+        .wait_for(WAIT, "FAILED", |e| {
+            matches!(
+                e,
+                AgentEvent::ComponentHealth {
+                    misses: 3,
+                    state: State::Failed
+                }
+            )
+        })
+        .await
+        .unwrap();
+    h.agent
+        .wait_for(WAIT, "killed", |e| {
+            matches!(
+                e,
+                AgentEvent::ShipperExited {
+                    signal: Some(9),
+                    ..
+                }
+            )
+        })
+        .await
+        .unwrap();
+    h.agent
+        .wait_for(
+            WAIT,
+            "restarted",
+            |e| matches!(e, AgentEvent::ShipperStarted { pid: p } if *p != pid),
+        )
+        .await
+        .unwrap();
+    h.stop().await;
+}
+
+/// Real time: the shipper's interval is 20 s and the agent allows 30 s, so this waits for
+/// two idle check-ins (about 40 s) and checks no gap exceeds 25 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_unit_checks_in_at_least_every_25_seconds() {
+    let h = Harness::start(|_| {}).await;
+    h.agent.apply(&revision(1, vec![h.output_unit()]));
+    h.agent
+        .wait_for_states(
+            WAIT,
+            &[("output-default", UnitType::Output)],
+            State::Healthy,
+        )
+        .await
+        .unwrap();
+    let settled = std::time::Instant::now();
+    let before = h.agent.checkin_times().len();
+    h.agent
+        .wait_for_count(
+            Duration::from_secs(70),
+            "two idle check-ins",
+            before + 2,
+            |e| *e == AgentEvent::CheckinReceived,
+        )
+        .await
+        .unwrap();
+    let idle: Vec<_> = h
+        .agent
+        .checkin_times()
+        .into_iter()
+        .filter(|t| *t > settled)
+        .collect();
+    let mut previous = settled;
+    for at in idle {
+        let gap = at - previous;
+        assert!(
+            gap <= Duration::from_secs(25),
+            "gap of {gap:?} between check-ins"
+        );
+        previous = at;
+    }
+    assert!(
+        h.position(|e| matches!(e, AgentEvent::ComponentHealth { .. }))
+            .is_none(),
+        "no missed period"
+    );
+    h.stop().await;
+}

@@ -1,0 +1,85 @@
+//! End-to-end: control-protocol details (chunked expected messages, actions).
+
+mod common;
+
+use agent_shipper::proto::agent::{
+    action_request, action_response, ActionRequest, State, UnitType,
+};
+use common::{revision, Harness, WAIT};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_expected_messages_are_reassembled() {
+    // Small enough that the 5-unit policy is split into several pieces.
+    let h = Harness::start(|options| options.chunk_limit = Some(400)).await;
+    let mut units = vec![h.output_unit()];
+    for i in 0..4 {
+        units.push(h.input_unit(&format!("input-{i}"), &format!("filestream-{i}")));
+    }
+    h.agent.apply(&revision(1, units));
+    let keys: Vec<(String, UnitType)> = (0..4)
+        .map(|i| (format!("input-{i}"), UnitType::Input))
+        .collect();
+    let mut keys: Vec<(&str, UnitType)> =
+        keys.iter().map(|(id, kind)| (id.as_str(), *kind)).collect();
+    keys.push(("output-default", UnitType::Output));
+    h.agent
+        .wait_for_states(WAIT, &keys, State::Healthy)
+        .await
+        .unwrap();
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diagnostics_return_unit_states_and_unknown_actions_fail_clearly() {
+    let h = Harness::start(|_| {}).await;
+    h.agent.apply(&revision(
+        1,
+        vec![h.output_unit(), h.input_unit("input-a", "filestream-a")],
+    ));
+    h.agent
+        .wait_for_states(WAIT, &[("input-a", UnitType::Input)], State::Healthy)
+        .await
+        .unwrap();
+
+    let diagnostics = h.agent.diagnostics().await.unwrap();
+    assert_eq!(diagnostics.status, action_response::Status::Success as i32);
+    let units = diagnostics
+        .diagnostic
+        .iter()
+        .find(|d| d.filename == "units.json")
+        .expect("units.json");
+    let snapshot: serde_json::Value = serde_json::from_slice(&units.content).unwrap();
+    let states: Vec<(&str, &str)> = snapshot["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["key"]["id"].as_str().unwrap(),
+                u["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(states.contains(&("input-a", "HEALTHY")), "{states:?}");
+    assert!(
+        states.contains(&("output-default", "HEALTHY")),
+        "{states:?}"
+    );
+
+    let custom = h
+        .agent
+        .action(ActionRequest {
+            name: "reboot".into(),
+            r#type: action_request::Type::Custom as i32,
+            ..ActionRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(custom.status, action_response::Status::Failed as i32);
+    let error: serde_json::Value = serde_json::from_slice(&custom.result).unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("reboot"),
+        "{error}"
+    );
+    h.stop().await;
+}

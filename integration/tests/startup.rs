@@ -1,0 +1,69 @@
+//! End-to-end: the shipper refuses bad start-up material with a clear, non-zero exit.
+
+mod common;
+
+use common::{Harness, WAIT};
+use integration::agent::{AgentEvent, StartupFault};
+use std::time::Duration;
+
+async fn exit_with(fault: StartupFault) -> (AgentEvent, Vec<String>, Duration) {
+    let started = std::time::Instant::now();
+    let h = Harness::start(|options| {
+        options.startup_fault = Some(fault);
+        options.restart_on_exit = false;
+    })
+    .await;
+    let exit = h
+        .agent
+        .wait_for(WAIT, "shipper exit", |e| {
+            matches!(e, AgentEvent::ShipperExited { .. })
+        })
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    let logs = h.shipper_logs();
+    (exit, logs, elapsed)
+}
+
+fn assert_failed_with(exit: &AgentEvent, logs: &[String], needle: &str) {
+    assert_eq!(
+        *exit,
+        AgentEvent::ShipperExited {
+            code: Some(1),
+            signal: None
+        },
+        "logs: {logs:#?}"
+    );
+    assert!(
+        logs.iter().any(|l| l.contains(needle)),
+        "no log line contains {needle:?}: {logs:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_token_exits_with_a_clear_message() {
+    let (exit, logs, _) = exit_with(StartupFault::WrongToken).await;
+    assert_failed_with(&exit, &logs, "refused the connection token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_agent_certificate_exits_with_a_tls_message() {
+    let (exit, logs, _) = exit_with(StartupFault::WrongCa).await;
+    assert_failed_with(&exit, &logs, "TLS handshake with the agent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_stdin_exits_within_five_seconds() {
+    let (exit, logs, elapsed) = exit_with(StartupFault::Garbage(
+        b"\xff\xfe this is not protobuf".to_vec(),
+    ))
+    .await;
+    assert_failed_with(&exit, &logs, "StartUpInfo could not be decoded");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_checkin_v2_service_exits_with_a_clear_message() {
+    let (exit, logs, _) = exit_with(StartupFault::NoCheckinV2).await;
+    assert_failed_with(&exit, &logs, "does not offer the CheckinV2 service");
+}
