@@ -69,6 +69,13 @@ pub struct PublishStep {
     pub input_id: String,
     /// How many events.
     pub events: u64,
+    /// Wait until the shipper says every event is persisted (default true).
+    #[serde(default = "yes")]
+    pub wait_persisted: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Wait-for-ack step settings.
@@ -191,6 +198,7 @@ impl Scenario {
                         publish.events,
                     );
                     options.run = publish.input_id.clone();
+                    options.wait_persisted = publish.wait_persisted;
                     let report = loadgen::run(&options).await?;
                     tracing::info!(
                         target: "loadgen",
