@@ -81,7 +81,7 @@ fn main() -> ExitCode {
                     .with_context(|| format!("cannot create path.data {}", dir.display()))?;
             }
             match cli.command {
-                None => runtime.block_on(managed(log_control)),
+                None => runtime.block_on(managed(settings, log_control)),
                 Some(Command::Run { config }) => runtime.block_on(standalone(config)),
             }
         });
@@ -96,18 +96,18 @@ fn main() -> ExitCode {
     }
 }
 
-async fn managed(log_control: logging::LogControl) -> Result<()> {
+async fn managed(settings: ProcessSettings, log_control: logging::LogControl) -> Result<()> {
     let info = tokio::task::spawn_blocking(read_startup_info)
         .await
         .context("stdin reader failed")?
         .context("managed mode")?;
     tracing::info!(addr = %info.addr, server_name = %info.server_name, "StartUpInfo received; connecting to Elastic Agent");
     let shutdown = CancellationToken::new();
-    let (supervisor, observed) = Supervisor::new(Pipeline::new(false), Some(log_control));
-    let (commands_tx, commands_rx) = tokio::sync::mpsc::channel(16);
-    let supervisor = tokio::spawn(supervisor.run(commands_rx, shutdown.clone()));
-    let control =
-        tokio::spawn(ControlClient::new(info, commands_tx, observed, shutdown.clone()).run());
+    let (supervisor, link) = Supervisor::new(Pipeline::new(false), Some(log_control));
+    let supervisor = tokio::spawn(supervisor.run(shutdown.clone()));
+    let control = ControlClient::new(info, link, shutdown.clone())
+        .with_checkin_interval(settings.checkin_interval);
+    let control = tokio::spawn(control.run());
     let outcome = tokio::select! {
         signal = terminate_signal() => {
             tracing::info!(signal, "stop requested; delivering what is queued");

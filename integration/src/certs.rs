@@ -4,6 +4,9 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+use std::sync::OnceLock;
 
 /// PEM material for one agent run.
 #[derive(Clone)]
@@ -16,8 +19,26 @@ pub struct AgentCerts {
     pub server_key_pem: String,
     /// The client certificate handed to the shipper in StartUpInfo.
     pub client_cert_pem: String,
-    /// Its key.
+    /// Its key: RSA in PKCS#1 PEM (`BEGIN RSA PRIVATE KEY`), as the real agent sends it.
     pub client_key_pem: String,
+}
+
+/// One RSA key per test process: 2048-bit generation is slow, and the key is throwaway.
+/// Returns the key as PKCS#8 PEM (what rcgen reads) and PKCS#1 PEM (what the agent sends).
+fn client_rsa_key() -> Result<&'static (String, String), CertError> {
+    static KEY: OnceLock<(String, String)> = OnceLock::new();
+    if let Some(key) = KEY.get() {
+        return Ok(key);
+    }
+    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048)
+        .map_err(|err| CertError::Rsa(err.to_string()))?;
+    let pkcs8 = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|err| CertError::Rsa(err.to_string()))?;
+    let pkcs1 = key
+        .to_pkcs1_pem(LineEnding::LF)
+        .map_err(|err| CertError::Rsa(err.to_string()))?;
+    Ok(KEY.get_or_init(|| (pkcs8.to_string(), pkcs1.to_string())))
 }
 
 impl std::fmt::Debug for AgentCerts {
@@ -29,8 +50,14 @@ impl std::fmt::Debug for AgentCerts {
 
 /// Errors while minting certificates.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot mint test certificates: {0}")]
-pub struct CertError(#[from] rcgen::Error);
+pub enum CertError {
+    /// rcgen refused.
+    #[error("cannot mint test certificates: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// RSA key generation or encoding failed.
+    #[error("cannot make the RSA client key: {0}")]
+    Rsa(String),
+}
 
 impl AgentCerts {
     /// A fresh CA with a server and a client certificate signed by it.
@@ -57,7 +84,8 @@ impl AgentCerts {
         server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let server_cert = server_params.signed_by(&server_key, &issuer)?;
 
-        let client_key = KeyPair::generate()?;
+        let (client_pkcs8, client_pkcs1) = client_rsa_key()?;
+        let client_key = KeyPair::from_pem(client_pkcs8)?;
         let mut client_params = CertificateParams::new(Vec::<String>::new())?;
         client_params
             .distinguished_name
@@ -70,7 +98,7 @@ impl AgentCerts {
             server_cert_pem: server_cert.pem(),
             server_key_pem: server_key.serialize_pem(),
             client_cert_pem: client_cert.pem(),
-            client_key_pem: client_key.serialize_pem(),
+            client_key_pem: client_pkcs1.clone(),
         })
     }
 }

@@ -353,7 +353,12 @@ async fn killed_shipper_is_restarted_and_reconfigured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missed_checkins_degrade_then_fail_and_kill_the_component() {
-    let h = Harness::start(|options| options.miss_period = Duration::from_secs(1)).await;
+    // A shortened clock on both sides: check-ins every 200 ms, a miss per idle second.
+    let h = Harness::start(|options| {
+        options.miss_period = Duration::from_secs(1);
+        options.shipper_args = vec!["-E".into(), "control.checkin_interval=200ms".into()];
+    })
+    .await;
     h.agent.apply(&revision(1, vec![h.output_unit()]));
     h.agent
         .wait_for_states(
@@ -363,6 +368,20 @@ async fn missed_checkins_degrade_then_fail_and_kill_the_component() {
         )
         .await
         .unwrap();
+    // Three idle seconds of regular check-ins: no period is missed.
+    let before = h.agent.checkin_times().len();
+    h.agent
+        .wait_for_count(WAIT, "15 idle check-ins", before + 15, |e| {
+            *e == AgentEvent::CheckinReceived
+        })
+        .await
+        .unwrap();
+    let is_health = |e: &AgentEvent| matches!(e, AgentEvent::ComponentHealth { .. });
+    assert!(
+        h.position(is_health).is_none(),
+        "a regularly checking-in shipper is never counted as missing"
+    );
+
     let pid = h.agent.shipper_pid().unwrap();
     // A frozen process cannot check in.
     nix::sys::signal::kill(
@@ -414,6 +433,14 @@ async fn missed_checkins_degrade_then_fail_and_kill_the_component() {
         )
         .await
         .unwrap();
+    h.agent
+        .wait_for_states(
+            WAIT,
+            &[("output-default", UnitType::Output)],
+            State::Healthy,
+        )
+        .await
+        .unwrap();
     h.stop().await;
 }
 
@@ -462,5 +489,63 @@ async fn idle_unit_checks_in_at_least_every_25_seconds() {
             .is_none(),
         "no missed period"
     );
+    h.stop().await;
+}
+
+/// Regression: an input's open PersistedIndex stream must not keep its listener (and so
+/// the supervisor) from stopping when the input unit is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_an_input_with_an_open_persisted_index_stream_does_not_hang() {
+    let h = Harness::start(|_| {}).await;
+    let rev1 = vec![h.output_unit(), h.input_unit("input-a", "filestream-a")];
+    h.agent.apply(&revision(1, rev1.clone()));
+    h.agent
+        .wait_for_states(WAIT, &[("input-a", UnitType::Input)], State::Healthy)
+        .await
+        .unwrap();
+    let mut client = loadgen::connect(&h.socket()).await.unwrap();
+    let request = agent_shipper::proto::shipper::PersistedIndexRequest {
+        polling_interval: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 50_000_000,
+        }),
+    };
+    let mut stream = client.persisted_index(request).await.unwrap().into_inner();
+    assert!(
+        stream.message().await.unwrap().is_some(),
+        "first answer at once"
+    );
+
+    h.agent.apply(&revision(2, vec![h.output_unit()]));
+    h.agent
+        .wait_for(WAIT, "revision 2 acknowledged", |e| {
+            *e == AgentEvent::RevisionAcknowledged(2)
+        })
+        .await
+        .unwrap();
+    // The stream is closed by the shipper rather than left hanging.
+    let end = tokio::time::timeout(WAIT, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await;
+    assert!(
+        end.is_ok(),
+        "the PersistedIndex stream stayed open after its input was removed"
+    );
+    // The supervisor still answers: the input can be added back.
+    h.agent.apply(&revision(3, rev1));
+    h.agent
+        .wait_for_states(WAIT, &[("input-a", UnitType::Input)], State::Healthy)
+        .await
+        .unwrap();
+    let report = loadgen::run(&LoadgenOptions::new(&h.socket(), "filestream-a", 10))
+        .await
+        .unwrap();
+    assert_eq!(report.promised.len(), 10);
     h.stop().await;
 }

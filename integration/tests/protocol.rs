@@ -6,6 +6,7 @@ use agent_shipper::proto::agent::{
     action_request, action_response, ActionRequest, State, UnitType,
 };
 use common::{revision, Harness, WAIT};
+use integration::agent::AgentEvent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_expected_messages_are_reassembled() {
@@ -26,6 +27,8 @@ async fn chunked_expected_messages_are_reassembled() {
         .wait_for_states(WAIT, &keys, State::Healthy)
         .await
         .unwrap();
+    let chunked = h.position(|e| matches!(e, AgentEvent::ExpectedSent { pieces } if *pieces > 2));
+    assert!(chunked.is_some(), "the policy was sent in several pieces");
     h.stop().await;
 }
 

@@ -36,9 +36,11 @@ impl FromStr for ByteSize {
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
             "TB" => 1_000_000_000_000,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "`{text}` has unknown unit `{other}`; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB"
-            )),
+            ))
+            }
         };
         amount
             .checked_mul(multiplier)

@@ -1,7 +1,8 @@
 //! Standalone mode's YAML file (output block plus `server`) and process-wide `-E` settings.
 
-use super::{ConfigError, OutputConfig};
+use super::{ConfigError, HumanDuration, OutputConfig};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// `agent-shipper run -c FILE`: the output unit's schema plus the Producer API address.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,10 +58,22 @@ impl StandaloneConfig {
 }
 
 /// Process-wide settings given as Beats-style `-E key=value` overrides.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProcessSettings {
     /// `path.data`: where the queue and DLQ live. Default: the working directory.
     pub data_path: Option<PathBuf>,
+    /// `control.checkin_interval`: longest time between two check-ins. Default 20s; at
+    /// most 25s, because the agent counts a miss for every 30 s without one.
+    pub checkin_interval: Duration,
+}
+
+impl Default for ProcessSettings {
+    fn default() -> Self {
+        ProcessSettings {
+            data_path: None,
+            checkin_interval: Duration::from_secs(20),
+        }
+    }
 }
 
 impl ProcessSettings {
@@ -76,10 +89,25 @@ impl ProcessSettings {
             })?;
             match key.trim() {
                 "path.data" => settings.data_path = Some(PathBuf::from(value.trim())),
+                "control.checkin_interval" => {
+                    let invalid = |reason: String| ConfigError::Invalid {
+                        key: "control.checkin_interval".into(),
+                        reason,
+                    };
+                    let interval = value.parse::<HumanDuration>().map_err(invalid)?.get();
+                    if interval.is_zero() || interval > Duration::from_secs(25) {
+                        return Err(invalid(format!(
+                            "`{}` is outside 1ms..=25s (the agent counts a miss per 30 s without a check-in)",
+                            value.trim()
+                        )));
+                    }
+                    settings.checkin_interval = interval;
+                }
                 other => {
                     return Err(ConfigError::Invalid {
                         key: other.to_string(),
-                        reason: "unknown -E setting; known: path.data".into(),
+                        reason: "unknown -E setting; known: path.data, control.checkin_interval"
+                            .into(),
                     })
                 }
             }
@@ -121,5 +149,12 @@ mod tests {
         let err = ProcessSettings::from_overrides(["path.dta=/x"]).unwrap_err();
         assert!(err.to_string().contains("path.dta"), "{err}");
         assert!(ProcessSettings::from_overrides(["path.data"]).is_err());
+        let fast = ProcessSettings::from_overrides(["control.checkin_interval=200ms"]).unwrap();
+        assert_eq!(fast.checkin_interval, Duration::from_millis(200));
+        let err = ProcessSettings::from_overrides(["control.checkin_interval=30s"]).unwrap_err();
+        assert!(
+            err.to_string().contains("control.checkin_interval"),
+            "{err}"
+        );
     }
 }

@@ -8,9 +8,10 @@ use crate::proto::agent::{
     action_request, action_response, ActionDiagnosticUnitResult, ActionRequest, ActionResponse,
     CheckinExpected, CheckinObserved, CheckinObservedVersionInfo, ConnectionSupports, StartUpInfo,
 };
-use crate::supervisor::{ObservedUnit, SupervisorCommand};
+use crate::supervisor::{SupervisorCommand, SupervisorLink};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -27,9 +28,9 @@ const DIAGNOSTICS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs the control protocol until shutdown or a fatal error.
 pub struct ControlClient {
     info: StartUpInfo,
-    commands: mpsc::Sender<SupervisorCommand>,
-    observed: watch::Receiver<Vec<ObservedUnit>>,
+    link: SupervisorLink,
     shutdown: CancellationToken,
+    checkin_interval: Duration,
 }
 
 /// Why a session ended without a fatal error.
@@ -47,20 +48,21 @@ struct SessionMemory {
 }
 
 impl ControlClient {
-    /// A client for the agent described by `info`, feeding `commands` and reporting
-    /// `observed`; it returns when `shutdown` is cancelled.
-    pub fn new(
-        info: StartUpInfo,
-        commands: mpsc::Sender<SupervisorCommand>,
-        observed: watch::Receiver<Vec<ObservedUnit>>,
-        shutdown: CancellationToken,
-    ) -> Self {
+    /// A client for the agent described by `info`, talking to the supervisor through
+    /// `link`; it returns when `shutdown` is cancelled.
+    pub fn new(info: StartUpInfo, link: SupervisorLink, shutdown: CancellationToken) -> Self {
         ControlClient {
             info,
-            commands,
-            observed,
+            link,
             shutdown,
+            checkin_interval: CHECKIN_INTERVAL,
         }
+    }
+
+    /// Checks in at least this often (default [`CHECKIN_INTERVAL`]).
+    pub fn with_checkin_interval(mut self, interval: Duration) -> Self {
+        self.checkin_interval = interval;
+        self
     }
 
     /// Connects and keeps connected; returns `Ok` on shutdown.
@@ -100,10 +102,12 @@ impl ControlClient {
         }
     }
 
-    fn observed_message(&self, memory: &SessionMemory, first: bool) -> CheckinObserved {
+    /// The check-in to send now; marks the observed state as sent.
+    fn observed_message(&mut self, memory: &SessionMemory, first: bool) -> CheckinObserved {
         let units = self
+            .link
             .observed
-            .borrow()
+            .borrow_and_update()
             .iter()
             .map(convert::observed_unit)
             .collect();
@@ -164,137 +168,164 @@ impl ControlClient {
 
         // The first check-in goes into the stream before anything is awaited.
         let (checkin_tx, checkin_rx) = mpsc::channel::<CheckinObserved>(8);
-        let _ = checkin_tx.try_send(self.observed_message(memory, true));
+        let first = self.observed_message(memory, true);
+        let _ = checkin_tx.try_send(first);
         let mut expected = match client.checkin_v2(ReceiverStream::new(checkin_rx)).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => return classify_status(status, &addr),
-        };
-        let (action_tx, action_rx) = mpsc::channel::<ActionResponse>(8);
-        let _ = action_tx.try_send(ActionResponse {
-            token: self.info.token.clone(),
-            id: "init".into(),
-            status: action_response::Status::Success as i32,
-            result: b"{}".to_vec(),
-            diagnostic: Vec::new(),
-        });
-        let mut actions = match client.actions(ReceiverStream::new(action_rx)).await {
             Ok(response) => response.into_inner(),
             Err(status) => return classify_status(status, &addr),
         };
         *established = true;
         tracing::info!(%addr, "connected to Elastic Agent");
+        // The agent answers the Actions call only with its first request, so the stream
+        // runs beside the check-in loop and never holds it up.
+        let actions = run_actions(
+            client.clone(),
+            self.info.token.clone(),
+            self.link.commands.clone(),
+            addr.clone(),
+        );
+        tokio::pin!(actions);
 
         let mut ticker = tokio::time::interval_at(
-            tokio::time::Instant::now() + CHECKIN_INTERVAL,
-            CHECKIN_INTERVAL,
+            tokio::time::Instant::now() + self.checkin_interval,
+            self.checkin_interval,
         );
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.observed.mark_unchanged();
         loop {
-            tokio::select! {
+            let send_now = tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
                 message = expected.message() => match message {
-                    Ok(Some(piece)) => {
-                        if let Some(whole) = memory.assembler.push(piece) {
-                            if !self.forward_expected(memory, whole).await {
-                                return Ok(SessionEnd::Shutdown);
-                            }
-                        }
-                    }
+                    Ok(Some(piece)) => match memory.assembler.push(piece) {
+                        // A change of the echoed indices alone is reported at once too.
+                        Some(whole) => self.forward_expected(memory, whole),
+                        None => false,
+                    },
                     Ok(None) => return Ok(SessionEnd::Broken("the agent closed the CheckinV2 stream".into())),
                     Err(status) => return classify_status(status, &addr),
                 },
-                changed = self.observed.changed() => {
+                changed = self.link.observed.changed() => {
                     if changed.is_err() {
                         return Ok(SessionEnd::Shutdown);
                     }
-                    if checkin_tx.send(self.observed_message(memory, false)).await.is_err() {
-                        return Ok(SessionEnd::Broken("the CheckinV2 stream closed while sending".into()));
-                    }
-                    tracing::debug!("checked in (state changed)");
-                    ticker.reset();
+                    true
                 }
-                _ = ticker.tick() => {
-                    if checkin_tx.send(self.observed_message(memory, false)).await.is_err() {
-                        return Ok(SessionEnd::Broken("the CheckinV2 stream closed while sending".into()));
-                    }
-                    tracing::debug!("checked in (interval)");
+                _ = ticker.tick() => true,
+                end = &mut actions => return end,
+            };
+            if send_now {
+                let message = self.observed_message(memory, false);
+                if checkin_tx.send(message).await.is_err() {
+                    return Ok(SessionEnd::Broken(
+                        "the CheckinV2 stream closed while sending".into(),
+                    ));
                 }
-                request = actions.message() => match request {
-                    Ok(Some(request)) => {
-                        let response = self.answer_action(request).await;
-                        if action_tx.send(response).await.is_err() {
-                            return Ok(SessionEnd::Broken("the Actions stream closed while answering".into()));
-                        }
-                    }
-                    Ok(None) => return Ok(SessionEnd::Broken("the agent closed the Actions stream".into())),
-                    Err(status) => return classify_status(status, &addr),
-                },
+                tracing::debug!("checked in");
+                ticker.reset();
             }
         }
     }
 
-    async fn forward_expected(
-        &mut self,
-        memory: &mut SessionMemory,
-        expected: CheckinExpected,
-    ) -> bool {
+    /// Hands the expected units to the supervisor (latest wins, never blocks); true when
+    /// the indices to echo changed.
+    fn forward_expected(&mut self, memory: &mut SessionMemory, expected: CheckinExpected) -> bool {
+        let indices_changed = memory.features_idx != expected.features_idx
+            || memory.component_idx != expected.component_idx;
         memory.features_idx = expected.features_idx;
         memory.component_idx = expected.component_idx;
         let units = expected.units.iter().map(convert::expected_unit).collect();
         tracing::debug!(units = expected.units.len(), "expected state received");
-        self.commands
-            .send(SupervisorCommand::Expected(units))
-            .await
-            .is_ok()
+        self.link.expected.send_replace(Some(Arc::new(units)));
+        indices_changed
     }
+}
 
-    async fn answer_action(&self, request: ActionRequest) -> ActionResponse {
-        let mut response = ActionResponse {
-            token: self.info.token.clone(),
-            id: request.id.clone(),
-            status: action_response::Status::Failed as i32,
-            result: Vec::new(),
-            diagnostic: Vec::new(),
-        };
-        if request.r#type != action_request::Type::Diagnostics as i32 {
-            tracing::info!(action = %request.name, id = %request.id, "refusing unsupported action");
-            response.result = serde_json::to_vec(&serde_json::json!({
-                "error": format!("action `{}` is not supported by agent-shipper", request.name)
-            }))
-            .unwrap_or_default();
-            return response;
+/// Runs the Actions stream: the `init` response first, then one answer per request.
+async fn run_actions(
+    mut client: ElasticAgentClient<Channel>,
+    token: String,
+    commands: mpsc::Sender<SupervisorCommand>,
+    addr: String,
+) -> Result<SessionEnd, ControlError> {
+    let (action_tx, action_rx) = mpsc::channel::<ActionResponse>(8);
+    let _ = action_tx.try_send(ActionResponse {
+        token: token.clone(),
+        id: "init".into(),
+        status: action_response::Status::Success as i32,
+        result: b"{}".to_vec(),
+        diagnostic: Vec::new(),
+    });
+    let mut requests = match client.actions(ReceiverStream::new(action_rx)).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return classify_status(status, &addr),
+    };
+    loop {
+        match requests.message().await {
+            Ok(Some(request)) => {
+                let response = answer_action(&token, &commands, request).await;
+                if action_tx.send(response).await.is_err() {
+                    return Ok(SessionEnd::Broken(
+                        "the Actions stream closed while answering".into(),
+                    ));
+                }
+            }
+            Ok(None) => {
+                return Ok(SessionEnd::Broken(
+                    "the agent closed the Actions stream".into(),
+                ))
+            }
+            Err(status) => return classify_status(status, &addr),
         }
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let snapshot = match self
-            .commands
-            .send(SupervisorCommand::Diagnostics(reply_tx))
-            .await
-        {
-            Ok(()) => tokio::time::timeout(DIAGNOSTICS_TIMEOUT, reply_rx)
-                .await
-                .ok()
-                .and_then(Result::ok),
-            Err(_) => None,
-        };
-        let Some(snapshot) = snapshot else {
-            response.result = br#"{"error":"the supervisor did not answer in time"}"#.to_vec();
-            return response;
-        };
-        let now = SystemTime::now();
-        response.status = action_response::Status::Success as i32;
-        response.result = b"{}".to_vec();
-        response.diagnostic = vec![ActionDiagnosticUnitResult {
-            name: "units".into(),
-            filename: "units.json".into(),
-            description: "state, message and drain progress of every unit".into(),
-            content_type: "application/json".into(),
-            content: serde_json::to_vec_pretty(&snapshot).unwrap_or_default(),
-            generated: Some(now.into()),
-        }];
-        tracing::info!(id = %request.id, "answered diagnostics request");
-        response
     }
+}
+
+async fn answer_action(
+    token: &str,
+    commands: &mpsc::Sender<SupervisorCommand>,
+    request: ActionRequest,
+) -> ActionResponse {
+    let mut response = ActionResponse {
+        token: token.to_string(),
+        id: request.id.clone(),
+        status: action_response::Status::Failed as i32,
+        result: Vec::new(),
+        diagnostic: Vec::new(),
+    };
+    if request.r#type != action_request::Type::Diagnostics as i32 {
+        tracing::info!(action = %request.name, id = %request.id, "refusing unsupported action");
+        response.result = serde_json::to_vec(&serde_json::json!({
+            "error": format!("action `{}` is not supported by agent-shipper", request.name)
+        }))
+        .unwrap_or_default();
+        return response;
+    }
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let snapshot = match commands
+        .send(SupervisorCommand::Diagnostics(reply_tx))
+        .await
+    {
+        Ok(()) => tokio::time::timeout(DIAGNOSTICS_TIMEOUT, reply_rx)
+            .await
+            .ok()
+            .and_then(Result::ok),
+        Err(_) => None,
+    };
+    let Some(snapshot) = snapshot else {
+        response.result = br#"{"error":"the supervisor did not answer in time"}"#.to_vec();
+        return response;
+    };
+    let now = SystemTime::now();
+    response.status = action_response::Status::Success as i32;
+    response.result = b"{}".to_vec();
+    response.diagnostic = vec![ActionDiagnosticUnitResult {
+        name: "units".into(),
+        filename: "units.json".into(),
+        description: "state, message and drain progress of every unit".into(),
+        content_type: "application/json".into(),
+        content: serde_json::to_vec_pretty(&snapshot).unwrap_or_default(),
+        generated: Some(now.into()),
+    }];
+    tracing::info!(id = %request.id, "answered diagnostics request");
+    response
 }
 
 fn endpoint(info: &StartUpInfo) -> Result<Endpoint, ControlError> {

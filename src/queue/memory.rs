@@ -69,7 +69,7 @@ impl MemoryQueue {
 
     fn try_read(&self, max_events: usize, max_bytes: usize) -> Option<Option<Vec<Record>>> {
         let mut state = self.lock();
-        let start = (state.next_read - state.acked - 1) as usize;
+        let start = state.next_read.saturating_sub(state.acked + 1) as usize;
         if start >= state.records.len() {
             return if state.closed { Some(None) } else { None };
         }
@@ -219,6 +219,9 @@ impl Queue for MemoryQueue {
                 state.generations[record.generation.0 as usize].unacked -= 1;
             }
         }
+        // A record acknowledged without being read (never today, but cheap to guard) must
+        // not leave the cursor behind the records still held.
+        state.next_read = state.next_read.max(state.acked + 1);
         let acked = state.acked;
         drop(state);
         if acked != before {

@@ -1,8 +1,11 @@
 //! One running gRPC server for the Producer API on one address, owned by whoever bound it.
 
-use super::{ProducerService, ServerAddress};
+use super::{ProducerService, Routes, ServerAddress};
 use crate::proto::shipper::producer_server::ProducerServer;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -14,13 +17,21 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds `address` and serves `service` there.
+    /// Binds `address` and serves the Producer API for server run `uuid` there, routing by
+    /// the latest `routes`.
     ///
     /// # Errors
     /// A message naming the address when it cannot be bound (in use, no permission,
     /// missing directory).
-    pub async fn bind(address: ServerAddress, service: ProducerService) -> Result<Self, String> {
+    pub async fn bind(
+        address: ServerAddress,
+        uuid: &str,
+        routes: watch::Receiver<Arc<Routes>>,
+    ) -> Result<Self, String> {
+        // One token ends both the server and its open PersistedIndex streams: a graceful
+        // shutdown waits for every connection, and inputs keep those streams open.
         let cancel = CancellationToken::new();
+        let service = ProducerService::new(uuid, routes, cancel.clone());
         let router = tonic::transport::Server::builder()
             .add_service(ProducerServer::new(service).max_decoding_message_size(64 << 20));
         let shutdown = cancel.clone().cancelled_owned();
@@ -77,11 +88,18 @@ impl Listener {
         &self.address
     }
 
-    /// Stops serving, waits for the server task, and removes a unix socket file.
-    pub async fn stop(self) {
+    /// Stops serving, waits (at most 5 s) for the server task, and removes a unix socket file.
+    pub async fn stop(mut self) {
         self.cancel.cancel();
-        if let Err(err) = self.join.await {
-            tracing::error!(address = %self.address, error = %err, "Producer API task ended abnormally");
+        match tokio::time::timeout(Duration::from_secs(5), &mut self.join).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::error!(address = %self.address, error = %err, "Producer API task ended abnormally")
+            }
+            Err(_) => {
+                tracing::warn!(address = %self.address, "Producer API connections did not close within 5 s; closing them");
+                self.join.abort();
+            }
         }
         if let ServerAddress::Unix(path) = &self.address {
             let _ = std::fs::remove_file(path);

@@ -21,8 +21,10 @@ use std::sync::Arc;
 /// Where each input's events go right now. Rebuilt by the supervisor on every change.
 #[derive(Clone, Default)]
 pub struct Routes {
-    /// The queue, once an output is configured.
+    /// The queue, once one exists (it outlives outputs).
     pub queue: Option<Arc<dyn Queue>>,
+    /// True while an output runs; without one, publishes are answered Unavailable.
+    pub output_ready: bool,
     /// Generation per known `source.input_id`.
     pub inputs: HashMap<String, GenerationId>,
     /// Standalone mode: every input id goes to this generation.

@@ -19,6 +19,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+/// The shortest PersistedIndex polling interval honoured.
+const MIN_POLLING_INTERVAL: Duration = Duration::from_millis(10);
+
 /// The Producer API; cheap to clone, one per listener.
 #[derive(Clone)]
 pub struct ProducerService {
@@ -86,10 +89,8 @@ impl Producer for ProducerService {
             ));
         }
         let routes = self.routes.borrow().clone();
-        let Some(queue) = routes.queue.clone() else {
-            return Err(Status::unavailable(
-                "no output is configured yet; retry later",
-            ));
+        let (Some(queue), true) = (routes.queue.clone(), routes.output_ready) else {
+            return Err(Status::unavailable("no output is running; retry later"));
         };
         let mut entries = Vec::with_capacity(request.events.len());
         for (index, event) in request.events.iter().enumerate() {
@@ -146,6 +147,12 @@ impl Producer for ProducerService {
             .polling_interval
             .and_then(|d| Duration::try_from(d).ok())
             .unwrap_or_default();
+        // A tiny interval would spin this stream; answering faster than 10 ms helps nobody.
+        let interval = if interval.is_zero() {
+            interval
+        } else {
+            interval.max(MIN_POLLING_INTERVAL)
+        };
         let Some(queue) = self.routes.borrow().queue.clone() else {
             return Err(Status::unavailable(
                 "no output is configured yet; retry later",
@@ -214,6 +221,117 @@ mod tests {
             }),
             ..Event::default()
         }
+    }
+
+    use crate::queue::{Generation, MemoryQueue, Queue};
+    use std::collections::HashMap;
+
+    fn service(queue: Option<Arc<MemoryQueue>>, output_ready: bool) -> ProducerService {
+        let mut inputs = HashMap::new();
+        if let Some(queue) = &queue {
+            let generation = queue.register(Generation {
+                input_unit: "unit-in".into(),
+                output_unit: "out".into(),
+                output_config_idx: 1,
+            });
+            inputs.insert("in".to_string(), generation);
+        }
+        let routes = Routes {
+            queue: queue.map(|q| q as Arc<dyn Queue>),
+            output_ready,
+            inputs,
+            any_input: None,
+        };
+        let (_tx, rx) = watch::channel(Arc::new(routes));
+        ProducerService::new("run-1", rx, CancellationToken::new())
+    }
+
+    async fn publish(
+        service: &ProducerService,
+        uuid: &str,
+        events: Vec<Event>,
+    ) -> Result<PublishReply, Status> {
+        let request = PublishRequest {
+            uuid: uuid.into(),
+            events,
+        };
+        service
+            .publish_events(Request::new(request))
+            .await
+            .map(Response::into_inner)
+    }
+
+    #[tokio::test]
+    async fn status_codes_say_whether_to_retry() {
+        let no_output = service(Some(Arc::new(MemoryQueue::new(10, 1 << 20))), false);
+        assert_eq!(
+            publish(&no_output, "", vec![event()])
+                .await
+                .unwrap_err()
+                .code(),
+            tonic::Code::Unavailable
+        );
+
+        let ready = service(Some(Arc::new(MemoryQueue::new(10, 1 << 20))), true);
+        assert_eq!(
+            publish(&ready, "", vec![]).await.unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let wrong_run = publish(&ready, "run-0", vec![event()]).await.unwrap_err();
+        assert_eq!(wrong_run.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(wrong_run.metadata().get("x-shipper-uuid").unwrap(), "run-1");
+
+        let mut stranger = event();
+        stranger.source.as_mut().unwrap().input_id = "who".into();
+        let unknown = publish(&ready, "", vec![stranger.clone()])
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::FailedPrecondition);
+        assert!(unknown.message().contains("`who`"), "{}", unknown.message());
+        // A routable prefix is accepted; the stranger is left for the input to resend.
+        let reply = publish(&ready, "run-1", vec![event(), stranger])
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                reply.accepted_count,
+                reply.accepted_index,
+                reply.uuid.as_str()
+            ),
+            (1, 1, "run-1")
+        );
+
+        let mut bad = event();
+        bad.data_stream = None;
+        let invalid = publish(&ready, "", vec![event(), bad]).await.unwrap_err();
+        assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
+        assert!(
+            invalid.message().starts_with("event 1:"),
+            "{}",
+            invalid.message()
+        );
+    }
+
+    #[tokio::test]
+    async fn full_queue_accepts_a_prefix_and_a_stopping_input_is_refused() {
+        let queue = Arc::new(MemoryQueue::new(3, 1 << 20));
+        let service = service(Some(queue.clone()), true);
+        let reply = publish(
+            &service,
+            "",
+            vec![event(), event(), event(), event(), event()],
+        )
+        .await
+        .unwrap();
+        assert_eq!((reply.accepted_count, reply.accepted_index), (3, 3));
+        queue.seal_input("unit-in");
+        let refused = publish(&service, "", vec![event()]).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            refused.message().contains("`unit-in` is stopping"),
+            "{}",
+            refused.message()
+        );
     }
 
     #[test]

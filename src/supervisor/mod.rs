@@ -22,10 +22,12 @@ pub mod state;
 
 pub use pipeline::Pipeline;
 pub use runner::Supervisor;
+
 pub use state::{Phase, ReportedState};
 
 use std::fmt;
-use tokio::sync::oneshot;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// The two unit types of the control protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -124,11 +126,24 @@ pub struct ObservedUnit {
     pub payload: Option<serde_json::Value>,
 }
 
-/// Requests from `control` to the supervisor.
+/// Requests from `control` to the supervisor that need an answer.
 #[derive(Debug)]
 pub enum SupervisorCommand {
-    /// The complete set of expected units (a reassembled CheckinExpected).
-    Expected(Vec<ExpectedUnit>),
     /// A JSON snapshot for a DIAGNOSTICS action.
     Diagnostics(oneshot::Sender<serde_json::Value>),
+}
+
+/// The latest complete set of expected units (a reassembled CheckinExpected); `None`
+/// until the agent sent one. Latest wins: each set replaces the previous one whole.
+pub type ExpectedSet = Option<Arc<Vec<ExpectedUnit>>>;
+
+/// `control`'s ends of the channels to the supervisor. None of them blocks the sender:
+/// expected units and observed units are `watch` channels, commands are answered quickly.
+pub struct SupervisorLink {
+    /// Where expected units go.
+    pub expected: watch::Sender<ExpectedSet>,
+    /// Questions for the supervisor.
+    pub commands: mpsc::Sender<SupervisorCommand>,
+    /// What to check in.
+    pub observed: watch::Receiver<Vec<ObservedUnit>>,
 }

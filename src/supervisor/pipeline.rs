@@ -3,12 +3,11 @@
 use crate::config::{InputUnitConfig, OutputConfig, QueueConfig};
 use crate::output::{OutputHealth, OutputTask};
 use crate::queue::{Barrier, Generation, MemoryQueue, Queue, Seq};
-use crate::server::{Listener, ProducerService, Routes, ServerAddress};
+use crate::server::{Listener, Routes, ServerAddress};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 struct ActiveOutput {
     unit_id: String,
@@ -32,7 +31,6 @@ pub struct Pipeline {
     routes: watch::Sender<Arc<Routes>>,
     /// Standalone mode routes every input id to the output; managed mode only known ones.
     accept_any_input: bool,
-    streams_shutdown: CancellationToken,
 }
 
 impl Pipeline {
@@ -47,7 +45,6 @@ impl Pipeline {
             listeners: HashMap::new(),
             routes,
             accept_any_input,
-            streams_shutdown: CancellationToken::new(),
         }
     }
 
@@ -167,12 +164,7 @@ impl Pipeline {
         if self.listeners.contains_key(address) {
             return Ok(());
         }
-        let service = ProducerService::new(
-            &self.uuid,
-            self.routes.subscribe(),
-            self.streams_shutdown.clone(),
-        );
-        let listener = Listener::bind(address.clone(), service).await?;
+        let listener = Listener::bind(address.clone(), &self.uuid, self.routes.subscribe()).await?;
         self.listeners.insert(address.clone(), listener);
         Ok(())
     }
@@ -223,6 +215,7 @@ impl Pipeline {
     fn publish_routes(&self) {
         let mut routes = Routes {
             queue: self.queue.clone(),
+            output_ready: self.output.is_some(),
             ..Routes::default()
         };
         if let (Some(queue), Some(output)) = (&self.queue, &self.output) {
@@ -265,7 +258,6 @@ impl Pipeline {
         if let Some(queue) = &self.queue {
             queue.close();
         }
-        self.streams_shutdown.cancel();
         for (_, listener) in self.listeners.drain() {
             listener.stop().await;
         }

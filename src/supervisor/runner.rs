@@ -3,8 +3,8 @@
 
 use super::state::{self, Action, Phase, UnitEvent};
 use super::{
-    ExpectedUnit, LogLevel, ObservedUnit, Pipeline, SupervisorCommand, UnitConfig, UnitKey,
-    UnitKind,
+    ExpectedSet, ExpectedUnit, LogLevel, ObservedUnit, Pipeline, SupervisorCommand, SupervisorLink,
+    UnitConfig, UnitKey, UnitKind,
 };
 use crate::config::{InputUnitConfig, OutputConfig};
 use crate::logging::LogControl;
@@ -31,6 +31,8 @@ pub struct Supervisor {
     log_level: LogLevel,
     acked: Option<watch::Receiver<Seq>>,
     health: Option<watch::Receiver<OutputHealth>>,
+    expected: watch::Receiver<ExpectedSet>,
+    commands: mpsc::Receiver<SupervisorCommand>,
 }
 
 async fn changed<T>(receiver: &mut Option<watch::Receiver<T>>) -> bool {
@@ -41,12 +43,12 @@ async fn changed<T>(receiver: &mut Option<watch::Receiver<T>>) -> bool {
 }
 
 impl Supervisor {
-    /// A supervisor over `pipeline`; `log_control` applies the agent's log levels.
-    pub fn new(
-        pipeline: Pipeline,
-        log_control: Option<LogControl>,
-    ) -> (Self, watch::Receiver<Vec<ObservedUnit>>) {
+    /// A supervisor over `pipeline`; `log_control` applies the agent's log levels. The
+    /// returned link is `control`'s side of the channels.
+    pub fn new(pipeline: Pipeline, log_control: Option<LogControl>) -> (Self, SupervisorLink) {
         let (observed, observed_rx) = watch::channel(Vec::new());
+        let (expected_tx, expected) = watch::channel(None);
+        let (commands_tx, commands) = mpsc::channel(8);
         let supervisor = Supervisor {
             units: BTreeMap::new(),
             pipeline,
@@ -55,24 +57,34 @@ impl Supervisor {
             log_level: LogLevel::Info,
             acked: None,
             health: None,
+            expected,
+            commands,
         };
-        (supervisor, observed_rx)
+        let link = SupervisorLink {
+            expected: expected_tx,
+            commands: commands_tx,
+            observed: observed_rx,
+        };
+        (supervisor, link)
     }
 
-    /// Runs until `shutdown` or until the command channel closes; returns the pipeline so
-    /// the caller can shut it down within its deadline.
-    pub async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<SupervisorCommand>,
-        shutdown: CancellationToken,
-    ) -> Pipeline {
+    /// Runs until `shutdown` or until `control` is gone; returns the pipeline so the
+    /// caller can shut it down within its deadline.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Pipeline {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                command = commands.recv() => match command {
-                    None => break,
-                    Some(SupervisorCommand::Expected(units)) => self.reconcile(units).await,
-                    Some(SupervisorCommand::Diagnostics(reply)) => {
+                changed = self.expected.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let expected = self.expected.borrow_and_update().clone();
+                    if let Some(units) = expected {
+                        self.reconcile(units.as_ref().clone()).await;
+                    }
+                }
+                Some(command) = self.commands.recv() => match command {
+                    SupervisorCommand::Diagnostics(reply) => {
                         let _ = reply.send(self.snapshot());
                     }
                 },

@@ -103,6 +103,10 @@ impl Core {
         }
         for spec in &revision.units {
             let key = spec.key();
+            // Re-added before it reported STOPPED: no earlier revision waits for it any more.
+            for (_, waiting) in self.pending_acks.iter_mut() {
+                waiting.remove(&key);
+            }
             let idx = match self.expected.get(&key) {
                 Some(old) if old.config == spec.config && old.state != State::Stopped => old.idx,
                 _ => {
@@ -121,11 +125,19 @@ impl Core {
                 },
             );
         }
-        if stopping.is_empty() || self.ack_mode == AckMode::Immediately {
-            self.acknowledged.push(revision.number);
-            events.push(AgentEvent::RevisionAcknowledged(revision.number));
+        self.pending_acks.push((revision.number, stopping));
+        if self.ack_mode == AckMode::Immediately {
+            let revisions: Vec<u64> = self
+                .pending_acks
+                .drain(..)
+                .map(|(number, _)| number)
+                .collect();
+            for number in revisions {
+                self.acknowledged.push(number);
+                events.push(AgentEvent::RevisionAcknowledged(number));
+            }
         } else {
-            self.pending_acks.push((revision.number, stopping));
+            self.acknowledge_settled(&mut events);
         }
         events
     }
@@ -138,6 +150,20 @@ impl Core {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Acknowledges, in revision order, every revision whose stopped units all reported
+    /// STOPPED; a revision never overtakes an earlier one still waiting.
+    fn acknowledge_settled(&mut self, events: &mut Vec<AgentEvent>) {
+        while let Some((revision, waiting)) = self.pending_acks.first() {
+            if !waiting.is_empty() {
+                break;
+            }
+            let revision = *revision;
+            self.pending_acks.remove(0);
+            self.acknowledged.push(revision);
+            events.push(AgentEvent::RevisionAcknowledged(revision));
         }
     }
 
@@ -244,15 +270,7 @@ impl Core {
                 waiting.remove(key);
             }
         }
-        while let Some((revision, waiting)) = self.pending_acks.first() {
-            if !waiting.is_empty() {
-                break;
-            }
-            let revision = *revision;
-            self.pending_acks.remove(0);
-            self.acknowledged.push(revision);
-            events.push(AgentEvent::RevisionAcknowledged(revision));
-        }
+        self.acknowledge_settled(&mut events);
         let reply = first || !self.is_settled();
         (events, reply)
     }
@@ -363,6 +381,50 @@ mod tests {
         assert!(events.contains(&AgentEvent::RevisionAcknowledged(2)));
         assert!(reply, "the unit list changed, so the agent tells the unit");
         assert!(!core.is_expected("b", UnitType::Input as i32));
+    }
+
+    #[test]
+    fn unit_re_added_before_stopped_does_not_block_acknowledgements() {
+        let mut core = Core::new(AckMode::AfterStopped);
+        core.apply(&revision(
+            1,
+            &[("a", UnitType::Input), ("b", UnitType::Input)],
+        ));
+        core.apply(&revision(2, &[("a", UnitType::Input)]));
+        let events = core.apply(&revision(
+            3,
+            &[("a", UnitType::Input), ("b", UnitType::Input)],
+        ));
+        assert!(events.contains(&AgentEvent::RevisionAcknowledged(2)));
+        assert!(events.contains(&AgentEvent::RevisionAcknowledged(3)));
+        assert_eq!(core.acknowledged(), &[1, 2, 3]);
+    }
+
+    #[test]
+    fn later_revisions_wait_behind_an_earlier_one_still_draining() {
+        let mut core = Core::new(AckMode::AfterStopped);
+        core.apply(&revision(
+            1,
+            &[("a", UnitType::Input), ("b", UnitType::Input)],
+        ));
+        core.apply(&revision(2, &[("a", UnitType::Input)]));
+        let events = core.apply(&revision(
+            3,
+            &[("a", UnitType::Input), ("c", UnitType::Input)],
+        ));
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::RevisionAcknowledged(_))));
+        let stopped = report(
+            &core,
+            &[
+                ("a", UnitType::Input, State::Healthy),
+                ("b", UnitType::Input, State::Stopped),
+            ],
+        );
+        let (events, _) = core.on_checkin(&stopped, false);
+        assert!(events.contains(&AgentEvent::RevisionAcknowledged(2)));
+        assert!(events.contains(&AgentEvent::RevisionAcknowledged(3)));
     }
 
     #[test]

@@ -142,6 +142,11 @@ pub enum AgentEvent {
     StreamOpened,
     /// The CheckinV2 stream ended.
     StreamClosed,
+    /// An expected message was sent, in this many pieces (more than one when chunked).
+    ExpectedSent {
+        /// Pieces, the terminator included.
+        pieces: usize,
+    },
 }
 
 /// How to run the mock agent.
@@ -165,6 +170,8 @@ pub struct MockAgentOptions {
     pub restart_on_exit: bool,
     /// Relay the shipper's stderr to our log.
     pub echo_shipper_logs: bool,
+    /// Extra command-line arguments for the shipper (after the agent's `-E path.data`).
+    pub shipper_args: Vec<String>,
 }
 
 impl MockAgentOptions {
@@ -180,6 +187,7 @@ impl MockAgentOptions {
             startup_fault: None,
             restart_on_exit: true,
             echo_shipper_logs: false,
+            shipper_args: Vec::new(),
         }
     }
 }
@@ -256,17 +264,22 @@ impl Shared {
     }
 
     fn send_expected(&self, message: agent_shipper::proto::agent::CheckinExpected) {
-        let slot = lock(&self.stream);
-        let Some(slot) = slot.as_ref() else { return };
-        let pieces = match (slot.chunking, self.chunk_limit) {
-            (true, Some(limit)) => service::chunk(message, limit),
-            _ => vec![message],
-        };
-        for piece in pieces {
-            if slot.tx.try_send(Ok(piece)).is_err() {
-                tracing::warn!(target: "mock_agent", "expected message not sent: the stream is full or closed");
+        let pieces = {
+            let slot = lock(&self.stream);
+            let Some(slot) = slot.as_ref() else { return };
+            let pieces = match (slot.chunking, self.chunk_limit) {
+                (true, Some(limit)) => service::chunk(message, limit),
+                _ => vec![message],
+            };
+            let count = pieces.len();
+            for piece in pieces {
+                if slot.tx.try_send(Ok(piece)).is_err() {
+                    tracing::warn!(target: "mock_agent", "expected message not sent: the stream is full or closed");
+                }
             }
-        }
+            count
+        };
+        self.emit(AgentEvent::ExpectedSent { pieces });
     }
 }
 

@@ -29,6 +29,7 @@ pub(crate) async fn supervise(
         let mut child = match Command::new(&options.shipper_bin)
             .arg("-E")
             .arg(format!("path.data={}", options.data_dir.display()))
+            .args(&options.shipper_args)
             .current_dir(&options.data_dir)
             .env("AGENT_COMPONENT_ID", "shipper-default")
             .env("AGENT_COMPONENT_TYPE", "shipper")

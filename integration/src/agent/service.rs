@@ -142,7 +142,9 @@ impl ElasticAgent for AgentService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    type ActionsStream = ReceiverStream<Result<ActionRequest, Status>>;
+    type ActionsStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<ActionRequest, Status>> + Send + 'static>,
+    >;
 
     async fn actions(
         &self,
@@ -161,7 +163,8 @@ impl ElasticAgent for AgentService {
                 "the first Actions message must be the `init` response",
             ));
         }
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, mut rx) = mpsc::channel(16);
+        // The newest Actions stream is the one requests go to.
         *lock(&self.shared.actions) = Some(tx);
         let shared = self.shared.clone();
         lock(&self.shared.tasks).spawn(async move {
@@ -171,7 +174,16 @@ impl ElasticAgent for AgentService {
                 }
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        // Like the real agent (grpc-go sends headers with the first message), the response
+        // starts only when there is a first request: a unit must not wait for it.
+        let Some(first_request) = rx.recv().await else {
+            return Err(Status::cancelled("the agent is shutting down"));
+        };
+        let requests = tokio_stream::StreamExt::chain(
+            tokio_stream::once(first_request),
+            ReceiverStream::new(rx),
+        );
+        Ok(Response::new(Box::pin(requests)))
     }
 }
 
