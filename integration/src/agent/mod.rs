@@ -142,6 +142,8 @@ pub enum AgentEvent {
     StreamOpened,
     /// The CheckinV2 stream ended.
     StreamClosed,
+    /// The unit opened its Actions stream with the `init` response.
+    ActionsOpened,
     /// An expected message was sent, in this many pieces (more than one when chunked).
     ExpectedSent {
         /// Pieces, the terminator included.
@@ -553,6 +555,11 @@ impl MockAgent {
         request.id = id.clone();
         let (reply_tx, reply_rx) = oneshot::channel();
         lock(&self.shared.pending_actions).insert(id.clone(), reply_tx);
+        // The unit opens Actions right after CheckinV2; give it a moment to do so.
+        self.wait_for(Duration::from_secs(20), "an Actions stream", |e| {
+            *e == AgentEvent::ActionsOpened
+        })
+        .await?;
         let sender = lock(&self.shared.actions)
             .clone()
             .context("no Actions stream is open")?;

@@ -166,6 +166,7 @@ impl ElasticAgent for AgentService {
         let (tx, mut rx) = mpsc::channel(16);
         // The newest Actions stream is the one requests go to.
         *lock(&self.shared.actions) = Some(tx);
+        self.shared.emit(AgentEvent::ActionsOpened);
         let shared = self.shared.clone();
         lock(&self.shared.tasks).spawn(async move {
             while let Ok(Some(response)) = inbound.message().await {
