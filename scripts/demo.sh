@@ -4,5 +4,5 @@
 # agent's "revision 2 acknowledged" line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --quiet --bin agent-shipper --bin mock-agent
+cargo build --quiet --bin agent-shipper && cargo build --quiet -p integration --bin mock-agent
 exec ./target/debug/mock-agent --scenario integration/scenarios/demo.yml "$@"
