@@ -280,13 +280,20 @@ impl Queue for MemoryQueue {
         self.records_ready.notify_waiters();
     }
 
+    async fn persist(&self) {
+        // Nothing to make durable: the memory queue promises nothing past the process.
+    }
+
     fn stats(&self) -> QueueStats {
         let state = self.lock();
         QueueStats {
+            kind: "memory",
             events: state.records.len() as u64,
             bytes: state.bytes,
             head: state.head,
             acked: state.acked,
+            oldest_unacked: state.records.front().map(|r| r.seq),
+            ..QueueStats::default()
         }
     }
 }

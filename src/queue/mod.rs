@@ -15,12 +15,16 @@
 //!   the memory queue: acknowledged by the output). `acked` is the acknowledged prefix.
 //! - The generation table names, for each generation, the input unit and output unit (and
 //!   its config idx) the records were accepted under. It never holds credentials.
+//! - Two implementations share this trait: [`MemoryQueue`] (bounded, lost on crash) and
+//!   [`DiskQueue`] (durable; its module documents the format and recovery).
 //! - Sealing an input unit is atomic with respect to appends: after [`Queue::seal_input`]
 //!   returns the barrier, no record of that input gets a sequence number, so the input is
 //!   drained exactly when the acknowledged prefix reaches the barrier.
 
+pub mod disk;
 mod memory;
 
+pub use disk::{DiskError, DiskOptions, DiskQueue, Durability};
 pub use memory::MemoryQueue;
 
 use async_trait::async_trait;
@@ -35,7 +39,7 @@ pub type Seq = u64;
 pub struct GenerationId(pub u32);
 
 /// The units an event was accepted under. Names only, never secrets.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Generation {
     /// The INPUT unit the event's input belongs to (empty in standalone mode).
     pub input_unit: String,
@@ -91,14 +95,26 @@ pub struct Barrier {
 /// Figures for `/stats` and diagnostics.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct QueueStats {
+    /// `memory` or `disk`.
+    pub kind: &'static str,
     /// Records held (unacknowledged).
     pub events: u64,
-    /// Payload bytes held.
+    /// Bytes held: payload bytes in memory, file bytes on disk.
     pub bytes: u64,
-    /// Last sequence number assigned.
+    /// Last sequence number written.
     pub head: Seq,
     /// Contiguous acknowledged prefix.
     pub acked: Seq,
+    /// The oldest unacknowledged sequence number, if any.
+    pub oldest_unacked: Option<Seq>,
+    /// Group-commit writes (disk).
+    pub write_batches: u64,
+    /// `fdatasync` calls (disk).
+    pub fsyncs: u64,
+    /// Damaged segments renamed aside (disk).
+    pub quarantined_segments: u64,
+    /// Records lost to damage (disk).
+    pub corrupted_events: u64,
 }
 
 /// Errors that end an operation for good.
@@ -107,6 +123,15 @@ pub enum QueueError {
     /// The queue was closed for shutdown; nothing more is accepted.
     #[error("the queue is closed for shutdown")]
     Closed,
+}
+
+impl QueueError {
+    /// Whether the same append may succeed later (never, for a closed queue).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            QueueError::Closed => false,
+        }
+    }
 }
 
 /// The queue interface shared by the memory queue and (later) the disk queue.
@@ -159,6 +184,10 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Stops accepting appends; readers drain what is left, then get `None`.
     fn close(&self);
+
+    /// Makes the queue's state durable (final sync and checkpoint) and stops its
+    /// background work; call after [`Queue::close`] and after the readers are done.
+    async fn persist(&self);
 
     /// Current figures.
     fn stats(&self) -> QueueStats;

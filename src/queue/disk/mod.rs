@@ -1,0 +1,495 @@
+//! The durable disk queue: segmented, append-only, checksummed, with group commit.
+//!
+//! # Life of a record
+//! write → sync → read → ack → checkpoint → delete:
+//! 1. `append` hands events to the one writer thread. The writer gathers every append
+//!    waiting (group commit), assigns sequence numbers under the state lock (atomically
+//!    with sealing, see `crate::queue`), encodes frames (`frame.rs`) into the active
+//!    segment (`segment.rs`), writes them with one `write`, and makes them durable with one
+//!    `fdatasync` per batch. Only then are the appends answered and `persisted` moved
+//!    (`durability: batch`, the default). With `durability: interval` the appends are
+//!    answered after the write and `persisted` moves at the next timed `fdatasync`.
+//! 2. Written records also go into a bounded in-memory tail (`read_ahead` bytes). A reader
+//!    that keeps up is served from it and never touches the disk; one that falls behind
+//!    reads the segment files (`reader.rs`) from where it stopped.
+//! 3. Acks may arrive out of order; the contiguous acknowledged prefix is tracked, written
+//!    to `checkpoint.json` (`checkpoint.rs`, temp + fsync + rename, at most every 100 ms),
+//!    and only then are segments whose records are all acknowledged deleted.
+//!
+//! # Invariants
+//! - Record `n` is answered to its producer only after it is in the file (and, by default,
+//!   synced). `persisted` never passes what is synced.
+//! - A segment is deleted only after a durable checkpoint covers its last record.
+//! - Bytes on disk never exceed `max_size` by more than one frame; a full queue accepts a
+//!   prefix of an append and says so (backpressure), it never drops.
+//! - Memory is bounded by `read_ahead` plus the batches in flight, whatever the backlog.
+//!
+//! # Recovery (`open`)
+//! Take the lock file (`lock`, refused if another process holds it); read the checkpoint;
+//! delete segments it covers; trust each sealed segment's `.meta` summary and scan only
+//! segments without one (normally just the tail); truncate a torn tail at its last valid
+//! frame; start a new active segment after the last record. A damaged checkpoint is
+//! logged and replaced by "nothing acknowledged" (records may be delivered again; none is
+//! lost). A segment whose frames fail their checksum when read is counted, its readable
+//! records are delivered, the unreadable ones are counted as lost, and once acknowledged
+//! it is renamed aside (`.corrupt-N`), never deleted. The shipper never crash-loops on
+//! its own files.
+
+mod checkpoint;
+mod frame;
+mod reader;
+mod segment;
+mod writer;
+
+use super::{Appended, Barrier, Generation, GenerationId, Queue, QueueError, QueueStats, Record, Seq};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch, Notify};
+
+/// Errors of the disk queue's files.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// An operating-system error on a path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file's content is damaged.
+    #[error("{path} is damaged: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Another process has the queue open.
+    #[error("the queue at {0} is in use by another process (lock file held)")]
+    Locked(PathBuf),
+}
+
+impl DiskError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        DiskError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// When appends become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// One `fdatasync` per write batch; appends are answered after it (the default).
+    Batch,
+    /// One `fdatasync` per interval; appends are answered after the write.
+    Interval(Duration),
+}
+
+/// How to open a disk queue.
+#[derive(Debug, Clone)]
+pub struct DiskOptions {
+    /// The queue directory.
+    pub dir: PathBuf,
+    /// Most bytes of segment files on disk.
+    pub max_size: u64,
+    /// A segment is sealed and a new one started past this size.
+    pub segment_size: u64,
+    /// When appends become durable.
+    pub durability: Durability,
+    /// Bytes of recently written records kept in memory for readers.
+    pub read_ahead: u64,
+}
+
+#[derive(Debug, Clone)]
+struct SegmentState {
+    last_seq: Seq,
+    bytes: u64,
+    sealed: bool,
+    corrupt: bool,
+}
+
+struct GenerationState {
+    generation: Generation,
+    last_seq: Seq,
+    unacked: u64,
+}
+
+struct CachedRecord {
+    record: Record,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Counters {
+    write_batches: u64,
+    fsyncs: u64,
+    quarantined_segments: u64,
+    corrupted_events: u64,
+}
+
+/// State shared by appenders, the writer thread, readers and ackers. Shared mutable
+/// state by design; the lock is held for bookkeeping only, never across I/O or `.await`.
+struct State {
+    /// Last sequence number handed out by the writer (maybe not yet written).
+    assigned: Seq,
+    /// Last sequence number in the files, visible to readers.
+    head: Seq,
+    /// Last sequence number made durable.
+    durable: Seq,
+    acked: Seq,
+    acked_ahead: BTreeMap<Seq, Seq>,
+    next_read: Seq,
+    cache: VecDeque<CachedRecord>,
+    cache_bytes: u64,
+    segments: BTreeMap<Seq, SegmentState>,
+    bytes_on_disk: u64,
+    generations: Vec<GenerationState>,
+    generation_ids: HashMap<Generation, GenerationId>,
+    /// Generations of the records after `acked`, run-length encoded, in order.
+    runs: VecDeque<(GenerationId, u64)>,
+    sealed_inputs: HashSet<String>,
+    closed: bool,
+    counters: Counters,
+}
+
+impl State {
+    fn generations_of_input<'a>(&'a self, input_unit: &'a str) -> impl Iterator<Item = &'a GenerationState> {
+        self.generations.iter().filter(move |g| g.generation.input_unit == input_unit)
+    }
+
+    /// Moves the acknowledged prefix forward over every contiguous acked range.
+    fn advance_acked(&mut self) -> bool {
+        let before = self.acked;
+        while let Some((&start, &end)) = self.acked_ahead.first_key_value() {
+            if start > self.acked + 1 {
+                break;
+            }
+            self.acked_ahead.pop_first();
+            if end > self.acked {
+                self.release_runs(end - self.acked);
+                self.acked = end;
+            }
+        }
+        while self.cache.front().is_some_and(|c| c.record.seq <= self.acked) {
+            if let Some(cached) = self.cache.pop_front() {
+                self.cache_bytes -= cached.record.payload.len() as u64;
+            }
+        }
+        self.next_read = self.next_read.max(self.acked + 1);
+        self.acked != before
+    }
+
+    fn release_runs(&mut self, mut count: u64) {
+        while count > 0 {
+            let Some((generation, run)) = self.runs.front_mut() else { break };
+            let take = count.min(*run);
+            *run -= take;
+            count -= take;
+            if let Some(g) = self.generations.get_mut(generation.0 as usize) {
+                g.unacked = g.unacked.saturating_sub(take);
+            }
+            if *run == 0 {
+                self.runs.pop_front();
+            }
+        }
+    }
+
+    fn push_run(&mut self, generation: GenerationId) {
+        match self.runs.back_mut() {
+            Some((last, count)) if *last == generation => *count += 1,
+            _ => self.runs.push_back((generation, 1)),
+        }
+    }
+
+    fn generation_table(&self) -> Vec<Generation> {
+        self.generations.iter().map(|g| g.generation.clone()).collect()
+    }
+}
+
+enum WriterMsg {
+    Append {
+        events: Vec<(GenerationId, Bytes)>,
+        reply: oneshot::Sender<Result<Appended, QueueError>>,
+    },
+    /// The generation table grew: persist it before any record uses the new entry.
+    Generations,
+    /// The acknowledged prefix moved: checkpoint and delete segments soon.
+    Acked,
+    /// Final sync and checkpoint, then stop.
+    Close(oneshot::Sender<()>),
+    /// Stop at once, like a killed process (tests only).
+    #[cfg(test)]
+    Abandon,
+}
+
+struct Shared {
+    options: DiskOptions,
+    state: Mutex<State>,
+    records_ready: Notify,
+    persisted_tx: watch::Sender<Seq>,
+    acked_tx: watch::Sender<Seq>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A durable queue in one directory.
+pub struct DiskQueue {
+    shared: Arc<Shared>,
+    writer_tx: std_mpsc::Sender<WriterMsg>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    reader: tokio::sync::Mutex<reader::ReaderPos>,
+    /// Held for the queue's lifetime: the OS lock that keeps a second process out.
+    _lock: std::fs::File,
+}
+
+impl DiskQueue {
+    /// Opens (creating or recovering) the queue in `options.dir`. Blocking: call it from
+    /// `spawn_blocking` or before the runtime starts.
+    ///
+    /// # Errors
+    /// The directory cannot be created or locked, or a file cannot be read. Damaged data
+    /// is not an error: it is truncated or quarantined and logged.
+    pub fn open(options: DiskOptions) -> Result<Self, DiskError> {
+        let dir = options.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|err| DiskError::io(&dir, err))?;
+        let lock_path = dir.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|err| DiskError::io(&lock_path, err))?;
+        lock.try_lock().map_err(|_| DiskError::Locked(dir.clone()))?;
+
+        let recovered = writer::recover(&options)?;
+        let (persisted_tx, _) = watch::channel(recovered.state.durable);
+        let (acked_tx, _) = watch::channel(recovered.state.acked);
+        let shared = Arc::new(Shared {
+            options: options.clone(),
+            state: Mutex::new(recovered.state),
+            records_ready: Notify::new(),
+            persisted_tx,
+            acked_tx,
+        });
+        let (writer_tx, writer_rx) = std_mpsc::channel();
+        let writer_shared = shared.clone();
+        let active = recovered.active;
+        let handle = std::thread::Builder::new()
+            .name("queue-writer".into())
+            .spawn(move || writer::run(writer_shared, active, writer_rx))
+            .map_err(|err| DiskError::io(&dir, err))?;
+        Ok(DiskQueue {
+            shared,
+            writer_tx,
+            writer: Mutex::new(Some(handle)),
+            reader: tokio::sync::Mutex::new(reader::ReaderPos::default()),
+            _lock: lock,
+        })
+    }
+
+    fn take_from_cache(state: &mut State, max_events: usize, max_bytes: usize) -> Option<Vec<Record>> {
+        let front = state.cache.front()?.record.seq;
+        if state.next_read < front {
+            return None;
+        }
+        let start = (state.next_read - front) as usize;
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        for cached in state.cache.iter().skip(start).take(max_events.max(1)) {
+            if !batch.is_empty() && bytes + cached.record.payload.len() > max_bytes {
+                break;
+            }
+            bytes += cached.record.payload.len();
+            batch.push(cached.record.clone());
+        }
+        state.next_read += batch.len() as u64;
+        Some(batch)
+    }
+}
+
+#[async_trait]
+impl Queue for DiskQueue {
+    fn register(&self, generation: Generation) -> GenerationId {
+        let mut state = self.shared.lock();
+        if let Some(id) = state.generation_ids.get(&generation) {
+            return *id;
+        }
+        let id = GenerationId(state.generations.len() as u32);
+        state.generation_ids.insert(generation.clone(), id);
+        state.generations.push(GenerationState {
+            generation,
+            last_seq: 0,
+            unacked: 0,
+        });
+        drop(state);
+        let _ = self.writer_tx.send(WriterMsg::Generations);
+        id
+    }
+
+    fn generation(&self, id: GenerationId) -> Option<Generation> {
+        self.shared.lock().generations.get(id.0 as usize).map(|g| g.generation.clone())
+    }
+
+    async fn append(&self, events: Vec<(GenerationId, Bytes)>) -> Result<Appended, QueueError> {
+        if self.shared.lock().closed {
+            return Err(QueueError::Closed);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.writer_tx
+            .send(WriterMsg::Append { events, reply })
+            .map_err(|_| QueueError::Closed)?;
+        answer.await.map_err(|_| QueueError::Closed)?
+    }
+
+    async fn read(&self, max_events: usize, max_bytes: usize) -> Option<Vec<Record>> {
+        loop {
+            let notified = self.shared.records_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let from = {
+                let mut state = self.shared.lock();
+                if state.next_read > state.head {
+                    if state.closed {
+                        return None;
+                    }
+                    None
+                } else if let Some(batch) = Self::take_from_cache(&mut state, max_events, max_bytes) {
+                    return Some(batch);
+                } else {
+                    Some(state.next_read)
+                }
+            };
+            let Some(from) = from else {
+                notified.await;
+                continue;
+            };
+            if let Some(batch) = reader::read_from_disk(&self.shared, &self.reader, from, max_events, max_bytes).await {
+                return Some(batch);
+            }
+        }
+    }
+
+    fn ack(&self, first: Seq, last: Seq) {
+        if first > last {
+            return;
+        }
+        let mut state = self.shared.lock();
+        if last <= state.acked || last > state.head {
+            return;
+        }
+        let start = first.max(state.acked + 1);
+        let entry = state.acked_ahead.entry(start).or_insert(last);
+        *entry = (*entry).max(last);
+        if state.advance_acked() {
+            let acked = state.acked;
+            drop(state);
+            self.shared.acked_tx.send_replace(acked);
+            let _ = self.writer_tx.send(WriterMsg::Acked);
+        }
+    }
+
+    fn rewind(&self) {
+        let mut state = self.shared.lock();
+        state.next_read = state.acked + 1;
+        drop(state);
+        self.shared.records_ready.notify_waiters();
+    }
+
+    fn seal_input(&self, input_unit: &str) -> Barrier {
+        let mut state = self.shared.lock();
+        state.sealed_inputs.insert(input_unit.to_string());
+        let (seq, pending) = state
+            .generations_of_input(input_unit)
+            .fold((0, 0), |(seq, pending), g| (seq.max(g.last_seq), pending + g.unacked));
+        Barrier { seq, pending }
+    }
+
+    fn unseal_input(&self, input_unit: &str) {
+        self.shared.lock().sealed_inputs.remove(input_unit);
+    }
+
+    fn pending_for_input(&self, input_unit: &str) -> u64 {
+        self.shared.lock().generations_of_input(input_unit).map(|g| g.unacked).sum()
+    }
+
+    fn barrier_all(&self) -> Barrier {
+        let state = self.shared.lock();
+        Barrier {
+            seq: state.assigned,
+            pending: state.assigned - state.acked,
+        }
+    }
+
+    fn acked(&self) -> watch::Receiver<Seq> {
+        self.shared.acked_tx.subscribe()
+    }
+
+    fn persisted(&self) -> watch::Receiver<Seq> {
+        self.shared.persisted_tx.subscribe()
+    }
+
+    fn close(&self) {
+        self.shared.lock().closed = true;
+        self.shared.records_ready.notify_waiters();
+    }
+
+    async fn persist(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.writer_tx.send(WriterMsg::Close(done)).is_ok() {
+            let _ = finished.await;
+        }
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+
+    fn stats(&self) -> QueueStats {
+        let state = self.shared.lock();
+        QueueStats {
+            kind: "disk",
+            events: state.head - state.acked,
+            bytes: state.bytes_on_disk,
+            head: state.head,
+            acked: state.acked,
+            oldest_unacked: (state.head > state.acked).then_some(state.acked + 1),
+            write_batches: state.counters.write_batches,
+            fsyncs: state.counters.fsyncs,
+            quarantined_segments: state.counters.quarantined_segments,
+            corrupted_events: state.counters.corrupted_events,
+        }
+    }
+}
+
+#[cfg(test)]
+impl DiskQueue {
+    /// Stops the writer without a final sync or checkpoint and releases the lock: what a
+    /// SIGKILL leaves behind (written data stays in the page cache, as after a crash).
+    fn crash(self) {
+        let _ = self.writer_tx.send(WriterMsg::Abandon);
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for DiskQueue {
+    fn drop(&mut self) {
+        // Without `persist`, the writer still syncs and checkpoints on its way out.
+        let _ = self.writer_tx.send(WriterMsg::Close(oneshot::channel().0));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,599 @@
+//! The writer thread (group commit, segment rolling, checkpoints) and recovery at open.
+
+use super::checkpoint::Checkpoint;
+use super::frame;
+use super::segment::{self, SegmentMeta, HEADER_LEN};
+use super::{
+    CachedRecord, Counters, DiskError, DiskOptions, Durability, GenerationState, SegmentState, Shared, State,
+    WriterMsg,
+};
+use crate::queue::{AppendStop, Appended, Generation, GenerationId, QueueError, Record, Seq};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Gather appends up to this many bytes into one write.
+const GROUP_BYTES: usize = 8 << 20;
+/// Checkpoint at most this often.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// How often the writer wakes up when idle (interval syncs, pending checkpoints).
+const TICK: Duration = Duration::from_millis(50);
+/// A generation id written by a process whose table was lost (damaged checkpoint).
+const LOST_GENERATION: u32 = u32::MAX;
+
+/// The segment being appended to.
+pub(super) struct ActiveSegment {
+    file: File,
+    meta: SegmentMeta,
+}
+
+/// What `recover` found.
+pub(super) struct Recovered {
+    pub(super) state: State,
+    pub(super) active: ActiveSegment,
+}
+
+fn quarantine(dir: &Path, first: Seq, reason: &str) -> Result<(), DiskError> {
+    let from = segment::segment_path(dir, first);
+    let mut n = 0;
+    let to = loop {
+        let candidate = dir.join(format!("{first:020}.seg.corrupt-{n}"));
+        if !candidate.exists() {
+            break candidate;
+        }
+        n += 1;
+    };
+    std::fs::rename(&from, &to).map_err(|err| DiskError::io(&from, err))?;
+    let _ = std::fs::remove_file(segment::meta_path(dir, first));
+    tracing::error!(path = %to.display(), reason, "queue segment is damaged: quarantined (kept for inspection, not deleted)");
+    Ok(())
+}
+
+fn create_segment(dir: &Path, first: Seq) -> Result<ActiveSegment, DiskError> {
+    let path = segment::segment_path(dir, first);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .read(true)
+        .open(&path)
+        .map_err(|err| DiskError::io(&path, err))?;
+    restrict(&path);
+    file.write_all(&segment::header(first)).map_err(|err| DiskError::io(&path, err))?;
+    file.sync_all().map_err(|err| DiskError::io(&path, err))?;
+    segment::sync_dir(dir)?;
+    Ok(ActiveSegment {
+        file,
+        meta: SegmentMeta::empty(first),
+    })
+}
+
+/// Queue files hold events: owner-only.
+fn restrict(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+/// Rebuilds the state from the files in `options.dir` and starts a new active segment.
+pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
+    let dir = &options.dir;
+    let checkpoint = match Checkpoint::load(dir) {
+        Ok(checkpoint) => checkpoint,
+        Err(err) => {
+            tracing::error!(error = %err, "queue checkpoint unusable: treating every record on disk as unacknowledged (some may be delivered again; none is lost)");
+            None
+        }
+    };
+    let (mut acked, table) = checkpoint.map(|c| (c.acked, c.generations)).unwrap_or_default();
+    let mut firsts: Vec<Seq> = std::fs::read_dir(dir)
+        .map_err(|err| DiskError::io(dir, err))?
+        .filter_map(|entry| entry.ok()?.file_name().to_str().and_then(segment::parse_segment_name))
+        .collect();
+    firsts.sort_unstable();
+
+    let mut generations: Vec<GenerationState> = table
+        .into_iter()
+        .map(|generation| GenerationState { generation, last_seq: 0, unacked: 0 })
+        .collect();
+    let mut segments = BTreeMap::new();
+    let mut runs = VecDeque::new();
+    let mut bytes_on_disk = 0;
+    let mut head: Option<Seq> = None;
+    let mut acked_ahead = BTreeMap::new();
+    let mut counters = Counters::default();
+    for (index, &first) in firsts.iter().enumerate() {
+        let path = segment::segment_path(dir, first);
+        let is_tail = index + 1 == firsts.len();
+        let known = if is_tail { None } else { SegmentMeta::load(dir, first) };
+        let meta = match known {
+            Some(meta) => meta,
+            None => match segment::scan(&path) {
+                Ok(scan) => {
+                    if let Some(damage) = scan.damage {
+                        let file = std::fs::OpenOptions::new().write(true).open(&path).map_err(|err| DiskError::io(&path, err))?;
+                        let len = file.metadata().map_err(|err| DiskError::io(&path, err))?.len();
+                        file.set_len(scan.valid_len).map_err(|err| DiskError::io(&path, err))?;
+                        file.sync_all().map_err(|err| DiskError::io(&path, err))?;
+                        tracing::warn!(path = %path.display(), damage, dropped_bytes = len - scan.valid_len, kept_through_seq = scan.meta.last_seq, "truncated the damaged end of a queue segment");
+                    }
+                    // Sealed from now on: remember the summary so the next open skips the scan.
+                    if let Err(err) = scan.meta.store(dir) {
+                        tracing::warn!(error = %err, "could not store a segment summary; it will be scanned again");
+                    }
+                    scan.meta
+                }
+                Err(DiskError::Corrupt { reason, .. }) => {
+                    quarantine(dir, first, &reason)?;
+                    counters.quarantined_segments += 1;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            },
+        };
+        if meta.last_seq <= acked && meta.last_seq + 1 >= meta.first_seq {
+            // Every record acknowledged before the crash; the deletion did not happen yet.
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(segment::meta_path(dir, first));
+            continue;
+        }
+        let expected_first = head.map(|h| h + 1).unwrap_or(acked + 1);
+        if meta.first_seq > expected_first {
+            if head.is_none() {
+                // Nothing before this segment is on disk: it was all acknowledged.
+                acked = meta.first_seq - 1;
+            } else {
+                let lost = meta.first_seq - expected_first;
+                tracing::error!(first = expected_first, last = meta.first_seq - 1, "queue records missing between segments: counted as lost");
+                counters.corrupted_events += lost;
+                acked_ahead.insert(expected_first, meta.first_seq - 1);
+                runs.push_back((GenerationId(LOST_GENERATION), lost));
+            }
+        }
+        let mut seq = meta.first_seq;
+        for &(generation, count) in &meta.generations {
+            let end = seq + count - 1;
+            let start = seq.max(acked + 1);
+            seq += count;
+            if end < start {
+                continue;
+            }
+            while generations.len() <= generation as usize && generation != LOST_GENERATION {
+                let n = generations.len();
+                generations.push(GenerationState {
+                    generation: Generation {
+                        input_unit: format!("<unknown generation {n}>"),
+                        output_unit: String::new(),
+                        output_config_idx: 0,
+                    },
+                    last_seq: 0,
+                    unacked: 0,
+                });
+            }
+            if let Some(g) = generations.get_mut(generation as usize) {
+                g.last_seq = end;
+                g.unacked += end - start + 1;
+            }
+            match runs.back_mut() {
+                Some((last, n)) if *last == GenerationId(generation) => *n += end - start + 1,
+                _ => runs.push_back((GenerationId(generation), end - start + 1)),
+            }
+        }
+        bytes_on_disk += meta.bytes;
+        head = Some(head.unwrap_or(acked).max(meta.last_seq));
+        segments.insert(first, SegmentState { last_seq: meta.last_seq, bytes: meta.bytes, sealed: true, corrupt: false });
+    }
+    let head = head.unwrap_or(acked).max(acked);
+    let active = create_segment(dir, head + 1)?;
+    segments.insert(head + 1, SegmentState { last_seq: head, bytes: HEADER_LEN as u64, sealed: false, corrupt: false });
+    bytes_on_disk += HEADER_LEN as u64;
+    let generation_ids: HashMap<Generation, GenerationId> = generations
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.generation.clone(), GenerationId(i as u32)))
+        .collect();
+    let mut state = State {
+        assigned: head,
+        head,
+        durable: head,
+        acked,
+        acked_ahead,
+        next_read: acked + 1,
+        cache: VecDeque::new(),
+        cache_bytes: 0,
+        segments,
+        bytes_on_disk,
+        generations,
+        generation_ids,
+        runs,
+        sealed_inputs: HashSet::new(),
+        closed: false,
+        counters,
+    };
+    state.advance_acked();
+    tracing::info!(
+        path = %dir.display(),
+        segments = state.segments.len(),
+        unacked_events = state.head - state.acked,
+        bytes = state.bytes_on_disk,
+        "disk queue opened"
+    );
+    Ok(Recovered { state, active })
+}
+
+/// The writer thread's loop; returns on `Close` or when every sender is gone.
+pub(super) fn run(shared: Arc<Shared>, mut active: ActiveSegment, rx: Receiver<WriterMsg>) {
+    let mut writer = Writer {
+        shared,
+        unsynced: false,
+        last_sync: Instant::now(),
+        acked_moved: false,
+        last_checkpoint: Instant::now(),
+    };
+    loop {
+        let first = match rx.recv_timeout(TICK) {
+            Ok(message) => Some(message),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut appends = Vec::new();
+        let mut appended_bytes = 0;
+        let mut close = None;
+        let mut next = first;
+        while let Some(message) = next.take() {
+            match message {
+                WriterMsg::Append { events, reply } => {
+                    appended_bytes += events.iter().map(|(_, p)| p.len()).sum::<usize>();
+                    appends.push((events, reply));
+                }
+                // Before any gathered append could use the new generation.
+                WriterMsg::Generations => writer.checkpoint(&active),
+                WriterMsg::Acked => writer.acked_moved = true,
+                WriterMsg::Close(done) => {
+                    close = Some(done);
+                    break;
+                }
+                #[cfg(test)]
+                WriterMsg::Abandon => return,
+            }
+            if appended_bytes < GROUP_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !appends.is_empty() {
+            writer.write_batch(&mut active, appends);
+        }
+        writer.maybe_sync(&mut active, false);
+        if writer.acked_moved && writer.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            writer.checkpoint(&active);
+        }
+        if let Some(done) = close {
+            writer.maybe_sync(&mut active, true);
+            writer.checkpoint(&active);
+            let _ = done.send(());
+            return;
+        }
+    }
+    writer.maybe_sync(&mut active, true);
+    writer.checkpoint(&active);
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    unsynced: bool,
+    last_sync: Instant,
+    acked_moved: bool,
+    last_checkpoint: Instant,
+}
+
+/// One producer's request, with what was assigned to it.
+struct Planned {
+    reply: oneshot::Sender<Result<Appended, QueueError>>,
+    seqs: Vec<Seq>,
+    stop: Option<AppendStop>,
+}
+
+impl Writer {
+    fn dir(&self) -> &Path {
+        &self.shared.options.dir
+    }
+
+    /// Assigns sequence numbers, writes, syncs, publishes, answers.
+    fn write_batch(&mut self, active: &mut ActiveSegment, appends: Vec<(Vec<(GenerationId, Bytes)>, oneshot::Sender<Result<Appended, QueueError>>)>) {
+        let options = &self.shared.options;
+        let mut plans = Vec::with_capacity(appends.len());
+        let mut frames: Vec<(Seq, GenerationId, Bytes)> = Vec::new();
+        let mut prior_last: HashMap<GenerationId, Seq> = HashMap::new();
+        {
+            let mut state = self.shared.lock();
+            let mut pending_bytes = 0u64;
+            let mut full = false;
+            // Follow the active segment's fill so rolls (each a new header) are budgeted.
+            let mut active_bytes = active.meta.bytes;
+            for (events, reply) in appends {
+                let mut seqs = Vec::with_capacity(events.len());
+                let mut stop = None;
+                for (generation, payload) in events {
+                    let Some(gen_state) = state.generations.get(generation.0 as usize) else {
+                        stop = Some(AppendStop::Sealed { input_unit: format!("<unknown generation {}>", generation.0) });
+                        break;
+                    };
+                    if state.sealed_inputs.contains(&gen_state.generation.input_unit) {
+                        stop = Some(AppendStop::Sealed { input_unit: gen_state.generation.input_unit.clone() });
+                        break;
+                    }
+                    let len = frame::encoded_len(payload.len()) as u64;
+                    let rolls = active_bytes > HEADER_LEN as u64 && active_bytes + len > options.segment_size;
+                    let needed = len + if rolls { HEADER_LEN as u64 } else { 0 };
+                    // An event that could never fit is let into an empty queue, so it cannot
+                    // wedge the input forever; everything else keeps to the budget.
+                    let never_fits = needed + 2 * HEADER_LEN as u64 > options.max_size;
+                    let exempt = never_fits && state.assigned == state.acked && pending_bytes == 0;
+                    if full || (!exempt && state.bytes_on_disk + pending_bytes + needed > options.max_size) {
+                        full = true;
+                        stop = Some(AppendStop::Full);
+                        break;
+                    }
+                    pending_bytes += needed;
+                    active_bytes = if rolls { HEADER_LEN as u64 + len } else { active_bytes + len };
+                    state.assigned += 1;
+                    let seq = state.assigned;
+                    let gen_state = &mut state.generations[generation.0 as usize];
+                    prior_last.entry(generation).or_insert(gen_state.last_seq);
+                    gen_state.last_seq = seq;
+                    gen_state.unacked += 1;
+                    state.push_run(generation);
+                    seqs.push(seq);
+                    frames.push((seq, generation, payload));
+                }
+                plans.push(Planned { reply, seqs, stop });
+            }
+        }
+
+        let committed = self.write_frames(active, &frames);
+        if committed < frames.len() {
+            self.roll_back(&frames[committed..], &frames[..committed], &prior_last);
+        }
+        let committed_head = frames.get(committed.wrapping_sub(1)).map(|f| f.0);
+        for plan in plans {
+            let accepted = plan.seqs.iter().take_while(|seq| committed_head.is_some_and(|h| **seq <= h)).count();
+            let stopped_by = if accepted < plan.seqs.len() { Some(AppendStop::Full) } else { plan.stop };
+            let last_seq = accepted.checked_sub(1).map(|i| plan.seqs[i]);
+            let _ = plan.reply.send(Ok(Appended { accepted, last_seq, stopped_by }));
+        }
+    }
+
+    /// Writes frames segment by segment; returns how many are committed (written, synced
+    /// per the durability mode, and visible to readers).
+    fn write_frames(&mut self, active: &mut ActiveSegment, frames: &[(Seq, GenerationId, Bytes)]) -> usize {
+        let segment_size = self.shared.options.segment_size;
+        let mut committed = 0;
+        let mut buf = Vec::new();
+        let mut cached = Vec::new();
+        for (index, (seq, generation, payload)) in frames.iter().enumerate() {
+            let len = frame::encoded_len(payload.len()) as u64;
+            let has_records = active.meta.last_seq >= active.meta.first_seq;
+            if has_records && active.meta.bytes + len > segment_size {
+                if !self.commit_chunk(active, &mut buf, &mut cached, true) {
+                    return committed;
+                }
+                committed = index;
+                if !self.seal_and_roll(active, *seq) {
+                    return committed;
+                }
+            }
+            cached.push(CachedRecord {
+                record: Record { seq: *seq, generation: *generation, payload: payload.clone() },
+            });
+            frame::encode(&mut buf, *seq, generation.0, payload);
+            active.meta.push(*seq, generation.0, len as usize);
+        }
+        let sync = self.shared.options.durability == Durability::Batch;
+        if !buf.is_empty() && !self.commit_chunk(active, &mut buf, &mut cached, sync) {
+            return committed;
+        }
+        frames.len()
+    }
+
+    /// Writes `buf` to the active segment (and syncs when `sync`), then publishes the
+    /// records in `cached`. On failure the segment is cut back and nothing is published.
+    fn commit_chunk(&mut self, active: &mut ActiveSegment, buf: &mut Vec<u8>, cached: &mut Vec<CachedRecord>, sync: bool) -> bool {
+        let path = segment::segment_path(self.dir(), active.meta.first_seq);
+        let before = active.meta.bytes - buf.len() as u64;
+        let result = active.file.write_all(buf).and_then(|()| if sync { active.file.sync_data() } else { Ok(()) });
+        if let Err(err) = result {
+            tracing::error!(path = %path.display(), error = %err, "queue write failed: appends are refused (backpressure) until it works again");
+            // Cut back whatever part of the chunk landed, so the file stays a clean prefix.
+            let _ = active.file.set_len(before);
+            let mut restored = recount(&active.meta, cached.len() as u64);
+            restored.bytes = before;
+            active.meta = restored;
+            buf.clear();
+            cached.clear();
+            return false;
+        }
+        if !sync {
+            self.unsynced = true;
+        }
+        let written = buf.len() as u64;
+        buf.clear();
+        let Some(last) = cached.last().map(|c| c.record.seq) else { return true };
+        {
+            let mut state = self.shared.lock();
+            state.head = last;
+            if sync {
+                state.durable = last;
+                state.counters.fsyncs += 1;
+            }
+            state.counters.write_batches += 1;
+            state.bytes_on_disk += written;
+            if let Some(segment) = state.segments.get_mut(&active.meta.first_seq) {
+                segment.last_seq = last;
+                segment.bytes = active.meta.bytes;
+            }
+            for record in cached.drain(..) {
+                state.cache_bytes += record.record.payload.len() as u64;
+                state.cache.push_back(record);
+            }
+            // Keep the in-memory tail bounded, but never drop what a reader has not seen
+            // unless the bound forces it (then the reader goes to disk).
+            while state.cache_bytes > self.shared.options.read_ahead {
+                match state.cache.pop_front() {
+                    Some(old) => state.cache_bytes -= old.record.payload.len() as u64,
+                    None => break,
+                }
+            }
+        }
+        if sync {
+            self.shared.persisted_tx.send_replace(last);
+        }
+        self.shared.records_ready.notify_waiters();
+        true
+    }
+
+    /// Seals the active segment (its data is synced by the caller) and starts the next.
+    fn seal_and_roll(&mut self, active: &mut ActiveSegment, next_first: Seq) -> bool {
+        let dir = self.dir().to_path_buf();
+        if let Err(err) = active.meta.store(&dir) {
+            tracing::warn!(error = %err, "could not store a segment summary; it will be scanned at the next open");
+        }
+        match create_segment(&dir, next_first) {
+            Ok(next) => {
+                let mut state = self.shared.lock();
+                if let Some(old) = state.segments.get_mut(&active.meta.first_seq) {
+                    old.sealed = true;
+                }
+                state.segments.insert(next_first, SegmentState { last_seq: next_first - 1, bytes: HEADER_LEN as u64, sealed: false, corrupt: false });
+                state.bytes_on_disk += HEADER_LEN as u64;
+                drop(state);
+                *active = next;
+                true
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot start a new queue segment: appends are refused until it works");
+                // The old segment stays active: its summary must not claim it is complete.
+                let _ = std::fs::remove_file(segment::meta_path(&dir, active.meta.first_seq));
+                false
+            }
+        }
+    }
+
+    /// Undoes the assignment of frames that were not written.
+    fn roll_back(&mut self, unwritten: &[(Seq, GenerationId, Bytes)], written: &[(Seq, GenerationId, Bytes)], prior_last: &HashMap<GenerationId, Seq>) {
+        let mut state = self.shared.lock();
+        let Some(first_unwritten) = unwritten.first().map(|f| f.0) else { return };
+        state.assigned = first_unwritten - 1;
+        for (_, generation, _) in unwritten.iter().rev() {
+            if let Some(g) = state.generations.get_mut(generation.0 as usize) {
+                g.unacked -= 1;
+            }
+            if let Some((_, count)) = state.runs.back_mut() {
+                *count -= 1;
+                if *count == 0 {
+                    state.runs.pop_back();
+                }
+            }
+        }
+        for (generation, prior) in prior_last {
+            let last_written = written.iter().rev().find(|f| f.1 == *generation).map(|f| f.0);
+            if let Some(g) = state.generations.get_mut(generation.0 as usize) {
+                g.last_seq = last_written.unwrap_or(*prior);
+            }
+        }
+    }
+
+    /// In interval mode, syncs when the interval passed (or always when `force`).
+    fn maybe_sync(&mut self, active: &mut ActiveSegment, force: bool) {
+        let due = match self.shared.options.durability {
+            Durability::Batch => force,
+            Durability::Interval(interval) => force || self.last_sync.elapsed() >= interval,
+        };
+        if !(due && self.unsynced) {
+            return;
+        }
+        match active.file.sync_data() {
+            Ok(()) => {
+                self.unsynced = false;
+                self.last_sync = Instant::now();
+                let durable = {
+                    let mut state = self.shared.lock();
+                    state.durable = state.head;
+                    state.counters.fsyncs += 1;
+                    state.head
+                };
+                self.shared.persisted_tx.send_replace(durable);
+            }
+            Err(err) => tracing::error!(error = %err, "queue fdatasync failed; will retry"),
+        }
+    }
+
+    /// Writes the checkpoint, then deletes (or quarantines) segments it fully covers.
+    fn checkpoint(&mut self, active: &ActiveSegment) {
+        self.acked_moved = false;
+        self.last_checkpoint = Instant::now();
+        let dir = self.dir().to_path_buf();
+        let (acked, table, doomed) = {
+            let state = self.shared.lock();
+            let doomed: Vec<(Seq, bool)> = state
+                .segments
+                .iter()
+                .filter(|(first, s)| s.sealed && s.last_seq <= state.acked && **first != active.meta.first_seq)
+                .map(|(first, s)| (*first, s.corrupt))
+                .collect();
+            (state.acked, state.generation_table(), doomed)
+        };
+        if let Err(err) = Checkpoint::new(acked, table).store(&dir) {
+            tracing::error!(error = %err, "cannot write the queue checkpoint; segments are kept until it works");
+            return;
+        }
+        if doomed.is_empty() {
+            return;
+        }
+        let mut removed = Vec::new();
+        for (first, corrupt) in doomed {
+            let result = if corrupt {
+                quarantine(&dir, first, "frames failed their checksum when read")
+            } else {
+                let path = segment::segment_path(&dir, first);
+                let _ = std::fs::remove_file(segment::meta_path(&dir, first));
+                std::fs::remove_file(&path).map_err(|err| DiskError::io(&path, err))
+            };
+            match result {
+                Ok(()) => removed.push((first, corrupt)),
+                Err(err) => tracing::warn!(error = %err, "could not remove an acknowledged segment; will retry"),
+            }
+        }
+        let _ = segment::sync_dir(&dir);
+        let mut state = self.shared.lock();
+        for (first, corrupt) in removed {
+            if let Some(segment) = state.segments.remove(&first) {
+                state.bytes_on_disk -= segment.bytes;
+            }
+            if corrupt {
+                state.counters.quarantined_segments += 1;
+            }
+        }
+    }
+}
+
+/// The summary of the first `meta`'s records minus the last `drop` ones.
+fn recount(meta: &SegmentMeta, drop: u64) -> SegmentMeta {
+    let mut out = SegmentMeta::empty(meta.first_seq);
+    let keep = (meta.last_seq + 1 - meta.first_seq).saturating_sub(drop);
+    let mut left = keep;
+    for &(generation, count) in &meta.generations {
+        let take = count.min(left);
+        if take == 0 {
+            break;
+        }
+        out.generations.push((generation, take));
+        left -= take;
+    }
+    out.last_seq = meta.first_seq + keep - 1;
+    out
+}
