@@ -82,7 +82,7 @@ fn main() -> ExitCode {
             }
             match cli.command {
                 None => runtime.block_on(managed(settings, log_control)),
-                Some(Command::Run { config }) => runtime.block_on(standalone(config)),
+                Some(Command::Run { config }) => runtime.block_on(standalone(settings, config)),
             }
         });
     // Stray tasks must not hold the exit hostage.
@@ -103,7 +103,10 @@ async fn managed(settings: ProcessSettings, log_control: logging::LogControl) ->
         .context("managed mode")?;
     tracing::info!(addr = %info.addr, server_name = %info.server_name, "StartUpInfo received; connecting to Elastic Agent");
     let shutdown = CancellationToken::new();
-    let (supervisor, link) = Supervisor::new(Pipeline::new(false), Some(log_control));
+    let (supervisor, link) = Supervisor::new(
+        Pipeline::new(false, settings.data_path()),
+        Some(log_control),
+    );
     let supervisor = tokio::spawn(supervisor.run(shutdown.clone()));
     let control = ControlClient::new(info, link, shutdown.clone())
         .with_checkin_interval(settings.checkin_interval);
@@ -130,12 +133,12 @@ async fn managed(settings: ProcessSettings, log_control: logging::LogControl) ->
     outcome
 }
 
-async fn standalone(path: PathBuf) -> Result<()> {
+async fn standalone(settings: ProcessSettings, path: PathBuf) -> Result<()> {
     let config = StandaloneConfig::load(&path).context("standalone mode")?;
     let address = ServerAddress::parse(&config.server)
         .map_err(|reason| anyhow::anyhow!("invalid config key `server`: {reason}"))
         .with_context(|| format!("standalone mode: {}", path.display()))?;
-    let mut pipeline = Pipeline::new(true);
+    let mut pipeline = Pipeline::new(true, settings.data_path());
     pipeline
         .configure_output("standalone", 0, config.output)
         .await

@@ -276,3 +276,24 @@ pub fn count_seqs_in_files(paths: &[std::path::PathBuf], run: &str) -> Result<Ha
     }
     Ok(counts)
 }
+
+/// Waits (polling every 50 ms, at most `timeout`) until every seq in `expected` of `run`
+/// is in the files; returns the counts seen last. The output writes asynchronously:
+/// persisted means safe in the queue, not yet written.
+pub async fn wait_for_seqs_in_files(
+    paths: &[std::path::PathBuf],
+    run: &str,
+    expected: &[u64],
+    timeout: Duration,
+) -> Result<HashMap<u64, u32>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let counts = count_seqs_in_files(paths, run)?;
+        if expected.iter().all(|seq| counts.contains_key(seq))
+            || tokio::time::Instant::now() >= deadline
+        {
+            return Ok(counts);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

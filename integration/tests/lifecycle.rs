@@ -37,7 +37,10 @@ async fn units_reach_healthy_and_every_published_event_is_written() {
         "every accepted event is promised once written"
     );
 
-    let counts = loadgen::count_seqs_in_files(&[h.output_file()], "ten-thousand").unwrap();
+    let counts =
+        loadgen::wait_for_seqs_in_files(&[h.output_file()], "ten-thousand", &report.promised, WAIT)
+            .await
+            .unwrap();
     let missing: Vec<u64> = (0..10_000)
         .filter(|seq| !counts.contains_key(seq))
         .collect();

@@ -6,7 +6,10 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn spawn(config: &std::path::Path) -> tokio::process::Child {
+    let data = config.parent().unwrap().join("data");
     tokio::process::Command::new(integration::shipper_binary().unwrap())
+        .arg("-E")
+        .arg(format!("path.data={}", data.display()))
         .args(["run", "-c"])
         .arg(config)
         .stdin(Stdio::null())
@@ -52,7 +55,14 @@ async fn standalone_mode_writes_every_event_and_exits_cleanly_on_sigterm() {
     options.run = "standalone".into();
     let report = loadgen::run(&options).await.unwrap();
     assert_eq!(report.promised.len(), 1_000);
-    let counts = loadgen::count_seqs_in_files(&[out], "standalone").unwrap();
+    let counts = loadgen::wait_for_seqs_in_files(
+        &[out],
+        "standalone",
+        &report.promised,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     assert_eq!(counts.len(), 1_000);
 
     nix::sys::signal::kill(

@@ -13,7 +13,10 @@ mod standalone;
 
 pub use duration::HumanDuration;
 pub use input::{InputUnitConfig, OnRemove};
-pub use output::{FileOutputConfig, MemoryQueueConfig, OutputConfig, OutputKind, QueueConfig};
+pub use output::{
+    DiskQueueConfig, DurabilityMode, FileOutputConfig, MemoryQueueConfig, OutputConfig, OutputKind,
+    QueueConfig,
+};
 pub use size::ByteSize;
 pub use standalone::{ProcessSettings, StandaloneConfig};
 

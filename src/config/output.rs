@@ -4,7 +4,7 @@
 //! own keys sit beside it, and `queue` is shared by all outputs. It is parsed in two steps
 //! (shared keys, then the output type's keys) so that each step can refuse unknown keys.
 
-use super::{from_value, ByteSize, ConfigError};
+use super::{from_value, ByteSize, ConfigError, HumanDuration};
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -58,18 +58,63 @@ fn default_number_of_files() -> u32 {
     7
 }
 
-/// `queue:` exactly one of `mem` (bounded, lost on crash) or, later, `disk`.
+/// `queue:` exactly one of `mem` (bounded, lost on crash) or `disk` (durable, the default).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub enum QueueConfig {
     /// `queue.mem`: held in memory only; its content is lost if the process dies.
     #[serde(rename = "mem")]
     Memory(MemoryQueueConfig),
+    /// `queue.disk`: segment files under `path.data`, synced before events are confirmed.
+    #[serde(rename = "disk")]
+    Disk(DiskQueueConfig),
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig::Memory(MemoryQueueConfig::default())
+        QueueConfig::Disk(DiskQueueConfig::default())
+    }
+}
+
+/// When disk queue appends become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DurabilityMode {
+    /// One fdatasync per write batch, before PublishEvents is answered (the default).
+    #[default]
+    Batch,
+    /// One fdatasync per `sync_interval`; persisted_index moves then.
+    Interval,
+}
+
+/// `queue.disk` settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskQueueConfig {
+    /// Queue directory. Default: `<path.data>/queue`.
+    pub path: Option<PathBuf>,
+    /// Most bytes of segment files on disk; a full queue pushes back. Default 4GiB.
+    pub max_size: ByteSize,
+    /// Segment file size. Default 64MiB.
+    pub segment_size: ByteSize,
+    /// `batch` (default) or `interval`.
+    pub durability: DurabilityMode,
+    /// Sync period for `durability: interval`. Default 1s.
+    pub sync_interval: HumanDuration,
+    /// Recently written bytes kept in memory for the output. Default 8MiB.
+    pub read_ahead: ByteSize,
+}
+
+impl Default for DiskQueueConfig {
+    fn default() -> Self {
+        DiskQueueConfig {
+            path: None,
+            max_size: ByteSize(4 << 30),
+            segment_size: ByteSize(64 << 20),
+            durability: DurabilityMode::Batch,
+            sync_interval: HumanDuration(std::time::Duration::from_secs(1)),
+            read_ahead: ByteSize(8 << 20),
+        }
     }
 }
 
@@ -163,20 +208,55 @@ impl OutputConfig {
     }
 }
 
+fn invalid(key: &str, reason: String) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason,
+    }
+}
+
 fn validate_queue(queue: &QueueConfig) -> Result<(), ConfigError> {
     match queue {
         QueueConfig::Memory(mem) => {
             if mem.events == 0 {
-                return Err(ConfigError::Invalid {
-                    key: "queue.mem.events".into(),
-                    reason: "must be greater than 0".into(),
-                });
+                return Err(invalid("queue.mem.events", "must be greater than 0".into()));
             }
             if mem.bytes.bytes() == 0 {
-                return Err(ConfigError::Invalid {
-                    key: "queue.mem.bytes".into(),
-                    reason: "must be greater than 0".into(),
-                });
+                return Err(invalid("queue.mem.bytes", "must be greater than 0".into()));
+            }
+        }
+        QueueConfig::Disk(disk) => {
+            const MIN: u64 = 64 << 10;
+            if disk.segment_size.bytes() < MIN {
+                return Err(invalid(
+                    "queue.disk.segment_size",
+                    format!(
+                        "must be at least 64KiB, found {}",
+                        disk.segment_size.bytes()
+                    ),
+                ));
+            }
+            if disk.max_size.bytes() < 2 * disk.segment_size.bytes() {
+                return Err(invalid(
+                    "queue.disk.max_size",
+                    format!(
+                        "must be at least twice queue.disk.segment_size ({} bytes), found {}",
+                        disk.segment_size.bytes(),
+                        disk.max_size.bytes()
+                    ),
+                ));
+            }
+            if disk.read_ahead.bytes() < MIN {
+                return Err(invalid(
+                    "queue.disk.read_ahead",
+                    format!("must be at least 64KiB, found {}", disk.read_ahead.bytes()),
+                ));
+            }
+            if disk.durability == DurabilityMode::Interval && disk.sync_interval.get().is_zero() {
+                return Err(invalid(
+                    "queue.disk.sync_interval",
+                    "must be greater than 0 with durability: interval".into(),
+                ));
             }
         }
     }
@@ -199,7 +279,7 @@ mod tests {
     fn file_output_with_defaults() {
         let config =
             OutputConfig::from_value(json!({"type": "file", "path": "out.ndjson"})).unwrap();
-        assert_eq!(config.queue, QueueConfig::default());
+        assert_eq!(config.queue, QueueConfig::Disk(DiskQueueConfig::default()));
         let OutputKind::File(file) = config.kind;
         assert_eq!(file.number_of_files, 7);
         assert_eq!(file.rotate_every_bytes, ByteSize(10 << 20));

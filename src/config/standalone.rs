@@ -67,6 +67,15 @@ pub struct ProcessSettings {
     pub checkin_interval: Duration,
 }
 
+impl ProcessSettings {
+    /// `path.data`, or `./data` when not given.
+    pub fn data_path(&self) -> PathBuf {
+        self.data_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("data"))
+    }
+}
+
 impl Default for ProcessSettings {
     fn default() -> Self {
         ProcessSettings {

@@ -1,10 +1,13 @@
 //! The data path the supervisor configures: queue, output task, listeners and routes.
 
-use crate::config::{InputUnitConfig, OutputConfig, QueueConfig};
+use crate::config::{DurabilityMode, InputUnitConfig, OutputConfig, QueueConfig};
 use crate::output::{OutputHealth, OutputTask};
-use crate::queue::{Barrier, Generation, MemoryQueue, Queue, Seq};
+use crate::queue::{
+    Barrier, DiskOptions, DiskQueue, Durability, Generation, MemoryQueue, Queue, Seq,
+};
 use crate::server::{Listener, Routes, ServerAddress};
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -24,6 +27,8 @@ struct ActiveInput {
 /// The pipeline of one shipper process.
 pub struct Pipeline {
     uuid: String,
+    /// `path.data`: the disk queue lives under it unless its own `path` says otherwise.
+    data_path: PathBuf,
     queue: Option<Arc<dyn Queue>>,
     output: Option<ActiveOutput>,
     inputs: BTreeMap<String, ActiveInput>,
@@ -34,11 +39,12 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// An empty pipeline for one process run; `uuid` is what inputs see as the server run.
-    pub fn new(accept_any_input: bool) -> Self {
+    /// An empty pipeline for one process run, with its data under `data_path`.
+    pub fn new(accept_any_input: bool, data_path: PathBuf) -> Self {
         let (routes, _) = watch::channel(Arc::new(Routes::default()));
         Pipeline {
             uuid: uuid::Uuid::new_v4().to_string(),
+            data_path,
             queue: None,
             output: None,
             inputs: BTreeMap::new(),
@@ -111,14 +117,7 @@ impl Pipeline {
                 queue.clone()
             }
             None => {
-                let queue: Arc<dyn Queue> = match &config.queue {
-                    QueueConfig::Memory(mem) => {
-                        tracing::warn!(
-                            "using the memory queue: queued events are lost if the process dies"
-                        );
-                        Arc::new(MemoryQueue::new(mem.events, mem.bytes.bytes()))
-                    }
-                };
+                let queue = open_queue(&config.queue, &self.data_path).await?;
                 self.queue = Some(queue.clone());
                 queue
             }
@@ -278,6 +277,50 @@ impl Pipeline {
         }
         if let Some(output) = self.output.take() {
             output.task.stop().await;
+        }
+        if let Some(queue) = &self.queue {
+            queue.persist().await;
+            let stats = queue.stats();
+            tracing::info!(
+                kind = stats.kind,
+                unacked_events = stats.events,
+                head = stats.head,
+                acked = stats.acked,
+                "queue state saved"
+            );
+        }
+    }
+}
+
+/// Opens the queue `config` describes; a disk queue is opened off the runtime threads.
+async fn open_queue(config: &QueueConfig, data_path: &Path) -> Result<Arc<dyn Queue>, String> {
+    match config {
+        QueueConfig::Memory(mem) => {
+            tracing::warn!("using the memory queue: queued events are lost if the process dies");
+            Ok(Arc::new(MemoryQueue::new(mem.events, mem.bytes.bytes())))
+        }
+        QueueConfig::Disk(disk) => {
+            let options = DiskOptions {
+                dir: disk.path.clone().unwrap_or_else(|| data_path.join("queue")),
+                max_size: disk.max_size.bytes(),
+                segment_size: disk.segment_size.bytes(),
+                durability: match disk.durability {
+                    DurabilityMode::Batch => Durability::Batch,
+                    DurabilityMode::Interval => Durability::Interval(disk.sync_interval.get()),
+                },
+                read_ahead: disk.read_ahead.bytes(),
+            };
+            let dir = options.dir.clone();
+            let opened = tokio::task::spawn_blocking(move || DiskQueue::open(options))
+                .await
+                .map_err(|err| format!("queue.disk: opening the queue failed: {err}"))?;
+            match opened {
+                Ok(queue) => Ok(Arc::new(queue)),
+                Err(err) => Err(format!(
+                    "queue.disk.path: cannot open the queue at {}: {err}",
+                    dir.display()
+                )),
+            }
         }
     }
 }

@@ -32,7 +32,8 @@ impl Checkpoint {
     /// Writes the checkpoint durably.
     pub fn store(&self, dir: &Path) -> Result<(), DiskError> {
         let path = path(dir);
-        let text = serde_json::to_vec(self).map_err(|err| DiskError::io(&path, std::io::Error::other(err)))?;
+        let text = serde_json::to_vec(self)
+            .map_err(|err| DiskError::io(&path, std::io::Error::other(err)))?;
         write_atomically(&path, &text)
     }
 
@@ -47,10 +48,17 @@ impl Checkpoint {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(DiskError::io(&path, err)),
         };
-        let corrupt = |reason: String| DiskError::Corrupt { path: path.clone(), reason };
-        let checkpoint: Checkpoint = serde_json::from_slice(&bytes).map_err(|err| corrupt(err.to_string()))?;
+        let corrupt = |reason: String| DiskError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let checkpoint: Checkpoint =
+            serde_json::from_slice(&bytes).map_err(|err| corrupt(err.to_string()))?;
         if checkpoint.version != VERSION {
-            return Err(corrupt(format!("unsupported checkpoint version {}", checkpoint.version)));
+            return Err(corrupt(format!(
+                "unsupported checkpoint version {}",
+                checkpoint.version
+            )));
         }
         Ok(Some(checkpoint))
     }
@@ -82,6 +90,9 @@ mod tests {
         checkpoint.store(dir.path()).unwrap();
         assert_eq!(Checkpoint::load(dir.path()).unwrap(), Some(checkpoint));
         std::fs::write(path(dir.path()), b"{\"version\":1,\"ack").unwrap();
-        assert!(matches!(Checkpoint::load(dir.path()), Err(DiskError::Corrupt { .. })));
+        assert!(matches!(
+            Checkpoint::load(dir.path()),
+            Err(DiskError::Corrupt { .. })
+        ));
     }
 }

@@ -112,7 +112,10 @@ mod tests {
         assert_eq!(buf.len(), encoded_len(5));
         match decode(&buf) {
             FrameStatus::Valid(frame, len) => {
-                assert_eq!((frame.seq, frame.generation, &frame.payload[..], len), (7, 3, &b"hello"[..], buf.len()));
+                assert_eq!(
+                    (frame.seq, frame.generation, &frame.payload[..], len),
+                    (7, 3, &b"hello"[..], buf.len())
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -122,10 +125,17 @@ mod tests {
     fn truncated_frames_are_incomplete_and_garbage_is_corrupted() {
         let buf = one(1, 0, b"payload");
         for cut in 0..buf.len() {
-            assert_eq!(decode(&buf.slice(..cut)), FrameStatus::Incomplete, "cut at {cut}");
+            assert_eq!(
+                decode(&buf.slice(..cut)),
+                FrameStatus::Incomplete,
+                "cut at {cut}"
+            );
         }
         let zeros = Bytes::from(vec![0u8; 64]);
-        assert_eq!(decode(&zeros), FrameStatus::Corrupted("implausible frame length"));
+        assert_eq!(
+            decode(&zeros),
+            FrameStatus::Corrupted("implausible frame length")
+        );
     }
 
     proptest! {

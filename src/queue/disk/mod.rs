@@ -41,7 +41,9 @@ mod reader;
 mod segment;
 mod writer;
 
-use super::{Appended, Barrier, Generation, GenerationId, Queue, QueueError, QueueStats, Record, Seq};
+use super::{
+    Appended, Barrier, Generation, GenerationId, Queue, QueueError, QueueStats, Record, Seq,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -159,8 +161,13 @@ struct State {
 }
 
 impl State {
-    fn generations_of_input<'a>(&'a self, input_unit: &'a str) -> impl Iterator<Item = &'a GenerationState> {
-        self.generations.iter().filter(move |g| g.generation.input_unit == input_unit)
+    fn generations_of_input<'a>(
+        &'a self,
+        input_unit: &'a str,
+    ) -> impl Iterator<Item = &'a GenerationState> {
+        self.generations
+            .iter()
+            .filter(move |g| g.generation.input_unit == input_unit)
     }
 
     /// Moves the acknowledged prefix forward over every contiguous acked range.
@@ -176,7 +183,11 @@ impl State {
                 self.acked = end;
             }
         }
-        while self.cache.front().is_some_and(|c| c.record.seq <= self.acked) {
+        while self
+            .cache
+            .front()
+            .is_some_and(|c| c.record.seq <= self.acked)
+        {
             if let Some(cached) = self.cache.pop_front() {
                 self.cache_bytes -= cached.record.payload.len() as u64;
             }
@@ -187,7 +198,9 @@ impl State {
 
     fn release_runs(&mut self, mut count: u64) {
         while count > 0 {
-            let Some((generation, run)) = self.runs.front_mut() else { break };
+            let Some((generation, run)) = self.runs.front_mut() else {
+                break;
+            };
             let take = count.min(*run);
             *run -= take;
             count -= take;
@@ -208,7 +221,10 @@ impl State {
     }
 
     fn generation_table(&self) -> Vec<Generation> {
-        self.generations.iter().map(|g| g.generation.clone()).collect()
+        self.generations
+            .iter()
+            .map(|g| g.generation.clone())
+            .collect()
     }
 }
 
@@ -238,7 +254,9 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -269,7 +287,8 @@ impl DiskQueue {
             .write(true)
             .open(&lock_path)
             .map_err(|err| DiskError::io(&lock_path, err))?;
-        lock.try_lock().map_err(|_| DiskError::Locked(dir.clone()))?;
+        lock.try_lock()
+            .map_err(|_| DiskError::Locked(dir.clone()))?;
 
         let recovered = writer::recover(&options)?;
         let (persisted_tx, _) = watch::channel(recovered.state.durable);
@@ -297,7 +316,11 @@ impl DiskQueue {
         })
     }
 
-    fn take_from_cache(state: &mut State, max_events: usize, max_bytes: usize) -> Option<Vec<Record>> {
+    fn take_from_cache(
+        state: &mut State,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<Record>> {
         let front = state.cache.front()?.record.seq;
         if state.next_read < front {
             return None;
@@ -337,7 +360,11 @@ impl Queue for DiskQueue {
     }
 
     fn generation(&self, id: GenerationId) -> Option<Generation> {
-        self.shared.lock().generations.get(id.0 as usize).map(|g| g.generation.clone())
+        self.shared
+            .lock()
+            .generations
+            .get(id.0 as usize)
+            .map(|g| g.generation.clone())
     }
 
     async fn append(&self, events: Vec<(GenerationId, Bytes)>) -> Result<Appended, QueueError> {
@@ -363,7 +390,8 @@ impl Queue for DiskQueue {
                         return None;
                     }
                     None
-                } else if let Some(batch) = Self::take_from_cache(&mut state, max_events, max_bytes) {
+                } else if let Some(batch) = Self::take_from_cache(&mut state, max_events, max_bytes)
+                {
                     return Some(batch);
                 } else {
                     Some(state.next_read)
@@ -373,7 +401,10 @@ impl Queue for DiskQueue {
                 notified.await;
                 continue;
             };
-            if let Some(batch) = reader::read_from_disk(&self.shared, &self.reader, from, max_events, max_bytes).await {
+            if let Some(batch) =
+                reader::read_from_disk(&self.shared, &self.reader, from, max_events, max_bytes)
+                    .await
+            {
                 return Some(batch);
             }
         }
@@ -410,7 +441,9 @@ impl Queue for DiskQueue {
         state.sealed_inputs.insert(input_unit.to_string());
         let (seq, pending) = state
             .generations_of_input(input_unit)
-            .fold((0, 0), |(seq, pending), g| (seq.max(g.last_seq), pending + g.unacked));
+            .fold((0, 0), |(seq, pending), g| {
+                (seq.max(g.last_seq), pending + g.unacked)
+            });
         Barrier { seq, pending }
     }
 
@@ -419,7 +452,11 @@ impl Queue for DiskQueue {
     }
 
     fn pending_for_input(&self, input_unit: &str) -> u64 {
-        self.shared.lock().generations_of_input(input_unit).map(|g| g.unacked).sum()
+        self.shared
+            .lock()
+            .generations_of_input(input_unit)
+            .map(|g| g.unacked)
+            .sum()
     }
 
     fn barrier_all(&self) -> Barrier {

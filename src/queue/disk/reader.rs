@@ -118,25 +118,50 @@ fn read_segment(
     max_bytes: usize,
 ) -> Result<Outcome, DiskError> {
     let path = segment::segment_path(dir, first);
-    let reuse = pos.open.as_ref().is_some_and(|o| o.first == first && o.next_seq <= from);
+    let reuse = pos
+        .open
+        .as_ref()
+        .is_some_and(|o| o.first == first && o.next_seq <= from);
     if !reuse {
         let file = File::open(&path).map_err(|err| DiskError::io(&path, err))?;
-        pos.open = Some(OpenSegment { first, file, offset: HEADER_LEN as u64, next_seq: first });
+        pos.open = Some(OpenSegment {
+            first,
+            file,
+            offset: HEADER_LEN as u64,
+            next_seq: first,
+        });
     }
     let Some(open) = pos.open.as_mut() else {
-        return Err(DiskError::Corrupt { path, reason: "reader lost its segment".into() });
+        return Err(DiskError::Corrupt {
+            path,
+            reason: "reader lost its segment".into(),
+        });
     };
-    let mut out = Outcome { records: Vec::new(), lost: Vec::new(), damage: None, next_seq: from };
+    let mut out = Outcome {
+        records: Vec::new(),
+        lost: Vec::new(),
+        damage: None,
+        next_seq: from,
+    };
     let mut bytes = 0usize;
     let mut want = CHUNK;
-    'outer: while out.next_seq <= last && out.records.len() < max_events && (out.records.is_empty() || bytes < max_bytes) {
+    'outer: while out.next_seq <= last
+        && out.records.len() < max_events
+        && (out.records.is_empty() || bytes < max_bytes)
+    {
         let mut buf = vec![0u8; want];
-        let n = open.file.read_at(&mut buf, open.offset).map_err(|err| DiskError::io(&path, err))?;
+        let n = open
+            .file
+            .read_at(&mut buf, open.offset)
+            .map_err(|err| DiskError::io(&path, err))?;
         buf.truncate(n);
         let chunk = Bytes::from(buf);
         let mut at = 0usize;
         loop {
-            if out.next_seq > last || out.records.len() >= max_events || (!out.records.is_empty() && bytes >= max_bytes) {
+            if out.next_seq > last
+                || out.records.len() >= max_events
+                || (!out.records.is_empty() && bytes >= max_bytes)
+            {
                 break 'outer;
             }
             match frame::decode(&chunk.slice(at..)) {
@@ -147,7 +172,11 @@ fn read_segment(
                     }
                     if frame.seq >= out.next_seq && frame.seq <= last {
                         bytes += frame.payload.len();
-                        out.records.push(Record { seq: frame.seq, generation: GenerationId(frame.generation), payload: frame.payload });
+                        out.records.push(Record {
+                            seq: frame.seq,
+                            generation: GenerationId(frame.generation),
+                            payload: frame.payload,
+                        });
                         out.next_seq = frame.seq + 1;
                     }
                     at += len;
@@ -164,7 +193,8 @@ fn read_segment(
                 FrameStatus::Incomplete => {
                     // The file ends before `last`: the rest of this segment is lost.
                     out.lost.push((out.next_seq, last));
-                    out.damage.get_or_insert("segment ends before its last record");
+                    out.damage
+                        .get_or_insert("segment ends before its last record");
                     out.next_seq = last + 1;
                     break 'outer;
                 }
@@ -212,10 +242,14 @@ fn resync(file: &File, mut offset: u64, after: Seq, last: Seq) -> Option<(u64, S
         let chunk = Bytes::from(buf);
         for at in 0..chunk.len() {
             match frame::decode(&chunk.slice(at..)) {
-                FrameStatus::Valid(frame, _) if fits(&frame) => return Some((offset + at as u64, frame.seq)),
+                FrameStatus::Valid(frame, _) if fits(&frame) => {
+                    return Some((offset + at as u64, frame.seq))
+                }
                 FrameStatus::Incomplete => {
                     // A candidate running past this chunk: read it on its own.
-                    let Some(total) = frame_len_hint(&chunk.slice(at..)) else { continue };
+                    let Some(total) = frame_len_hint(&chunk.slice(at..)) else {
+                        continue;
+                    };
                     let start = offset + at as u64;
                     if start + total as u64 > len {
                         continue;
@@ -233,7 +267,9 @@ fn resync(file: &File, mut offset: u64, after: Seq, last: Seq) -> Option<(u64, S
             }
         }
         // Overlap by a frame header so no candidate start is skipped.
-        offset += (chunk.len() as u64).saturating_sub(frame::FRAME_HEADER as u64).max(1);
+        offset += (chunk.len() as u64)
+            .saturating_sub(frame::FRAME_HEADER as u64)
+            .max(1);
     }
     None
 }

@@ -114,7 +114,8 @@ impl SegmentMeta {
     /// Writes the summary durably (temp file, fsync, rename).
     pub fn store(&self, dir: &Path) -> Result<(), DiskError> {
         let path = meta_path(dir, self.first_seq);
-        let text = serde_json::to_vec(self).map_err(|err| DiskError::io(&path, std::io::Error::other(err)))?;
+        let text = serde_json::to_vec(self)
+            .map_err(|err| DiskError::io(&path, std::io::Error::other(err)))?;
         write_atomically(&path, &text)
     }
 
@@ -142,7 +143,8 @@ pub struct Scan {
 pub fn scan(path: &Path) -> Result<Scan, DiskError> {
     let mut file = File::open(path).map_err(|err| DiskError::io(path, err))?;
     let mut data = Vec::new();
-    file.read_to_end(&mut data).map_err(|err| DiskError::io(path, err))?;
+    file.read_to_end(&mut data)
+        .map_err(|err| DiskError::io(path, err))?;
     let first_seq = parse_header(&data).map_err(|reason| DiskError::Corrupt {
         path: path.to_path_buf(),
         reason: reason.to_string(),
@@ -183,7 +185,8 @@ pub fn scan(path: &Path) -> Result<Scan, DiskError> {
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), DiskError> {
     let temp = path.with_extension("tmp");
     let mut file = File::create(&temp).map_err(|err| DiskError::io(&temp, err))?;
-    file.write_all(contents).map_err(|err| DiskError::io(&temp, err))?;
+    file.write_all(contents)
+        .map_err(|err| DiskError::io(&temp, err))?;
     file.sync_all().map_err(|err| DiskError::io(&temp, err))?;
     std::fs::rename(&temp, path).map_err(|err| DiskError::io(path, err))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
@@ -191,7 +194,9 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), DiskError> {
 
 /// Makes a directory's entries (creations, renames, deletions) durable.
 pub fn sync_dir(dir: &Path) -> Result<(), DiskError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|err| DiskError::io(dir, err))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|err| DiskError::io(dir, err))
 }
 
 #[cfg(test)]
@@ -204,9 +209,15 @@ mod tests {
         assert_eq!(parse_header(&bytes), Ok(42));
         let mut damaged = bytes;
         damaged[9] ^= 1;
-        assert_eq!(parse_header(&damaged), Err("segment header checksum mismatch"));
+        assert_eq!(
+            parse_header(&damaged),
+            Err("segment header checksum mismatch")
+        );
         assert_eq!(parse_header(b"ASHQ"), Err("shorter than a segment header"));
-        assert_eq!(parse_header(&[0u8; 20]), Err("not a queue segment (bad magic)"));
+        assert_eq!(
+            parse_header(&[0u8; 20]),
+            Err("not a queue segment (bad magic)")
+        );
     }
 
     #[test]
@@ -214,7 +225,10 @@ mod tests {
         assert_eq!(parse_segment_name("00000000000000000042.seg"), Some(42));
         assert_eq!(parse_segment_name("42.seg"), None);
         assert_eq!(parse_segment_name("00000000000000000042.meta"), None);
-        assert_eq!(segment_path(Path::new("/q"), 7), PathBuf::from("/q/00000000000000000007.seg"));
+        assert_eq!(
+            segment_path(Path::new("/q"), 7),
+            PathBuf::from("/q/00000000000000000007.seg")
+        );
     }
 
     #[test]

@@ -17,29 +17,42 @@ fn options(dir: &Path) -> DiskOptions {
 }
 
 fn generation(input: &str) -> Generation {
-    Generation { input_unit: input.into(), output_unit: "out".into(), output_config_idx: 1 }
+    Generation {
+        input_unit: input.into(),
+        output_unit: "out".into(),
+        output_config_idx: 1,
+    }
 }
 
 fn events(generation: GenerationId, range: std::ops::Range<u64>) -> Vec<(GenerationId, Bytes)> {
-    range.map(|i| (generation, Bytes::from(format!("event-{i:06}")))).collect()
+    range
+        .map(|i| (generation, Bytes::from(format!("event-{i:06}"))))
+        .collect()
 }
 
 async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), future).await.expect("timed out")
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .expect("timed out")
 }
 
 /// Reads until `count` records arrived; returns them.
 async fn read_n(queue: &DiskQueue, count: usize) -> Vec<Record> {
     let mut out = Vec::new();
     while out.len() < count {
-        let batch = within(queue.read(count - out.len(), usize::MAX)).await.expect("queue closed early");
+        let batch = within(queue.read(count - out.len(), usize::MAX))
+            .await
+            .expect("queue closed early");
         out.extend(batch);
     }
     out
 }
 
 fn payloads(records: &[Record]) -> Vec<String> {
-    records.iter().map(|r| String::from_utf8_lossy(&r.payload).into_owned()).collect()
+    records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -49,10 +62,16 @@ async fn appended_records_are_durable_then_read_in_order_and_acked() {
     let gen = queue.register(generation("a"));
     let persisted = queue.persisted();
     let appended = queue.append(events(gen, 0..100)).await.unwrap();
-    assert_eq!((appended.accepted, appended.last_seq, appended.stopped_by), (100, Some(100), None));
+    assert_eq!(
+        (appended.accepted, appended.last_seq, appended.stopped_by),
+        (100, Some(100), None)
+    );
     assert_eq!(*persisted.borrow(), 100, "answered only once durable");
     let records = read_n(&queue, 100).await;
-    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=100).collect::<Vec<_>>());
+    assert_eq!(
+        records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=100).collect::<Vec<_>>()
+    );
     assert_eq!(payloads(&records)[42], "event-000042");
     queue.ack(1, 100);
     assert_eq!(queue.stats().events, 0);
@@ -73,13 +92,20 @@ async fn reopen_delivers_exactly_the_unacknowledged_records() {
     }
     let queue = DiskQueue::open(options(dir.path())).unwrap();
     assert_eq!(queue.stats().acked, 20);
-    assert_eq!(queue.pending_for_input("a"), 30, "per-input counts are rebuilt");
+    assert_eq!(
+        queue.pending_for_input("a"),
+        30,
+        "per-input counts are rebuilt"
+    );
     let records = read_n(&queue, 30).await;
     assert_eq!(records.first().unwrap().seq, 21);
     assert_eq!(payloads(&records).last().unwrap(), "event-000049");
     // Sequence numbers continue after a restart.
     let gen = queue.register(generation("a"));
-    assert_eq!(queue.append(events(gen, 0..1)).await.unwrap().last_seq, Some(51));
+    assert_eq!(
+        queue.append(events(gen, 0..1)).await.unwrap().last_seq,
+        Some(51)
+    );
 }
 
 #[tokio::test]
@@ -93,17 +119,26 @@ async fn torn_tail_is_truncated_on_reopen() {
     let tail = segment::segment_path(dir.path(), 1);
     let mut torn = Vec::new();
     frame::encode(&mut torn, 11, 0, b"never finished");
-    let mut file = std::fs::OpenOptions::new().append(true).open(&tail).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&tail)
+        .unwrap();
     file.write_all(&torn[..torn.len() / 2]).unwrap();
     drop(file);
     let len_before = std::fs::metadata(&tail).unwrap().len();
 
     let queue = DiskQueue::open(options(dir.path())).unwrap();
-    assert!(std::fs::metadata(&tail).unwrap().len() < len_before, "torn bytes cut off");
+    assert!(
+        std::fs::metadata(&tail).unwrap().len() < len_before,
+        "torn bytes cut off"
+    );
     let records = read_n(&queue, 10).await;
     assert_eq!(records.last().unwrap().seq, 10);
     let gen = queue.register(generation("a"));
-    assert_eq!(queue.append(events(gen, 0..1)).await.unwrap().last_seq, Some(11));
+    assert_eq!(
+        queue.append(events(gen, 0..1)).await.unwrap().last_seq,
+        Some(11)
+    );
     assert_eq!(read_n(&queue, 1).await[0].seq, 11);
 }
 
@@ -144,7 +179,10 @@ async fn flipped_byte_in_a_sealed_segment_is_quarantined_counted_and_the_rest_de
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|name| name.contains(".corrupt-"))
         .collect();
-    assert_eq!(quarantined, vec!["00000000000000000001.seg.corrupt-0".to_string()]);
+    assert_eq!(
+        quarantined,
+        vec!["00000000000000000001.seg.corrupt-0".to_string()]
+    );
     assert_eq!(queue.stats().quarantined_segments, 1);
     assert!(!first.exists());
 }
@@ -184,7 +222,10 @@ async fn full_queue_accepts_a_prefix_and_the_rest_later() {
         }
         assert!(queue.stats().bytes <= 8192, "{:?}", queue.stats());
     }
-    assert_eq!(total, 1000, "nothing dropped: every event was accepted in the end");
+    assert_eq!(
+        total, 1000,
+        "nothing dropped: every event was accepted in the end"
+    );
 }
 
 #[tokio::test]
@@ -203,7 +244,10 @@ async fn out_of_order_acks_checkpoint_only_the_contiguous_prefix() {
     }
     let queue = DiskQueue::open(options(dir.path())).unwrap();
     let records = read_n(&queue, 4).await;
-    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3, 4, 5, 6]);
+    assert_eq!(
+        records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![3, 4, 5, 6]
+    );
 }
 
 #[tokio::test]
@@ -215,7 +259,10 @@ async fn a_reader_that_falls_behind_reads_from_the_segments() {
     let queue = DiskQueue::open(opts).unwrap();
     let gen = queue.register(generation("a"));
     for chunk in 0..20 {
-        queue.append(events(gen, chunk * 100..chunk * 100 + 100)).await.unwrap();
+        queue
+            .append(events(gen, chunk * 100..chunk * 100 + 100))
+            .await
+            .unwrap();
     }
     let records = read_n(&queue, 2000).await;
     let expected: Vec<String> = (0..2000).map(|i| format!("event-{i:06}")).collect();
@@ -241,7 +288,12 @@ async fn sealing_is_exact_and_survives_a_restart_as_counts() {
     let barrier = queue.seal_input("b");
     assert_eq!(barrier, Barrier { seq: 5, pending: 2 });
     let refused = queue.append(events(b, 0..1)).await.unwrap();
-    assert_eq!(refused.stopped_by, Some(AppendStop::Sealed { input_unit: "b".into() }));
+    assert_eq!(
+        refused.stopped_by,
+        Some(AppendStop::Sealed {
+            input_unit: "b".into()
+        })
+    );
     queue.crash();
     let queue = DiskQueue::open(options(dir.path())).unwrap();
     assert_eq!(queue.pending_for_input("b"), 2);

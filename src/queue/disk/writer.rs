@@ -4,8 +4,8 @@ use super::checkpoint::Checkpoint;
 use super::frame;
 use super::segment::{self, SegmentMeta, HEADER_LEN};
 use super::{
-    CachedRecord, Counters, DiskError, DiskOptions, Durability, GenerationState, SegmentState, Shared, State,
-    WriterMsg,
+    CachedRecord, Counters, DiskError, DiskOptions, Durability, GenerationState, SegmentState,
+    Shared, State, WriterMsg,
 };
 use crate::queue::{AppendStop, Appended, Generation, GenerationId, QueueError, Record, Seq};
 use bytes::Bytes;
@@ -65,7 +65,8 @@ fn create_segment(dir: &Path, first: Seq) -> Result<ActiveSegment, DiskError> {
         .open(&path)
         .map_err(|err| DiskError::io(&path, err))?;
     restrict(&path);
-    file.write_all(&segment::header(first)).map_err(|err| DiskError::io(&path, err))?;
+    file.write_all(&segment::header(first))
+        .map_err(|err| DiskError::io(&path, err))?;
     file.sync_all().map_err(|err| DiskError::io(&path, err))?;
     segment::sync_dir(dir)?;
     Ok(ActiveSegment {
@@ -90,16 +91,28 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
             None
         }
     };
-    let (mut acked, table) = checkpoint.map(|c| (c.acked, c.generations)).unwrap_or_default();
+    let (mut acked, table) = checkpoint
+        .map(|c| (c.acked, c.generations))
+        .unwrap_or_default();
     let mut firsts: Vec<Seq> = std::fs::read_dir(dir)
         .map_err(|err| DiskError::io(dir, err))?
-        .filter_map(|entry| entry.ok()?.file_name().to_str().and_then(segment::parse_segment_name))
+        .filter_map(|entry| {
+            entry
+                .ok()?
+                .file_name()
+                .to_str()
+                .and_then(segment::parse_segment_name)
+        })
         .collect();
     firsts.sort_unstable();
 
     let mut generations: Vec<GenerationState> = table
         .into_iter()
-        .map(|generation| GenerationState { generation, last_seq: 0, unacked: 0 })
+        .map(|generation| GenerationState {
+            generation,
+            last_seq: 0,
+            unacked: 0,
+        })
         .collect();
     let mut segments = BTreeMap::new();
     let mut runs = VecDeque::new();
@@ -110,15 +123,26 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
     for (index, &first) in firsts.iter().enumerate() {
         let path = segment::segment_path(dir, first);
         let is_tail = index + 1 == firsts.len();
-        let known = if is_tail { None } else { SegmentMeta::load(dir, first) };
+        let known = if is_tail {
+            None
+        } else {
+            SegmentMeta::load(dir, first)
+        };
         let meta = match known {
             Some(meta) => meta,
             None => match segment::scan(&path) {
                 Ok(scan) => {
                     if let Some(damage) = scan.damage {
-                        let file = std::fs::OpenOptions::new().write(true).open(&path).map_err(|err| DiskError::io(&path, err))?;
-                        let len = file.metadata().map_err(|err| DiskError::io(&path, err))?.len();
-                        file.set_len(scan.valid_len).map_err(|err| DiskError::io(&path, err))?;
+                        let file = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .map_err(|err| DiskError::io(&path, err))?;
+                        let len = file
+                            .metadata()
+                            .map_err(|err| DiskError::io(&path, err))?
+                            .len();
+                        file.set_len(scan.valid_len)
+                            .map_err(|err| DiskError::io(&path, err))?;
                         file.sync_all().map_err(|err| DiskError::io(&path, err))?;
                         tracing::warn!(path = %path.display(), damage, dropped_bytes = len - scan.valid_len, kept_through_seq = scan.meta.last_seq, "truncated the damaged end of a queue segment");
                     }
@@ -149,7 +173,11 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
                 acked = meta.first_seq - 1;
             } else {
                 let lost = meta.first_seq - expected_first;
-                tracing::error!(first = expected_first, last = meta.first_seq - 1, "queue records missing between segments: counted as lost");
+                tracing::error!(
+                    first = expected_first,
+                    last = meta.first_seq - 1,
+                    "queue records missing between segments: counted as lost"
+                );
                 counters.corrupted_events += lost;
                 acked_ahead.insert(expected_first, meta.first_seq - 1);
                 runs.push_back((GenerationId(LOST_GENERATION), lost));
@@ -186,11 +214,27 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
         }
         bytes_on_disk += meta.bytes;
         head = Some(head.unwrap_or(acked).max(meta.last_seq));
-        segments.insert(first, SegmentState { last_seq: meta.last_seq, bytes: meta.bytes, sealed: true, corrupt: false });
+        segments.insert(
+            first,
+            SegmentState {
+                last_seq: meta.last_seq,
+                bytes: meta.bytes,
+                sealed: true,
+                corrupt: false,
+            },
+        );
     }
     let head = head.unwrap_or(acked).max(acked);
     let active = create_segment(dir, head + 1)?;
-    segments.insert(head + 1, SegmentState { last_seq: head, bytes: HEADER_LEN as u64, sealed: false, corrupt: false });
+    segments.insert(
+        head + 1,
+        SegmentState {
+            last_seq: head,
+            bytes: HEADER_LEN as u64,
+            sealed: false,
+            corrupt: false,
+        },
+    );
     bytes_on_disk += HEADER_LEN as u64;
     let generation_ids: HashMap<Generation, GenerationId> = generations
         .iter()
@@ -304,7 +348,14 @@ impl Writer {
     }
 
     /// Assigns sequence numbers, writes, syncs, publishes, answers.
-    fn write_batch(&mut self, active: &mut ActiveSegment, appends: Vec<(Vec<(GenerationId, Bytes)>, oneshot::Sender<Result<Appended, QueueError>>)>) {
+    fn write_batch(
+        &mut self,
+        active: &mut ActiveSegment,
+        appends: Vec<(
+            Vec<(GenerationId, Bytes)>,
+            oneshot::Sender<Result<Appended, QueueError>>,
+        )>,
+    ) {
         let options = &self.shared.options;
         let mut plans = Vec::with_capacity(appends.len());
         let mut frames: Vec<(Seq, GenerationId, Bytes)> = Vec::new();
@@ -320,27 +371,42 @@ impl Writer {
                 let mut stop = None;
                 for (generation, payload) in events {
                     let Some(gen_state) = state.generations.get(generation.0 as usize) else {
-                        stop = Some(AppendStop::Sealed { input_unit: format!("<unknown generation {}>", generation.0) });
+                        stop = Some(AppendStop::Sealed {
+                            input_unit: format!("<unknown generation {}>", generation.0),
+                        });
                         break;
                     };
-                    if state.sealed_inputs.contains(&gen_state.generation.input_unit) {
-                        stop = Some(AppendStop::Sealed { input_unit: gen_state.generation.input_unit.clone() });
+                    if state
+                        .sealed_inputs
+                        .contains(&gen_state.generation.input_unit)
+                    {
+                        stop = Some(AppendStop::Sealed {
+                            input_unit: gen_state.generation.input_unit.clone(),
+                        });
                         break;
                     }
                     let len = frame::encoded_len(payload.len()) as u64;
-                    let rolls = active_bytes > HEADER_LEN as u64 && active_bytes + len > options.segment_size;
+                    let rolls = active_bytes > HEADER_LEN as u64
+                        && active_bytes + len > options.segment_size;
                     let needed = len + if rolls { HEADER_LEN as u64 } else { 0 };
                     // An event that could never fit is let into an empty queue, so it cannot
                     // wedge the input forever; everything else keeps to the budget.
                     let never_fits = needed + 2 * HEADER_LEN as u64 > options.max_size;
                     let exempt = never_fits && state.assigned == state.acked && pending_bytes == 0;
-                    if full || (!exempt && state.bytes_on_disk + pending_bytes + needed > options.max_size) {
+                    if full
+                        || (!exempt
+                            && state.bytes_on_disk + pending_bytes + needed > options.max_size)
+                    {
                         full = true;
                         stop = Some(AppendStop::Full);
                         break;
                     }
                     pending_bytes += needed;
-                    active_bytes = if rolls { HEADER_LEN as u64 + len } else { active_bytes + len };
+                    active_bytes = if rolls {
+                        HEADER_LEN as u64 + len
+                    } else {
+                        active_bytes + len
+                    };
                     state.assigned += 1;
                     let seq = state.assigned;
                     let gen_state = &mut state.generations[generation.0 as usize];
@@ -361,16 +427,32 @@ impl Writer {
         }
         let committed_head = frames.get(committed.wrapping_sub(1)).map(|f| f.0);
         for plan in plans {
-            let accepted = plan.seqs.iter().take_while(|seq| committed_head.is_some_and(|h| **seq <= h)).count();
-            let stopped_by = if accepted < plan.seqs.len() { Some(AppendStop::Full) } else { plan.stop };
+            let accepted = plan
+                .seqs
+                .iter()
+                .take_while(|seq| committed_head.is_some_and(|h| **seq <= h))
+                .count();
+            let stopped_by = if accepted < plan.seqs.len() {
+                Some(AppendStop::Full)
+            } else {
+                plan.stop
+            };
             let last_seq = accepted.checked_sub(1).map(|i| plan.seqs[i]);
-            let _ = plan.reply.send(Ok(Appended { accepted, last_seq, stopped_by }));
+            let _ = plan.reply.send(Ok(Appended {
+                accepted,
+                last_seq,
+                stopped_by,
+            }));
         }
     }
 
     /// Writes frames segment by segment; returns how many are committed (written, synced
     /// per the durability mode, and visible to readers).
-    fn write_frames(&mut self, active: &mut ActiveSegment, frames: &[(Seq, GenerationId, Bytes)]) -> usize {
+    fn write_frames(
+        &mut self,
+        active: &mut ActiveSegment,
+        frames: &[(Seq, GenerationId, Bytes)],
+    ) -> usize {
         let segment_size = self.shared.options.segment_size;
         let mut committed = 0;
         let mut buf = Vec::new();
@@ -388,7 +470,11 @@ impl Writer {
                 }
             }
             cached.push(CachedRecord {
-                record: Record { seq: *seq, generation: *generation, payload: payload.clone() },
+                record: Record {
+                    seq: *seq,
+                    generation: *generation,
+                    payload: payload.clone(),
+                },
             });
             frame::encode(&mut buf, *seq, generation.0, payload);
             active.meta.push(*seq, generation.0, len as usize);
@@ -402,10 +488,22 @@ impl Writer {
 
     /// Writes `buf` to the active segment (and syncs when `sync`), then publishes the
     /// records in `cached`. On failure the segment is cut back and nothing is published.
-    fn commit_chunk(&mut self, active: &mut ActiveSegment, buf: &mut Vec<u8>, cached: &mut Vec<CachedRecord>, sync: bool) -> bool {
+    fn commit_chunk(
+        &mut self,
+        active: &mut ActiveSegment,
+        buf: &mut Vec<u8>,
+        cached: &mut Vec<CachedRecord>,
+        sync: bool,
+    ) -> bool {
         let path = segment::segment_path(self.dir(), active.meta.first_seq);
         let before = active.meta.bytes - buf.len() as u64;
-        let result = active.file.write_all(buf).and_then(|()| if sync { active.file.sync_data() } else { Ok(()) });
+        let result = active.file.write_all(buf).and_then(|()| {
+            if sync {
+                active.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
         if let Err(err) = result {
             tracing::error!(path = %path.display(), error = %err, "queue write failed: appends are refused (backpressure) until it works again");
             // Cut back whatever part of the chunk landed, so the file stays a clean prefix.
@@ -422,7 +520,9 @@ impl Writer {
         }
         let written = buf.len() as u64;
         buf.clear();
-        let Some(last) = cached.last().map(|c| c.record.seq) else { return true };
+        let Some(last) = cached.last().map(|c| c.record.seq) else {
+            return true;
+        };
         {
             let mut state = self.shared.lock();
             state.head = last;
@@ -468,7 +568,15 @@ impl Writer {
                 if let Some(old) = state.segments.get_mut(&active.meta.first_seq) {
                     old.sealed = true;
                 }
-                state.segments.insert(next_first, SegmentState { last_seq: next_first - 1, bytes: HEADER_LEN as u64, sealed: false, corrupt: false });
+                state.segments.insert(
+                    next_first,
+                    SegmentState {
+                        last_seq: next_first - 1,
+                        bytes: HEADER_LEN as u64,
+                        sealed: false,
+                        corrupt: false,
+                    },
+                );
                 state.bytes_on_disk += HEADER_LEN as u64;
                 drop(state);
                 *active = next;
@@ -484,9 +592,16 @@ impl Writer {
     }
 
     /// Undoes the assignment of frames that were not written.
-    fn roll_back(&mut self, unwritten: &[(Seq, GenerationId, Bytes)], written: &[(Seq, GenerationId, Bytes)], prior_last: &HashMap<GenerationId, Seq>) {
+    fn roll_back(
+        &mut self,
+        unwritten: &[(Seq, GenerationId, Bytes)],
+        written: &[(Seq, GenerationId, Bytes)],
+        prior_last: &HashMap<GenerationId, Seq>,
+    ) {
         let mut state = self.shared.lock();
-        let Some(first_unwritten) = unwritten.first().map(|f| f.0) else { return };
+        let Some(first_unwritten) = unwritten.first().map(|f| f.0) else {
+            return;
+        };
         state.assigned = first_unwritten - 1;
         for (_, generation, _) in unwritten.iter().rev() {
             if let Some(g) = state.generations.get_mut(generation.0 as usize) {
@@ -500,7 +615,11 @@ impl Writer {
             }
         }
         for (generation, prior) in prior_last {
-            let last_written = written.iter().rev().find(|f| f.1 == *generation).map(|f| f.0);
+            let last_written = written
+                .iter()
+                .rev()
+                .find(|f| f.1 == *generation)
+                .map(|f| f.0);
             if let Some(g) = state.generations.get_mut(generation.0 as usize) {
                 g.last_seq = last_written.unwrap_or(*prior);
             }
@@ -542,7 +661,9 @@ impl Writer {
             let doomed: Vec<(Seq, bool)> = state
                 .segments
                 .iter()
-                .filter(|(first, s)| s.sealed && s.last_seq <= state.acked && **first != active.meta.first_seq)
+                .filter(|(first, s)| {
+                    s.sealed && s.last_seq <= state.acked && **first != active.meta.first_seq
+                })
                 .map(|(first, s)| (*first, s.corrupt))
                 .collect();
             (state.acked, state.generation_table(), doomed)
@@ -565,7 +686,9 @@ impl Writer {
             };
             match result {
                 Ok(()) => removed.push((first, corrupt)),
-                Err(err) => tracing::warn!(error = %err, "could not remove an acknowledged segment; will retry"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not remove an acknowledged segment; will retry")
+                }
             }
         }
         let _ = segment::sync_dir(&dir);
