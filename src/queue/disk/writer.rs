@@ -335,6 +335,12 @@ struct Writer {
     last_checkpoint: Instant,
 }
 
+/// One producer's append as the writer receives it: the events and where to answer.
+type PendingAppend = (
+    Vec<(GenerationId, Bytes)>,
+    oneshot::Sender<Result<Appended, QueueError>>,
+);
+
 /// One producer's request, with what was assigned to it.
 struct Planned {
     reply: oneshot::Sender<Result<Appended, QueueError>>,
@@ -348,14 +354,7 @@ impl Writer {
     }
 
     /// Assigns sequence numbers, writes, syncs, publishes, answers.
-    fn write_batch(
-        &mut self,
-        active: &mut ActiveSegment,
-        appends: Vec<(
-            Vec<(GenerationId, Bytes)>,
-            oneshot::Sender<Result<Appended, QueueError>>,
-        )>,
-    ) {
+    fn write_batch(&mut self, active: &mut ActiveSegment, appends: Vec<PendingAppend>) {
         let options = &self.shared.options;
         let mut plans = Vec::with_capacity(appends.len());
         let mut frames: Vec<(Seq, GenerationId, Bytes)> = Vec::new();
