@@ -13,8 +13,10 @@
 //!    that keeps up is served from it and never touches the disk; one that falls behind
 //!    reads the segment files (`reader.rs`) from where it stopped.
 //! 3. Acks may arrive out of order; the contiguous acknowledged prefix is tracked, written
-//!    to `checkpoint.json` (`checkpoint.rs`, temp + fsync + rename, at most every 100 ms),
-//!    and only then are segments whose records are all acknowledged deleted.
+//!    to `checkpoint.json` (`checkpoint.rs`, temp + fsync + rename, once a second, or as
+//!    soon as acks move while the queue is full), and only then are segments whose
+//!    records are all acknowledged deleted. After a crash, up to a second of acknowledged
+//!    records is delivered again (the Elasticsearch output's `_id` makes that a 409).
 //!
 //! # Invariants
 //! - Record `n` is answered to its producer only after it is in the file (and, by default,

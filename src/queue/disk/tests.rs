@@ -217,7 +217,7 @@ async fn full_queue_accepts_a_prefix_and_the_rest_later() {
             if more.accepted > 0 || total == 1000 || tokio::time::Instant::now() > deadline {
                 break;
             }
-            // The checkpoint that frees segments runs within 100 ms of the ack.
+            // The input's resend loop: a full queue frees space at the checkpoint after the ack.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(queue.stats().bytes <= 8192, "{:?}", queue.stats());
