@@ -297,3 +297,141 @@ pub async fn wait_for_seqs_in_files(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// What [`run_through_restarts`] was promised.
+#[derive(Debug, Clone, Default)]
+pub struct RestartReport {
+    /// Loadgen seqs the shipper confirmed persisted (id ≤ persisted_index, same uuid).
+    pub promised: std::collections::BTreeSet<u64>,
+    /// Events sent more than once because their confirmation was lost with a server run.
+    pub resent: u64,
+    /// Distinct server runs (uuids) seen.
+    pub server_runs: usize,
+    /// Connection attempts that failed (the server was down).
+    pub failed_connects: u64,
+}
+
+/// Publishes until `stop` is cancelled, surviving server restarts: events not confirmed
+/// persisted under the uuid that accepted them are sent again after a reconnect. After
+/// `stop`, keeps going (at most `options.patience`) until every event sent so far is
+/// confirmed.
+pub async fn run_through_restarts(
+    options: &LoadgenOptions,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<RestartReport> {
+    use std::collections::VecDeque;
+    let mut report = RestartReport::default();
+    let mut uuids = std::collections::HashSet::new();
+    // Events to send (again), and events accepted by the current run but not yet confirmed.
+    let mut to_send: VecDeque<u64> = VecDeque::new();
+    let mut awaiting: Vec<(u64, u64)> = Vec::new();
+    let mut next_new: u64 = 0;
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    'connect: loop {
+        // A new connection may be a new server run: whatever was unconfirmed goes again.
+        for (seq, _) in awaiting.drain(..) {
+            to_send.push_back(seq);
+            report.resent += 1;
+        }
+        if stop.is_cancelled() {
+            let deadline = *drain_deadline
+                .get_or_insert_with(|| tokio::time::Instant::now() + options.patience);
+            if to_send.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "{} events were never confirmed persisted within {:?} after stopping",
+                    to_send.len(),
+                    options.patience
+                );
+            }
+        }
+        let mut client = match connect(&options.server).await {
+            Ok(client) => client,
+            Err(_) => {
+                report.failed_connects += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let mut uuid = String::new();
+        loop {
+            let draining = stop.is_cancelled();
+            if draining && to_send.is_empty() && awaiting.is_empty() {
+                break 'connect;
+            }
+            let mut seqs: Vec<u64> = Vec::with_capacity(options.batch);
+            while seqs.len() < options.batch {
+                match to_send.pop_front() {
+                    Some(seq) => seqs.push(seq),
+                    None if !draining => {
+                        seqs.push(next_new);
+                        next_new += 1;
+                    }
+                    None => break,
+                }
+            }
+            if !seqs.is_empty() {
+                let events = seqs.iter().map(|seq| make_event(options, *seq)).collect();
+                let request = PublishRequest {
+                    uuid: uuid.clone(),
+                    events,
+                };
+                let reply = match client.publish_events(request).await {
+                    Ok(reply) => reply.into_inner(),
+                    Err(_) => {
+                        // Down, restarting, or a new run: reconnect and send these again.
+                        for seq in seqs.into_iter().rev() {
+                            to_send.push_front(seq);
+                        }
+                        continue 'connect;
+                    }
+                };
+                if uuid.is_empty() {
+                    uuid = reply.uuid.clone();
+                    uuids.insert(uuid.clone());
+                }
+                let count = (reply.accepted_count as usize).min(seqs.len());
+                for seq in seqs[count..].iter().rev() {
+                    to_send.push_front(*seq);
+                }
+                if count > 0 {
+                    let first_id = reply.accepted_index + 1 - count as u64;
+                    awaiting.extend(
+                        seqs[..count]
+                            .iter()
+                            .enumerate()
+                            .map(|(i, seq)| (*seq, first_id + i as u64)),
+                    );
+                } else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            let persisted = match client
+                .persisted_index(PersistedIndexRequest {
+                    polling_interval: None,
+                })
+                .await
+            {
+                Ok(stream) => match stream.into_inner().message().await {
+                    Ok(Some(answer)) if answer.uuid == uuid => answer.persisted_index,
+                    _ => continue 'connect,
+                },
+                Err(_) => continue 'connect,
+            };
+            awaiting.retain(|(seq, id)| {
+                let confirmed = *id <= persisted;
+                if confirmed {
+                    report.promised.insert(*seq);
+                }
+                !confirmed
+            });
+            if seqs.is_empty() && !awaiting.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    report.server_runs = uuids.len();
+    Ok(report)
+}

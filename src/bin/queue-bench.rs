@@ -24,7 +24,10 @@ enum Mode {
 }
 
 #[derive(Parser)]
-#[command(name = "queue-bench", about = "Measure the disk queue against raw sequential writes with fdatasync")]
+#[command(
+    name = "queue-bench",
+    about = "Measure the disk queue against raw sequential writes with fdatasync"
+)]
 struct Cli {
     /// Bytes per record.
     #[arg(long, default_value_t = 256)]
@@ -51,14 +54,21 @@ fn peak_rss_mb() -> f64 {
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
 
 fn raw_baseline(dir: &Path, total: u64) -> Result<f64> {
     let path = dir.join("queue-bench-raw.bin");
-    let mut file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     let block = vec![0x5au8; 1 << 20];
     let started = Instant::now();
     let mut written = 0u64;
@@ -96,7 +106,11 @@ async fn produce(queue: Arc<DiskQueue>, cli: &Cli) -> Result<()> {
     for p in 0..cli.producers {
         let queue = queue.clone();
         let payload = payload.clone();
-        let count = if p == cli.producers - 1 { cli.records - per_producer * (cli.producers - 1) } else { per_producer };
+        let count = if p == cli.producers - 1 {
+            cli.records - per_producer * (cli.producers - 1)
+        } else {
+            per_producer
+        };
         let batch = cli.batch;
         producers.spawn(async move {
             let mut sent = 0;
@@ -121,7 +135,10 @@ async fn produce(queue: Arc<DiskQueue>, cli: &Cli) -> Result<()> {
 async fn consume(queue: Arc<DiskQueue>, records: u64) -> Result<()> {
     let mut seen = 0;
     while seen < records {
-        let batch = queue.read(4096, 8 << 20).await.context("queue closed early")?;
+        let batch = queue
+            .read(4096, 8 << 20)
+            .await
+            .context("queue closed early")?;
         let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
         seen += batch.len() as u64;
         queue.ack(first, last);
@@ -157,16 +174,22 @@ async fn main() -> Result<()> {
             let queue = Arc::new(DiskQueue::open(options(&cli.dir, total))?);
             produce(queue.clone(), &cli).await?;
             let filled = started.elapsed().as_secs_f64();
-            eprintln!("backlog of {} MB written in {filled:.2} s; peak RSS so far {:.1} MiB", total / 1_000_000, peak_rss_mb());
+            eprintln!(
+                "backlog of {} MB written in {filled:.2} s; peak RSS so far {:.1} MiB",
+                total / 1_000_000,
+                peak_rss_mb()
+            );
             queue.close();
             queue.persist().await;
             drop(queue);
             let reopen = Instant::now();
-            let queue = Arc::new(tokio::task::spawn_blocking({
-                let options = options(&cli.dir, total);
-                move || DiskQueue::open(options)
-            })
-            .await??);
+            let queue = Arc::new(
+                tokio::task::spawn_blocking({
+                    let options = options(&cli.dir, total);
+                    move || DiskQueue::open(options)
+                })
+                .await??,
+            );
             reopen_ms = Some(reopen.elapsed().as_secs_f64() * 1e3);
             consume(queue.clone(), cli.records).await?;
             queue.close();

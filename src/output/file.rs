@@ -66,9 +66,27 @@ fn open(path: &Path) -> std::io::Result<OpenFile> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
-    let size = file.metadata()?.len();
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)?;
+    let mut size = file.metadata()?.len();
+    if size > 0 && !ends_with_newline(&file, size)? {
+        // A process killed mid-write left half a line; end it so the next line is whole.
+        // The torn event was not acknowledged, so it is written again in full.
+        tracing::warn!(path = %path.display(), "the output file ends in a torn line; terminating it");
+        file.write_all(b"\n")?;
+        size += 1;
+    }
     Ok((file, size))
+}
+
+fn ends_with_newline(file: &File, size: u64) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, size - 1)?;
+    Ok(last[0] == b'\n')
 }
 
 fn rotate(config: &FileOutputConfig) -> std::io::Result<()> {

@@ -316,7 +316,9 @@ pub(super) fn run(shared: Arc<Shared>, mut active: ActiveSegment, rx: Receiver<W
         }
         writer.maybe_sync(&mut active, false);
         // A full queue frees space only by checkpointing: do it as soon as acks move.
-        if writer.acked_moved && (writer.full || writer.last_checkpoint.elapsed() >= CHECKPOINT_EVERY) {
+        if writer.acked_moved
+            && (writer.full || writer.last_checkpoint.elapsed() >= CHECKPOINT_EVERY)
+        {
             writer.checkpoint(&active);
         }
         if let Some(done) = close {
