@@ -184,7 +184,17 @@ pub fn scan(path: &Path) -> Result<Scan, DiskError> {
 /// temp file, fsync, rename, fsync of the directory.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), DiskError> {
     let temp = path.with_extension("tmp");
-    let mut file = File::create(&temp).map_err(|err| DiskError::io(&temp, err))?;
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Owner-only, like every file the queue writes.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(|err| DiskError::io(&temp, err))?
+    };
     file.write_all(contents)
         .map_err(|err| DiskError::io(&temp, err))?;
     file.sync_all().map_err(|err| DiskError::io(&temp, err))?;

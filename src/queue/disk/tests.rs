@@ -312,3 +312,166 @@ async fn interval_durability_answers_after_the_write_and_persists_later() {
     within(persisted.wait_for(|p| *p >= 10)).await.unwrap();
     assert_eq!(read_n(&queue, 10).await.len(), 10);
 }
+
+mod model {
+    //! Random action sequences against the real queue and a model of it (a FIFO of
+    //! unacknowledged payloads), in the manner of Vector's disk buffer model tests.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, VecDeque};
+
+    #[derive(Debug, Clone)]
+    enum Action {
+        Append(u8),
+        Read(u8),
+        AckOldestRead,
+        AckNewestRead,
+        Reopen,
+        Crash,
+    }
+
+    fn action() -> impl Strategy<Value = Action> {
+        prop_oneof![
+            4 => (1u8..40).prop_map(Action::Append),
+            3 => (1u8..60).prop_map(Action::Read),
+            2 => Just(Action::AckOldestRead),
+            2 => Just(Action::AckNewestRead),
+            1 => Just(Action::Reopen),
+            1 => Just(Action::Crash),
+        ]
+    }
+
+    /// The model: payload by sequence, the acknowledged prefix, what was handed out.
+    #[derive(Default)]
+    struct Model {
+        payloads: BTreeMap<u64, Vec<u8>>,
+        acked: u64,
+        acked_ahead: Vec<(u64, u64)>,
+        /// Handed out and not acknowledged, oldest first.
+        read: VecDeque<u64>,
+        /// Next sequence the reader must see.
+        next_read: u64,
+        head: u64,
+    }
+
+    fn small(dir: &Path) -> DiskOptions {
+        DiskOptions {
+            dir: dir.to_path_buf(),
+            max_size: 1 << 20,
+            segment_size: 2048,
+            durability: Durability::Batch,
+            read_ahead: 512,
+        }
+    }
+
+    async fn play(dir: &Path, actions: Vec<Action>) -> Result<(), TestCaseError> {
+        let mut queue = Some(DiskQueue::open(small(dir)).unwrap());
+        let mut model = Model {
+            next_read: 1,
+            ..Model::default()
+        };
+        let mut counter = 0u32;
+        for action in actions {
+            let q = queue.as_ref().unwrap();
+            match action {
+                Action::Append(n) => {
+                    let gen = q.register(generation("m"));
+                    let batch: Vec<(GenerationId, Bytes)> = (0..n)
+                        .map(|_| {
+                            counter += 1;
+                            (
+                                gen,
+                                Bytes::from(format!(
+                                    "p{counter}-{}",
+                                    "x".repeat((counter % 50) as usize)
+                                )),
+                            )
+                        })
+                        .collect();
+                    let appended = q.append(batch.clone()).await.unwrap();
+                    prop_assert_eq!(appended.accepted, n as usize, "1 MiB never fills here");
+                    for (_, payload) in batch {
+                        model.head += 1;
+                        model.payloads.insert(model.head, payload.to_vec());
+                    }
+                    prop_assert_eq!(appended.last_seq, Some(model.head));
+                }
+                Action::Read(n) => {
+                    if model.next_read > model.head {
+                        continue;
+                    }
+                    let batch = within(q.read(n as usize, usize::MAX)).await.unwrap();
+                    for record in batch {
+                        prop_assert_eq!(
+                            record.seq,
+                            model.next_read,
+                            "in order, no gaps, no repeats"
+                        );
+                        prop_assert_eq!(&record.payload[..], &model.payloads[&record.seq][..]);
+                        model.read.push_back(record.seq);
+                        model.next_read += 1;
+                    }
+                }
+                Action::AckOldestRead | Action::AckNewestRead => {
+                    let seq = match action {
+                        Action::AckOldestRead => model.read.pop_front(),
+                        _ => model.read.pop_back(),
+                    };
+                    let Some(seq) = seq else { continue };
+                    q.ack(seq, seq);
+                    model.acked_ahead.push((seq, seq));
+                    model.acked_ahead.sort_unstable();
+                    while let Some(pos) = model
+                        .acked_ahead
+                        .iter()
+                        .position(|(s, _)| *s == model.acked + 1)
+                    {
+                        model.acked = model.acked_ahead.remove(pos).1;
+                    }
+                    prop_assert_eq!(q.stats().acked, model.acked);
+                }
+                Action::Reopen | Action::Crash => {
+                    let q = queue.take().unwrap();
+                    let clean = matches!(action, Action::Reopen);
+                    if clean {
+                        q.close();
+                        q.persist().await;
+                        drop(q);
+                    } else {
+                        q.crash();
+                    }
+                    let reopened = DiskQueue::open(small(dir)).unwrap();
+                    let restart_at = reopened.stats().acked;
+                    // A clean close checkpoints exactly the prefix; a crash may be behind it.
+                    if clean {
+                        prop_assert_eq!(restart_at, model.acked);
+                    } else {
+                        prop_assert!(restart_at <= model.acked);
+                    }
+                    prop_assert_eq!(
+                        reopened.stats().head,
+                        model.head,
+                        "nothing appended is lost"
+                    );
+                    // Everything after the recovered prefix is delivered again, from the start.
+                    model.acked = restart_at;
+                    model.acked_ahead.clear();
+                    model.read.clear();
+                    model.next_read = restart_at + 1;
+                    queue = Some(reopened);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #[test]
+        fn queue_matches_its_model(actions in proptest::collection::vec(action(), 1..60)) {
+            let dir = tempfile::tempdir().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(play(dir.path(), actions))?;
+        }
+    }
+}

@@ -58,14 +58,18 @@ fn quarantine(dir: &Path, first: Seq, reason: &str) -> Result<(), DiskError> {
 
 fn create_segment(dir: &Path, first: Seq) -> Result<ActiveSegment, DiskError> {
     let path = segment::segment_path(dir, first);
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .read(true)
-        .open(&path)
-        .map_err(|err| DiskError::io(&path, err))?;
-    restrict(&path);
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Queue files hold events: owner-only.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .read(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|err| DiskError::io(&path, err))?
+    };
     file.write_all(&segment::header(first))
         .map_err(|err| DiskError::io(&path, err))?;
     file.sync_all().map_err(|err| DiskError::io(&path, err))?;
@@ -74,12 +78,6 @@ fn create_segment(dir: &Path, first: Seq) -> Result<ActiveSegment, DiskError> {
         file,
         meta: SegmentMeta::empty(first),
     })
-}
-
-/// Queue files hold events: owner-only.
-fn restrict(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
 }
 
 /// Rebuilds the state from the files in `options.dir` and starts a new active segment.
