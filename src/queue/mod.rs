@@ -70,6 +70,11 @@ pub enum AppendStop {
         /// The input unit that no longer accepts events.
         input_unit: String,
     },
+    /// The next event is larger than a queue record can be: never retry it.
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+    },
 }
 
 /// The result of an append.

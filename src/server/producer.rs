@@ -118,10 +118,18 @@ impl Producer for ProducerService {
             }
         })?;
         if appended.accepted == 0 {
-            if let Some(AppendStop::Sealed { input_unit }) = &appended.stopped_by {
-                return Err(Status::failed_precondition(format!(
-                    "input unit `{input_unit}` is stopping (removed from the policy): its queued events are being drained and new events are refused"
-                )));
+            match &appended.stopped_by {
+                Some(AppendStop::Sealed { input_unit }) => {
+                    return Err(Status::failed_precondition(format!(
+                        "input unit `{input_unit}` is stopping (removed from the policy): its queued events are being drained and new events are refused"
+                    )))
+                }
+                Some(AppendStop::TooLarge { bytes }) => {
+                    return Err(Status::invalid_argument(format!(
+                        "event 0 is {bytes} bytes encoded, more than a queue record can hold"
+                    )))
+                }
+                Some(AppendStop::Full) | None => {}
             }
         }
         tracing::debug!(

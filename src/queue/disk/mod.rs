@@ -252,6 +252,8 @@ struct Shared {
     records_ready: Notify,
     persisted_tx: watch::Sender<Seq>,
     acked_tx: watch::Sender<Seq>,
+    /// The writer's inbox, for readers that acknowledge unreadable records.
+    writer_tx: Mutex<std_mpsc::Sender<WriterMsg>>,
 }
 
 impl Shared {
@@ -259,6 +261,21 @@ impl Shared {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Publishes a new acknowledged prefix (never backwards, whatever the order two
+    /// ackers get here in) and asks the writer for a checkpoint.
+    fn publish_acked(&self, acked: Seq) {
+        self.acked_tx.send_if_modified(|current| {
+            let forward = acked > *current;
+            if forward {
+                *current = acked;
+            }
+            forward
+        });
+        if let Ok(writer) = self.writer_tx.lock() {
+            let _ = writer.send(WriterMsg::Acked);
+        }
     }
 }
 
@@ -295,14 +312,15 @@ impl DiskQueue {
         let recovered = writer::recover(&options)?;
         let (persisted_tx, _) = watch::channel(recovered.state.durable);
         let (acked_tx, _) = watch::channel(recovered.state.acked);
+        let (writer_tx, writer_rx) = std_mpsc::channel();
         let shared = Arc::new(Shared {
             options: options.clone(),
             state: Mutex::new(recovered.state),
             records_ready: Notify::new(),
             persisted_tx,
             acked_tx,
+            writer_tx: Mutex::new(writer_tx.clone()),
         });
-        let (writer_tx, writer_rx) = std_mpsc::channel();
         let writer_shared = shared.clone();
         let active = recovered.active;
         let handle = std::thread::Builder::new()
@@ -409,6 +427,13 @@ impl Queue for DiskQueue {
             {
                 return Some(batch);
             }
+            if self.shared.lock().next_read == from {
+                // No progress (an I/O error, logged): try again shortly, not in a tight loop.
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
         }
     }
 
@@ -426,8 +451,7 @@ impl Queue for DiskQueue {
         if state.advance_acked() {
             let acked = state.acked;
             drop(state);
-            self.shared.acked_tx.send_replace(acked);
-            let _ = self.writer_tx.send(WriterMsg::Acked);
+            self.shared.publish_acked(acked);
         }
     }
 

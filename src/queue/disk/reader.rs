@@ -84,7 +84,15 @@ pub(super) async fn read_from_disk(
     }
     state.next_read = outcome.next_seq;
     if let Some(damage) = outcome.damage {
-        let lost: u64 = outcome.lost.iter().map(|(a, b)| b - a + 1).sum();
+        // Losses already found (and counted) when the queue was opened are not new.
+        let lost: u64 = outcome
+            .lost
+            .iter()
+            .filter(|(start, end)| {
+                *end > state.acked && state.acked_ahead.get(start).is_none_or(|e| e < end)
+            })
+            .map(|(start, end)| end - start + 1)
+            .sum();
         state.counters.corrupted_events += lost;
         if let Some(segment) = state.segments.get_mut(&first) {
             segment.corrupt = true;
@@ -103,7 +111,7 @@ pub(super) async fn read_from_disk(
     if !outcome.lost.is_empty() && state.advance_acked() {
         let acked = state.acked;
         drop(state);
-        shared.acked_tx.send_replace(acked);
+        shared.publish_acked(acked);
     }
     (!outcome.records.is_empty()).then_some(outcome.records)
 }
@@ -190,19 +198,20 @@ fn read_segment(
                     want = frame_len_hint(&chunk).unwrap_or(want * 2).max(want * 2);
                     continue 'outer;
                 }
-                FrameStatus::Incomplete => {
-                    // The file ends before `last`: the rest of this segment is lost.
-                    out.lost.push((out.next_seq, last));
-                    out.damage
-                        .get_or_insert("segment ends before its last record");
-                    out.next_seq = last + 1;
-                    break 'outer;
-                }
-                FrameStatus::Corrupted(reason) => {
+                // The file ends inside a frame before `last`, or a frame does not check out:
+                // skip to the next frame that does (a damaged length looks like a long frame).
+                FrameStatus::Incomplete | FrameStatus::Corrupted(_) => {
+                    let reason = match frame::decode(&chunk.slice(at..)) {
+                        FrameStatus::Corrupted(reason) => reason,
+                        _ => "frame runs past the end of the segment",
+                    };
                     out.damage.get_or_insert(reason);
-                    match resync(&open.file, open.offset + 1, out.next_seq, last) {
+                    match segment::find_next_frame(&open.file, open.offset + 1, out.next_seq, last)
+                    {
                         Some((offset, seq)) => {
-                            out.lost.push((out.next_seq, seq - 1));
+                            if seq > out.next_seq {
+                                out.lost.push((out.next_seq, seq - 1));
+                            }
                             out.next_seq = seq;
                             open.offset = offset;
                         }
@@ -228,48 +237,4 @@ fn frame_len_hint(chunk: &Bytes) -> Option<usize> {
     let head = chunk.get(0..4)?;
     let body = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
     (body <= frame::MAX_BODY).then_some(frame::FRAME_HEADER + body)
-}
-
-/// Finds the next frame at or after `offset` that checks out and continues the sequence
-/// (`after < seq <= last`); tries every byte offset, which only happens on damage.
-fn resync(file: &File, mut offset: u64, after: Seq, last: Seq) -> Option<(u64, Seq)> {
-    let len = file.metadata().ok()?.len();
-    let fits = |frame: &frame::Frame| frame.seq > after && frame.seq <= last;
-    while offset < len {
-        let mut buf = vec![0u8; CHUNK.min((len - offset) as usize)];
-        let n = file.read_at(&mut buf, offset).ok()?;
-        buf.truncate(n);
-        let chunk = Bytes::from(buf);
-        for at in 0..chunk.len() {
-            match frame::decode(&chunk.slice(at..)) {
-                FrameStatus::Valid(frame, _) if fits(&frame) => {
-                    return Some((offset + at as u64, frame.seq))
-                }
-                FrameStatus::Incomplete => {
-                    // A candidate running past this chunk: read it on its own.
-                    let Some(total) = frame_len_hint(&chunk.slice(at..)) else {
-                        continue;
-                    };
-                    let start = offset + at as u64;
-                    if start + total as u64 > len {
-                        continue;
-                    }
-                    let mut whole = vec![0u8; total];
-                    if file.read_at(&mut whole, start).ok()? == total {
-                        if let FrameStatus::Valid(frame, _) = frame::decode(&Bytes::from(whole)) {
-                            if fits(&frame) {
-                                return Some((start, frame.seq));
-                            }
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        // Overlap by a frame header so no candidate start is skipped.
-        offset += (chunk.len() as u64)
-            .saturating_sub(frame::FRAME_HEADER as u64)
-            .max(1);
-    }
-    None
 }

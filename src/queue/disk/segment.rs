@@ -17,11 +17,15 @@ use super::frame::{self, FrameStatus};
 use super::DiskError;
 use bytes::Bytes;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Segment header length.
 pub const HEADER_LEN: usize = 20;
+/// Generation id recorded in a summary for sequence numbers whose frames are unreadable.
+pub const LOST_GENERATION: u32 = u32::MAX;
+/// Bytes read at a time when scanning.
+const CHUNK: usize = 1 << 20;
 const MAGIC: &[u8; 4] = b"ASHQ";
 /// Segment format version.
 pub const VERSION: u16 = 1;
@@ -101,14 +105,29 @@ impl SegmentMeta {
         }
     }
 
-    /// Adds one record to the summary.
+    /// Adds one record to the summary; sequence numbers skipped since the last one are
+    /// recorded as lost.
     pub fn push(&mut self, seq: u64, generation: u32, frame_len: usize) {
+        if seq > self.last_seq + 1 {
+            self.push_run(LOST_GENERATION, seq - self.last_seq - 1);
+        }
         self.last_seq = seq;
         self.bytes += frame_len as u64;
+        self.push_run(generation, 1);
+    }
+
+    fn push_run(&mut self, generation: u32, count: u64) {
         match self.generations.last_mut() {
-            Some((last, count)) if *last == generation => *count += 1,
-            _ => self.generations.push((generation, 1)),
+            Some((last, n)) if *last == generation => *n += count,
+            _ => self.generations.push((generation, count)),
         }
+    }
+
+    /// Whether some sequence numbers of this segment are unreadable.
+    pub fn has_losses(&self) -> bool {
+        self.generations
+            .iter()
+            .any(|(generation, _)| *generation == LOST_GENERATION)
     }
 
     /// Writes the summary durably (temp file, fsync, rename).
@@ -130,54 +149,159 @@ impl SegmentMeta {
 /// The result of reading a whole segment from the start.
 #[derive(Debug)]
 pub struct Scan {
-    /// Summary of the records that check out, up to the first damage.
+    /// Summary of the records that check out (unreadable ones recorded as lost).
     pub meta: SegmentMeta,
-    /// Offset just past the last valid frame.
+    /// Offset just past the last valid frame: what follows is a torn tail.
     pub valid_len: u64,
-    /// Why the scan stopped before the end of the file, if it did.
+    /// The first damage met, if any (torn tail or damaged frames).
     pub damage: Option<&'static str>,
 }
 
-/// Reads a segment from the start, stopping at the end or at the first frame that does
-/// not check out.
+/// Reads a segment from the start in bounded chunks. Damaged frames followed by valid
+/// ones are skipped and recorded as lost; damage with nothing valid after it is a torn
+/// tail, and `valid_len` says where it starts.
 pub fn scan(path: &Path) -> Result<Scan, DiskError> {
-    let mut file = File::open(path).map_err(|err| DiskError::io(path, err))?;
-    let mut data = Vec::new();
-    file.read_to_end(&mut data)
-        .map_err(|err| DiskError::io(path, err))?;
-    let first_seq = parse_header(&data).map_err(|reason| DiskError::Corrupt {
+    let file = File::open(path).map_err(|err| DiskError::io(path, err))?;
+    let len = file
+        .metadata()
+        .map_err(|err| DiskError::io(path, err))?
+        .len();
+    let mut header_bytes = [0u8; HEADER_LEN];
+    let got = read_at(&file, &mut header_bytes, 0).map_err(|err| DiskError::io(path, err))?;
+    let first_seq = parse_header(&header_bytes[..got]).map_err(|reason| DiskError::Corrupt {
         path: path.to_path_buf(),
         reason: reason.to_string(),
     })?;
-    let data = Bytes::from(data);
     let mut meta = SegmentMeta::empty(first_seq);
-    let mut offset = HEADER_LEN;
+    let mut offset = HEADER_LEN as u64;
     let mut damage = None;
-    while offset < data.len() {
-        match frame::decode(&data.slice(offset..)) {
-            FrameStatus::Valid(frame, len) if frame.seq == meta.last_seq + 1 => {
-                meta.push(frame.seq, frame.generation, len);
-                offset += len;
-            }
-            FrameStatus::Valid(..) => {
-                damage = Some("sequence numbers out of order");
-                break;
-            }
-            FrameStatus::Incomplete => {
-                damage = Some("incomplete frame (torn write)");
-                break;
-            }
-            FrameStatus::Corrupted(reason) => {
-                damage = Some(reason);
-                break;
+    let mut want = CHUNK;
+    'chunks: while offset < len {
+        let mut buf = vec![0u8; want.min((len - offset) as usize)];
+        let n = read_at(&file, &mut buf, offset).map_err(|err| DiskError::io(path, err))?;
+        buf.truncate(n);
+        let chunk = Bytes::from(buf);
+        let mut at = 0usize;
+        while at < chunk.len() {
+            let status = frame::decode(&chunk.slice(at..));
+            let reason = match status {
+                FrameStatus::Valid(frame, frame_len) if frame.seq > meta.last_seq => {
+                    meta.push(frame.seq, frame.generation, frame_len);
+                    at += frame_len;
+                    want = CHUNK;
+                    continue;
+                }
+                FrameStatus::Valid(..) => "sequence numbers out of order",
+                // More of this frame in the file: read on from its start.
+                FrameStatus::Incomplete if offset + (chunk.len() as u64) < len => {
+                    offset += at as u64;
+                    if at == 0 {
+                        want *= 2;
+                    }
+                    continue 'chunks;
+                }
+                FrameStatus::Incomplete => "incomplete frame (torn write)",
+                FrameStatus::Corrupted(reason) => reason,
+            };
+            let here = offset + at as u64;
+            damage.get_or_insert(reason);
+            match find_next_frame(&file, here + 1, meta.last_seq + 1, u64::MAX) {
+                Some((next, _)) => {
+                    offset = next;
+                    continue 'chunks;
+                }
+                None => {
+                    meta.bytes = here;
+                    return Ok(Scan {
+                        meta,
+                        valid_len: here,
+                        damage,
+                    });
+                }
             }
         }
+        offset += chunk.len() as u64;
     }
+    meta.bytes = len.max(meta.bytes);
     Ok(Scan {
         meta,
-        valid_len: offset as u64,
+        valid_len: len,
         damage,
     })
+}
+
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64)? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    Ok(done)
+}
+
+/// Finds the first frame at or after `offset` that checks out and whose sequence number
+/// is in `min_seq..=max_seq`; tries every byte offset, which only happens on damage.
+/// Candidates are filtered on their sequence field before their checksum is computed.
+pub fn find_next_frame(
+    file: &File,
+    mut offset: u64,
+    min_seq: u64,
+    max_seq: u64,
+) -> Option<(u64, u64)> {
+    let len = file.metadata().ok()?.len();
+    let plausible = |bytes: &[u8]| -> Option<(usize, u64)> {
+        let head = bytes.get(..frame::FRAME_HEADER + 8)?;
+        let body = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if !(frame::BODY_HEADER..=frame::MAX_BODY).contains(&body) {
+            return None;
+        }
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&head[frame::FRAME_HEADER..frame::FRAME_HEADER + 8]);
+        let seq = u64::from_le_bytes(seq);
+        (min_seq..=max_seq)
+            .contains(&seq)
+            .then_some((frame::FRAME_HEADER + body, seq))
+    };
+    while offset < len {
+        let mut buf = vec![0u8; CHUNK.min((len - offset) as usize)];
+        let n = read_at(file, &mut buf, offset).ok()?;
+        buf.truncate(n);
+        let chunk = Bytes::from(buf);
+        for at in 0..chunk.len() {
+            let Some((total, seq)) = plausible(&chunk[at..]) else {
+                continue;
+            };
+            let start = offset + at as u64;
+            if start + total as u64 > len {
+                continue;
+            }
+            let candidate = if at + total <= chunk.len() {
+                chunk.slice(at..at + total)
+            } else {
+                let mut whole = vec![0u8; total];
+                if read_at(file, &mut whole, start).ok()? != total {
+                    continue;
+                }
+                Bytes::from(whole)
+            };
+            if let FrameStatus::Valid(frame, _) = frame::decode(&candidate) {
+                if frame.seq == seq {
+                    return Some((start, seq));
+                }
+            }
+        }
+        if offset + chunk.len() as u64 >= len {
+            break;
+        }
+        // Overlap so a candidate whose header straddles the chunk edge is still seen.
+        offset += (chunk.len() as u64)
+            .saturating_sub((frame::FRAME_HEADER + 8) as u64)
+            .max(1);
+    }
+    None
 }
 
 /// Writes `contents` to `path` so that a crash leaves either the old or the new file:
@@ -258,5 +382,34 @@ mod tests {
         assert_eq!(scan.valid_len, whole as u64);
         assert_eq!(scan.damage, Some("incomplete frame (torn write)"));
         assert_eq!(scan.meta.generations, vec![(0, 3)]);
+    }
+
+    #[test]
+    fn scan_skips_a_damaged_frame_in_the_middle_and_records_the_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1);
+        let mut data = header(1).to_vec();
+        let mut damaged_at = 0;
+        for seq in 1..=5 {
+            if seq == 3 {
+                damaged_at = data.len() + frame::FRAME_HEADER + 4;
+            }
+            frame::encode(&mut data, seq, 7, b"payload");
+        }
+        data[damaged_at] ^= 0xff;
+        std::fs::write(&path, &data).unwrap();
+        let scan = scan(&path).unwrap();
+        assert_eq!(
+            scan.valid_len,
+            data.len() as u64,
+            "nothing after the damage is cut"
+        );
+        assert_eq!(scan.meta.last_seq, 5);
+        assert_eq!(
+            scan.meta.generations,
+            vec![(7, 2), (LOST_GENERATION, 1), (7, 2)]
+        );
+        assert!(scan.meta.has_losses());
+        assert_eq!(scan.damage, Some("checksum mismatch"));
     }
 }

@@ -313,6 +313,95 @@ async fn interval_durability_answers_after_the_write_and_persists_later() {
     assert_eq!(read_n(&queue, 10).await.len(), 10);
 }
 
+fn segment_bytes_on_disk(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+#[tokio::test]
+async fn damage_in_the_middle_of_the_tail_keeps_what_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = DiskQueue::open(options(dir.path())).unwrap();
+    let gen = queue.register(generation("a"));
+    queue.append(events(gen, 0..10)).await.unwrap();
+    queue.crash();
+    let tail = segment::segment_path(dir.path(), 1);
+    let mut bytes = std::fs::read(&tail).unwrap();
+    let frame_len = frame::encoded_len("event-000000".len());
+    bytes[HEADER_LEN + 4 * frame_len + frame::FRAME_HEADER + 1] ^= 0x01; // record 5's sequence field
+    std::fs::write(&tail, &bytes).unwrap();
+
+    let queue = DiskQueue::open(options(dir.path())).unwrap();
+    assert_eq!(
+        std::fs::metadata(&tail).unwrap().len(),
+        bytes.len() as u64,
+        "not truncated"
+    );
+    assert_eq!(queue.stats().corrupted_events, 1);
+    let records = read_n(&queue, 9).await;
+    let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 6, 7, 8, 9, 10]);
+    queue.ack(1, 10);
+    queue.close();
+    queue.persist().await;
+    assert!(
+        !tail.exists(),
+        "the damaged segment is quarantined once acknowledged"
+    );
+    assert_eq!(queue.stats().quarantined_segments, 1);
+}
+
+#[tokio::test]
+async fn a_damaged_length_field_loses_one_record_not_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.segment_size = 4096;
+    {
+        let queue = DiskQueue::open(opts.clone()).unwrap();
+        let gen = queue.register(generation("a"));
+        queue.append(events(gen, 0..300)).await.unwrap();
+        queue.close();
+        queue.persist().await;
+    }
+    let first = segment::segment_path(dir.path(), 1);
+    let mut bytes = std::fs::read(&first).unwrap();
+    let frame_len = frame::encoded_len("event-000000".len());
+    bytes[HEADER_LEN + 2 * frame_len + 3] = 0x02; // record 3 now claims ~32 MiB
+    std::fs::write(&first, &bytes).unwrap();
+    let queue = DiskQueue::open(opts).unwrap();
+    let mut seqs = Vec::new();
+    while seqs.len() < 299 {
+        let batch = within(queue.read(1000, usize::MAX)).await.unwrap();
+        seqs.extend(batch.iter().map(|r| r.seq));
+    }
+    assert!(!seqs.contains(&3));
+    assert_eq!(seqs.len(), 299);
+    assert_eq!(queue.stats().corrupted_events, 1);
+}
+
+#[tokio::test]
+async fn reopening_repeatedly_keeps_the_byte_count_true() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let queue = DiskQueue::open(options(dir.path())).unwrap();
+        let gen = queue.register(generation("a"));
+        queue.append(events(gen, 0..100)).await.unwrap();
+        queue.close();
+        queue.persist().await;
+    }
+    for _ in 0..3 {
+        let queue = DiskQueue::open(options(dir.path())).unwrap();
+        assert_eq!(queue.stats().bytes, segment_bytes_on_disk(dir.path()));
+        assert_eq!(queue.stats().events, 100);
+        queue.close();
+        queue.persist().await;
+    }
+}
+
 mod model {
     //! Random action sequences against the real queue and a model of it (a FIFO of
     //! unacknowledged payloads), in the manner of Vector's disk buffer model tests.

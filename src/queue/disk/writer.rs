@@ -2,7 +2,7 @@
 
 use super::checkpoint::Checkpoint;
 use super::frame;
-use super::segment::{self, SegmentMeta, HEADER_LEN};
+use super::segment::{self, SegmentMeta, HEADER_LEN, LOST_GENERATION};
 use super::{
     CachedRecord, Counters, DiskError, DiskOptions, Durability, GenerationState, SegmentState,
     Shared, State, WriterMsg,
@@ -12,6 +12,7 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -25,8 +26,6 @@ const GROUP_BYTES: usize = 1 << 20;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// How often the writer wakes up when idle (interval syncs, pending checkpoints).
 const TICK: Duration = Duration::from_millis(50);
-/// A generation id written by a process whose table was lost (damaged checkpoint).
-const LOST_GENERATION: u32 = u32::MAX;
 
 /// The segment being appended to.
 pub(super) struct ActiveSegment {
@@ -58,6 +57,8 @@ fn quarantine(dir: &Path, first: Seq, reason: &str) -> Result<(), DiskError> {
 
 fn create_segment(dir: &Path, first: Seq) -> Result<ActiveSegment, DiskError> {
     let path = segment::segment_path(dir, first);
+    // An active segment has no summary; one left from an earlier run would be stale.
+    let _ = std::fs::remove_file(segment::meta_path(dir, first));
     let mut file = {
         use std::os::unix::fs::OpenOptionsExt;
         // Queue files hold events: owner-only.
@@ -151,14 +152,22 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
                     }
                     scan.meta
                 }
-                Err(DiskError::Corrupt { reason, .. }) => {
-                    quarantine(dir, first, &reason)?;
+                // Unreadable (bad header, or the OS cannot read it): set it aside rather
+                // than fail every start.
+                Err(err) => {
+                    quarantine(dir, first, &err.to_string())?;
                     counters.quarantined_segments += 1;
                     continue;
                 }
-                Err(err) => return Err(err),
             },
         };
+        if is_tail && meta.last_seq < meta.first_seq {
+            // An empty tail (no append since the last start): the new active segment
+            // takes its place.
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(segment::meta_path(dir, first));
+            continue;
+        }
         if meta.last_seq <= acked && meta.last_seq + 1 >= meta.first_seq {
             // Every record acknowledged before the crash; the deletion did not happen yet.
             let _ = std::fs::remove_file(&path);
@@ -202,7 +211,11 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
                     unacked: 0,
                 });
             }
-            if let Some(g) = generations.get_mut(generation as usize) {
+            if generation == LOST_GENERATION {
+                // Unreadable records: counted, and acknowledged so the prefix moves past them.
+                counters.corrupted_events += end - start + 1;
+                acked_ahead.insert(start, end);
+            } else if let Some(g) = generations.get_mut(generation as usize) {
                 g.last_seq = end;
                 g.unacked += end - start + 1;
             }
@@ -219,7 +232,7 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
                 last_seq: meta.last_seq,
                 bytes: meta.bytes,
                 sealed: true,
-                corrupt: false,
+                corrupt: meta.has_losses(),
             },
         );
     }
@@ -389,6 +402,12 @@ impl Writer {
                         });
                         break;
                     }
+                    if payload.len() > frame::MAX_BODY - frame::BODY_HEADER {
+                        stop = Some(AppendStop::TooLarge {
+                            bytes: payload.len(),
+                        });
+                        break;
+                    }
                     let len = frame::encoded_len(payload.len()) as u64;
                     let rolls = active_bytes > HEADER_LEN as u64
                         && active_bytes + len > options.segment_size;
@@ -502,7 +521,8 @@ impl Writer {
     ) -> bool {
         let path = segment::segment_path(self.dir(), active.meta.first_seq);
         let before = active.meta.bytes - buf.len() as u64;
-        let result = active.file.write_all(buf).and_then(|()| {
+        // Positional: after a failed write the file position is unknown, the summary's is not.
+        let result = active.file.write_all_at(buf, before).and_then(|()| {
             if sync {
                 active.file.sync_data()
             } else {
@@ -658,8 +678,6 @@ impl Writer {
 
     /// Writes the checkpoint, then deletes (or quarantines) segments it fully covers.
     fn checkpoint(&mut self, active: &ActiveSegment) {
-        self.acked_moved = false;
-        self.full = false;
         self.last_checkpoint = Instant::now();
         let dir = self.dir().to_path_buf();
         let (acked, table, doomed) = {
@@ -675,9 +693,13 @@ impl Writer {
             (state.acked, state.generation_table(), doomed)
         };
         if let Err(err) = Checkpoint::new(acked, table).store(&dir) {
-            tracing::error!(error = %err, "cannot write the queue checkpoint; segments are kept until it works");
+            tracing::error!(error = %err, "cannot write the queue checkpoint; segments are kept until it works (retried every second)");
+            self.acked_moved = true;
+            self.full = false;
             return;
         }
+        self.acked_moved = false;
+        self.full = false;
         if doomed.is_empty() {
             return;
         }
@@ -693,7 +715,8 @@ impl Writer {
             match result {
                 Ok(()) => removed.push((first, corrupt)),
                 Err(err) => {
-                    tracing::warn!(error = %err, "could not remove an acknowledged segment; will retry")
+                    tracing::warn!(error = %err, "could not remove an acknowledged segment; will retry");
+                    self.acked_moved = true;
                 }
             }
         }
