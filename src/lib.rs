@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod control;
+pub mod dlq;
 pub mod logging;
 pub mod output;
 pub mod proto;

@@ -38,9 +38,9 @@
 //! its own files.
 
 mod checkpoint;
-mod frame;
+pub(crate) mod frame;
 mod reader;
-mod segment;
+pub(crate) mod segment;
 mod writer;
 
 use super::{

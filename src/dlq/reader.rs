@@ -1,0 +1,80 @@
+//! Reading sealed DLQ segments, tolerating segments deleted under the reader.
+
+use super::entry::DlqEntry;
+use super::store::{list_sealed, SealedSegment};
+use super::DlqError;
+use crate::queue::disk::frame::{self, FrameStatus};
+use crate::queue::disk::segment::{self, HEADER_LEN};
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+
+/// Every whole entry of one segment file, with its sequence number; stops at damage.
+pub fn read_entries(path: &Path) -> Result<Vec<(u64, DlqEntry)>, DlqError> {
+    let data = std::fs::read(path).map_err(|err| DlqError::io(path, err))?;
+    segment::parse_header(&data).map_err(|reason| DlqError::Io {
+        path: path.to_path_buf(),
+        message: reason.to_string(),
+    })?;
+    let data = Bytes::from(data);
+    let mut at = HEADER_LEN;
+    let mut out = Vec::new();
+    while at < data.len() {
+        match frame::decode(&data.slice(at..)) {
+            FrameStatus::Valid(frame, len) => {
+                match DlqEntry::decode(&frame.payload) {
+                    Ok(entry) => out.push((frame.seq, entry)),
+                    Err(err) => {
+                        tracing::warn!(path = %path.display(), seq = frame.seq, error = %err, "skipping a malformed DLQ entry")
+                    }
+                }
+                at += len;
+            }
+            FrameStatus::Incomplete | FrameStatus::Corrupted(_) => {
+                tracing::warn!(path = %path.display(), offset = at, "DLQ segment damaged: entries after this point are unreadable");
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Walks the sealed segments in order, keeping its own position; a segment deleted under
+/// it (retention, replay, purge) is skipped and it continues with the next that exists.
+pub struct DlqReader {
+    dir: PathBuf,
+    next_seq: u64,
+}
+
+impl DlqReader {
+    /// A reader at the oldest entry of `dir`.
+    pub fn new(dir: &Path) -> Self {
+        DlqReader {
+            dir: dir.to_path_buf(),
+            next_seq: 0,
+        }
+    }
+
+    /// The next sealed segment with entries at or after the position, and its entries;
+    /// `None` when there is none.
+    pub fn next_segment(
+        &mut self,
+    ) -> Result<Option<(SealedSegment, Vec<(u64, DlqEntry)>)>, DlqError> {
+        loop {
+            let Some(segment) = list_sealed(&self.dir)?
+                .into_iter()
+                .find(|s| s.first_seq + s.count > self.next_seq)
+            else {
+                return Ok(None);
+            };
+            match read_entries(&segment.path) {
+                Ok(entries) => {
+                    self.next_seq = segment.first_seq + segment.count;
+                    return Ok(Some((segment, entries)));
+                }
+                // Deleted between listing and reading: go on with the next one.
+                Err(DlqError::NotFound(_)) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}
