@@ -1,7 +1,8 @@
 //! The `agent-shipper` binary: managed mode (spawned by Elastic Agent) or `run -c FILE`.
 
-use agent_shipper::config::{ProcessSettings, StandaloneConfig};
+use agent_shipper::config::{HumanDuration, ProcessSettings, StandaloneConfig};
 use agent_shipper::control::{read_startup_info, ControlClient};
+use agent_shipper::dlq;
 use agent_shipper::logging::{self, LogFormat};
 use agent_shipper::server::ServerAddress;
 use agent_shipper::supervisor::{Pipeline, Supervisor};
@@ -58,6 +59,47 @@ enum Command {
         #[arg(short = 'c', long = "config", value_name = "FILE")]
         config: PathBuf,
     },
+    /// Inspect, replay or empty the dead letter queue (works while the shipper runs).
+    Dlq {
+        /// The DLQ directory. Default: `<path.data>/dlq`.
+        #[arg(long, value_name = "DIR", global = true)]
+        path: Option<PathBuf>,
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// Entries, segments and bytes on disk, as one JSON object.
+    Stats,
+    /// Entries as JSON lines, oldest first (only sealed segments; the head is sealed
+    /// every `dlq.flush_interval`).
+    List {
+        /// Only entries whose error type or message contains this.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only entries of this data stream, e.g. `logs-app-default`.
+        #[arg(long)]
+        data_stream: Option<String>,
+        /// Only entries dead-lettered at least this long ago (`90s`, `30m`, `12h`, `7d`).
+        #[arg(long)]
+        older_than: Option<HumanDuration>,
+        /// Only entries dead-lettered at most this long ago.
+        #[arg(long)]
+        newer_than: Option<HumanDuration>,
+    },
+    /// Publish every entry back through a running shipper's Producer API, then remove it.
+    Replay {
+        /// The shipper's Producer API: `unix:///path` or `host:port`.
+        #[arg(long)]
+        server: String,
+        /// Publish under this input id instead of the original one (for removed inputs).
+        #[arg(long)]
+        input_id: Option<String>,
+    },
+    /// Delete every entry.
+    Purge,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +125,10 @@ fn main() -> ExitCode {
             match cli.command {
                 None => runtime.block_on(managed(settings, log_control)),
                 Some(Command::Run { config }) => runtime.block_on(standalone(settings, config)),
+                Some(Command::Dlq { path, action }) => {
+                    let dir = path.unwrap_or_else(|| settings.data_path().join("dlq"));
+                    runtime.block_on(dlq_command(&dir, action))
+                }
             }
         });
     // Stray tasks must not hold the exit hostage.
@@ -140,7 +186,7 @@ async fn standalone(settings: ProcessSettings, path: PathBuf) -> Result<()> {
         .with_context(|| format!("standalone mode: {}", path.display()))?;
     let mut pipeline = Pipeline::new(true, settings.data_path());
     pipeline
-        .configure_output("standalone", 0, config.output)
+        .configure_output("standalone", 0, 0, config.output)
         .await
         .map_err(anyhow::Error::msg)?;
     pipeline
@@ -152,6 +198,39 @@ async fn standalone(settings: ProcessSettings, path: PathBuf) -> Result<()> {
     tracing::info!(signal, "stop requested; delivering what is queued");
     pipeline.shutdown(SHUTDOWN_TIMEOUT).await;
     Ok(())
+}
+
+async fn dlq_command(dir: &std::path::Path, action: DlqAction) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match action {
+        DlqAction::Stats => dlq::cli::stats(dir, &mut out),
+        DlqAction::List {
+            reason,
+            data_stream,
+            older_than,
+            newer_than,
+        } => {
+            let filter = dlq::cli::ListFilter {
+                reason,
+                data_stream,
+                older_than,
+                newer_than,
+            };
+            let listed = dlq::cli::list(dir, &filter, &mut out)?;
+            tracing::info!(listed, path = %dir.display(), "dlq list done");
+            Ok(())
+        }
+        DlqAction::Replay { server, input_id } => {
+            let replayed = dlq::cli::replay(dir, &server, input_id.as_deref(), &mut out).await?;
+            tracing::info!(replayed, path = %dir.display(), "dlq replay done");
+            Ok(())
+        }
+        DlqAction::Purge => {
+            let deleted = dlq::cli::purge(dir)?;
+            tracing::info!(deleted, path = %dir.display(), "dlq purge done");
+            Ok(())
+        }
+    }
 }
 
 async fn terminate_signal() -> &'static str {

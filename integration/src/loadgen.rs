@@ -10,7 +10,7 @@ use agent_shipper::proto::shipper::{PersistedIndexRequest, PublishRequest};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// What to publish.
 #[derive(Debug, Clone)]
@@ -71,30 +71,9 @@ pub struct LoadgenReport {
 
 /// Opens a gRPC channel to a Producer API address.
 pub async fn connect(server: &str) -> Result<ProducerClient<Channel>> {
-    let address =
-        agent_shipper::server::ServerAddress::parse(server).map_err(anyhow::Error::msg)?;
-    let channel = match address {
-        agent_shipper::server::ServerAddress::Unix(path) => {
-            Endpoint::from_static("http://localhost")
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let path = path.clone();
-                    async move {
-                        let stream = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                    }
-                }))
-                .await
-        }
-        agent_shipper::server::ServerAddress::Tcp(addr) => {
-            Endpoint::from_shared(format!("http://{addr}"))?
-                .connect()
-                .await
-        }
-    }
-    .with_context(|| format!("cannot connect to the Producer API at {server}"))?;
-    Ok(ProducerClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20))
+    agent_shipper::server::client::connect(server)
+        .await
+        .map_err(anyhow::Error::msg)
 }
 
 fn string(value: impl Into<String>) -> Value {

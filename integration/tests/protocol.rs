@@ -64,6 +64,20 @@ async fn diagnostics_return_unit_states_and_unknown_actions_fail_clearly() {
         })
         .collect();
     assert!(states.contains(&("input-a", "HEALTHY")), "{states:?}");
+    // Queue and DLQ figures ride along.
+    let dlq = &snapshot["pipeline"]["dlq"];
+    for key in [
+        "queue_size_in_bytes",
+        "max_queue_size_in_bytes",
+        "storage_policy",
+        "dropped_events",
+        "expired_events",
+        "last_error",
+    ] {
+        assert!(dlq.get(key).is_some(), "dlq metric {key} missing: {dlq}");
+    }
+    assert_eq!(dlq["storage_policy"], "drop_newer");
+    assert_eq!(snapshot["pipeline"]["queue"]["kind"], "disk");
     assert!(
         states.contains(&("output-default", "HEALTHY")),
         "{states:?}"

@@ -14,8 +14,8 @@ mod standalone;
 pub use duration::HumanDuration;
 pub use input::{InputUnitConfig, OnRemove};
 pub use output::{
-    DiskQueueConfig, DurabilityMode, FileOutputConfig, MemoryQueueConfig, OutputConfig, OutputKind,
-    QueueConfig,
+    DiskQueueConfig, DlqConfig, DlqRetain, DurabilityMode, FileOutputConfig, MemoryQueueConfig,
+    OutputConfig, OutputKind, QueueConfig,
 };
 pub use size::ByteSize;
 pub use standalone::{ProcessSettings, StandaloneConfig};

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 /// Keys every output type accepts, beside `type`.
-const SHARED_KEYS: &[&str] = &["queue"];
+const SHARED_KEYS: &[&str] = &["queue", "dlq"];
 
 /// The parsed OUTPUT unit configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +18,47 @@ pub struct OutputConfig {
     pub kind: OutputKind,
     /// The queue between the Producer API and the output.
     pub queue: QueueConfig,
+    /// Where undeliverable events go.
+    pub dlq: DlqConfig,
+}
+
+/// `dlq:` the dead letter queue, with Logstash's setting names.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DlqConfig {
+    /// Keep undeliverable events (default true). When false they are dropped and counted.
+    pub enabled: bool,
+    /// Directory. Default: `<path.data>/dlq`.
+    pub path: Option<PathBuf>,
+    /// Most bytes kept. Default 1GiB.
+    pub max_bytes: ByteSize,
+    /// `drop_newer` (default: refuse new entries when full) or `drop_older` (FIFO).
+    pub storage_policy: crate::dlq::StoragePolicy,
+    /// Age retention.
+    pub retain: DlqRetain,
+    /// Entries become visible to readers at least this often. Default 5s.
+    pub flush_interval: HumanDuration,
+}
+
+/// `dlq.retain`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DlqRetain {
+    /// Delete entries older than this (`7d`, `12h`, `30m`, `90s`); none by default.
+    pub age: Option<HumanDuration>,
+}
+
+impl Default for DlqConfig {
+    fn default() -> Self {
+        DlqConfig {
+            enabled: true,
+            path: None,
+            max_bytes: ByteSize(1 << 30),
+            storage_policy: crate::dlq::StoragePolicy::DropNewer,
+            retain: DlqRetain::default(),
+            flush_interval: HumanDuration(std::time::Duration::from_secs(5)),
+        }
+    }
 }
 
 /// The output destinations this build knows.
@@ -142,6 +183,8 @@ impl Default for MemoryQueueConfig {
 struct SharedKeys {
     #[serde(default)]
     queue: QueueConfig,
+    #[serde(default)]
+    dlq: DlqConfig,
 }
 
 impl OutputConfig {
@@ -176,6 +219,7 @@ impl OutputConfig {
         }
         let shared: SharedKeys = from_value(serde_json::Value::Object(shared), "")?;
         validate_queue(&shared.queue)?;
+        validate_dlq(&shared.dlq)?;
         let rest = serde_json::Value::Object(map);
         let kind = match kind.as_str() {
             "file" => {
@@ -204,6 +248,7 @@ impl OutputConfig {
         Ok(OutputConfig {
             kind,
             queue: shared.queue,
+            dlq: shared.dlq,
         })
     }
 }
@@ -213,6 +258,25 @@ fn invalid(key: &str, reason: String) -> ConfigError {
         key: key.into(),
         reason,
     }
+}
+
+fn validate_dlq(dlq: &DlqConfig) -> Result<(), ConfigError> {
+    if dlq.max_bytes.bytes() < 64 << 10 {
+        return Err(invalid(
+            "dlq.max_bytes",
+            format!("must be at least 64KiB, found {}", dlq.max_bytes.bytes()),
+        ));
+    }
+    if dlq.flush_interval.get().is_zero() {
+        return Err(invalid(
+            "dlq.flush_interval",
+            "must be greater than 0".into(),
+        ));
+    }
+    if dlq.retain.age.is_some_and(|age| age.get().is_zero()) {
+        return Err(invalid("dlq.retain.age", "must be greater than 0".into()));
+    }
+    Ok(())
 }
 
 fn validate_queue(queue: &QueueConfig) -> Result<(), ConfigError> {

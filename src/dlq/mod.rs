@@ -21,6 +21,7 @@
 //!   under them. A crash mid-write leaves the head; the next open keeps its whole
 //!   entries and seals it.
 
+pub mod cli;
 mod entry;
 mod reader;
 mod store;

@@ -1,7 +1,8 @@
 //! `type: file`: appends one JSON document per line, rotating by size.
 
-use super::{event_document, Deliver, DocumentError};
+use super::{event_document, Deliver, DocumentError, Rejected};
 use crate::config::FileOutputConfig;
+use crate::dlq::Reason;
 use crate::proto::shipper::messages::Event;
 use crate::queue::Record;
 use prost::Message;
@@ -135,12 +136,23 @@ fn write_blocking(
 
 #[async_trait::async_trait]
 impl Deliver for FileOutput {
-    async fn deliver(&mut self, records: &[Record]) -> Result<(), String> {
+    async fn deliver(&mut self, records: &[Record]) -> Result<Vec<Rejected>, String> {
         let (lines, undecodable) = render(records);
-        for err in &undecodable {
-            // Not retryable: writing it again would fail again. Issue #4's DLQ takes these.
-            tracing::error!(seq = err.seq, reason = %err.reason, "skipping undecodable queued record");
-        }
+        // Not retryable: writing them again would fail again.
+        let rejected: Vec<Rejected> = undecodable
+            .into_iter()
+            .filter_map(|err| {
+                let record = records.iter().find(|r| r.seq == err.seq)?.clone();
+                Some(Rejected {
+                    record,
+                    reason: Reason {
+                        status: None,
+                        error_type: "undecodable".into(),
+                        message: err.to_string(),
+                    },
+                })
+            })
+            .collect();
         let config = self.config.clone();
         let current = self.file.take();
         let result = tokio::task::spawn_blocking(move || write_blocking(&config, current, &lines))
@@ -149,7 +161,7 @@ impl Deliver for FileOutput {
         match result {
             Ok(open) => {
                 self.file = Some(open);
-                Ok(())
+                Ok(rejected)
             }
             Err((open, reason)) => {
                 self.file = open;
@@ -210,6 +222,30 @@ mod tests {
         assert!(std::fs::read_to_string(&path)
             .unwrap()
             .contains("\"seq\":3"));
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_record_is_rejected_for_the_dlq_and_the_rest_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.ndjson");
+        let mut output = FileOutput::new(FileOutputConfig {
+            path: path.clone(),
+            rotate_every_bytes: ByteSize(1 << 20),
+            number_of_files: 2,
+        });
+        let garbage = Record {
+            seq: 2,
+            generation: GenerationId(0),
+            payload: bytes::Bytes::from_static(b"\xff\xff\xff"),
+        };
+        let rejected = output
+            .deliver(&[record(1), garbage, record(3)])
+            .await
+            .unwrap();
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].record.seq, 2);
+        assert_eq!(rejected[0].reason.error_type, "undecodable");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
     }
 
     #[tokio::test]

@@ -5,14 +5,15 @@
 //! and turns the output's health to degraded with the reason. Stopping an output lets the
 //! batch in hand finish or hands it back to the queue ([`crate::queue::Queue::rewind`]).
 
-mod document;
+pub mod document;
 mod file;
 
 pub use document::{event_document, DocumentError};
 pub use file::FileOutput;
 
 use crate::config::OutputKind;
-use crate::queue::Queue;
+use crate::dlq::{DeadLetters, DlqEntry, Reason};
+use crate::queue::{Queue, Record};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -41,14 +42,27 @@ pub struct OutputTask {
 }
 
 impl OutputTask {
-    /// Starts the output described by `kind`, reading from `queue`.
-    pub fn spawn(kind: &OutputKind, queue: Arc<dyn Queue>) -> Self {
+    /// Starts the output described by `kind`, reading from `queue`; records it rejects for
+    /// good go to `dead_letters` (or are dropped and counted when there is no DLQ).
+    pub fn spawn(
+        kind: &OutputKind,
+        queue: Arc<dyn Queue>,
+        dead_letters: Option<DeadLetters>,
+        revision: u64,
+    ) -> Self {
         let cancel = CancellationToken::new();
         let (health_tx, health) = watch::channel(OutputHealth::Healthy);
+        let context = LoopContext {
+            queue,
+            health: health_tx,
+            cancel: cancel.clone(),
+            dead_letters,
+            revision,
+        };
         let join = match kind {
             OutputKind::File(config) => {
                 let output = FileOutput::new(config.clone());
-                tokio::spawn(run_loop(output, queue, health_tx, cancel.clone()))
+                tokio::spawn(run_loop(output, context))
             }
         };
         OutputTask {
@@ -72,21 +86,84 @@ impl OutputTask {
     }
 }
 
+/// A record the output can never deliver, and why.
+#[derive(Debug)]
+pub struct Rejected {
+    /// The record.
+    pub record: Record,
+    /// Why: this goes into the dead letter entry.
+    pub reason: Reason,
+}
+
 /// A destination a batch of records can be delivered to.
 #[async_trait::async_trait]
 pub trait Deliver: Send + 'static {
-    /// Delivers every record or fails as a whole; a failure is retried by the caller.
-    async fn deliver(&mut self, records: &[crate::queue::Record]) -> Result<(), String>;
+    /// Delivers the batch or fails as a whole (a failure is retried by the caller). On
+    /// success, returns the records that can never be delivered, for the DLQ.
+    async fn deliver(&mut self, records: &[Record]) -> Result<Vec<Rejected>, String>;
     /// Short description for logs, e.g. `file /var/out.ndjson`.
     fn describe(&self) -> String;
 }
 
-async fn run_loop<D: Deliver>(
-    mut output: D,
+/// What the output loop works with besides its destination.
+struct LoopContext {
     queue: Arc<dyn Queue>,
     health: watch::Sender<OutputHealth>,
     cancel: CancellationToken,
-) {
+    dead_letters: Option<DeadLetters>,
+    revision: u64,
+}
+
+/// Dead-letters `rejected` (before their batch is acknowledged, so none is lost between).
+async fn dead_letter(context: &LoopContext, rejected: Vec<Rejected>) {
+    if rejected.is_empty() {
+        return;
+    }
+    let Some(dead_letters) = &context.dead_letters else {
+        tracing::warn!(
+            events = rejected.len(),
+            "undeliverable events dropped: the dead letter queue is disabled (dlq.enabled: false)"
+        );
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let entries = rejected
+        .into_iter()
+        .map(|r| {
+            let generation = context.queue.generation(r.record.generation);
+            DlqEntry {
+                event: r.record.payload,
+                reason: r.reason,
+                input_unit: generation
+                    .as_ref()
+                    .map(|g| g.input_unit.clone())
+                    .unwrap_or_default(),
+                output_unit: generation.map(|g| g.output_unit).unwrap_or_default(),
+                revision: context.revision,
+                dead_lettered_at_ms: now,
+            }
+        })
+        .collect::<Vec<_>>();
+    let count = entries.len();
+    let outcome = dead_letters.dead_letter(entries).await;
+    tracing::warn!(
+        events = count,
+        stored = outcome.written,
+        refused = outcome.refused,
+        "undeliverable events dead-lettered"
+    );
+}
+
+async fn run_loop<D: Deliver>(mut output: D, context: LoopContext) {
+    let LoopContext {
+        queue,
+        health,
+        cancel,
+        ..
+    } = &context;
     tracing::info!(output = %output.describe(), "output started");
     let mut delivered: u64 = 0;
     loop {
@@ -103,7 +180,8 @@ async fn run_loop<D: Deliver>(
         let mut backoff = Duration::from_millis(100);
         loop {
             match output.deliver(&batch).await {
-                Ok(()) => {
+                Ok(rejected) => {
+                    dead_letter(&context, rejected).await;
                     queue.ack(first, last);
                     delivered += batch.len() as u64;
                     health.send_if_modified(|h| {

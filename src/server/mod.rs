@@ -7,6 +7,7 @@
 //! per request through a `watch` channel, so there is no shared lock on the data path.
 
 mod address;
+pub mod client;
 mod listener;
 mod producer;
 

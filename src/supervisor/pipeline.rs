@@ -1,6 +1,7 @@
 //! The data path the supervisor configures: queue, output task, listeners and routes.
 
-use crate::config::{DurabilityMode, InputUnitConfig, OutputConfig, QueueConfig};
+use crate::config::{DlqConfig, DurabilityMode, InputUnitConfig, OutputConfig, QueueConfig};
+use crate::dlq::{DeadLetterQueue, DeadLetters, DlqSettings, SystemClock};
 use crate::output::{OutputHealth, OutputTask};
 use crate::queue::{
     Barrier, DiskOptions, DiskQueue, Durability, Generation, MemoryQueue, Queue, Seq,
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 struct ActiveOutput {
     unit_id: String,
@@ -36,6 +38,9 @@ pub struct Pipeline {
     routes: watch::Sender<Arc<Routes>>,
     /// Standalone mode routes every input id to the output; managed mode only known ones.
     accept_any_input: bool,
+    dead_letters: Option<DeadLetters>,
+    /// Seals the DLQ head and applies age retention on a timer.
+    dlq_timer: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
 impl Pipeline {
@@ -51,6 +56,8 @@ impl Pipeline {
             listeners: HashMap::new(),
             routes,
             accept_any_input,
+            dead_letters: None,
+            dlq_timer: None,
         }
     }
 
@@ -100,8 +107,12 @@ impl Pipeline {
         &mut self,
         unit_id: &str,
         config_idx: u64,
+        revision: u64,
         config: OutputConfig,
     ) -> Result<(), String> {
+        if self.dead_letters.is_none() && config.dlq.enabled {
+            self.open_dlq(&config.dlq).await?;
+        }
         let queue = match &self.queue {
             Some(queue) => {
                 if self
@@ -125,7 +136,7 @@ impl Pipeline {
         if let Some(old) = self.output.take() {
             old.task.stop().await;
         }
-        let task = OutputTask::spawn(&config.kind, queue);
+        let task = OutputTask::spawn(&config.kind, queue, self.dead_letters.clone(), revision);
         self.output = Some(ActiveOutput {
             unit_id: unit_id.to_string(),
             config_idx,
@@ -133,6 +144,38 @@ impl Pipeline {
             task,
         });
         self.publish_routes();
+        Ok(())
+    }
+
+    async fn open_dlq(&mut self, config: &DlqConfig) -> Result<(), String> {
+        let settings = DlqSettings {
+            dir: config
+                .path
+                .clone()
+                .unwrap_or_else(|| self.data_path.join("dlq")),
+            max_bytes: config.max_bytes.bytes(),
+            storage_policy: config.storage_policy,
+            retain_age: config.retain.age.map(|a| a.get()),
+            flush_interval: config.flush_interval.get(),
+        };
+        let dir = settings.dir.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            DeadLetterQueue::open(settings, Arc::new(SystemClock))
+        })
+        .await
+        .map_err(|err| format!("dlq: opening failed: {err}"))?
+        .map_err(|err| {
+            format!(
+                "dlq.path: cannot open the dead letter queue at {}: {err}",
+                dir.display()
+            )
+        })?;
+        let dead_letters = DeadLetters::new(opened);
+        let stop = CancellationToken::new();
+        let timer = dead_letters.spawn_timer(config.flush_interval.get(), stop.clone());
+        self.dlq_timer = Some((stop, timer));
+        self.dead_letters = Some(dead_letters);
+        tracing::info!(path = %dir.display(), "dead letter queue open");
         Ok(())
     }
 
@@ -242,6 +285,7 @@ impl Pipeline {
     pub fn stats(&self) -> serde_json::Value {
         serde_json::json!({
             "uuid": self.uuid,
+            "dlq": self.dead_letters.as_ref().map(|d| d.metrics()),
             "queue": self.queue.as_ref().map(|q| q.stats()),
             "output": self.output.as_ref().map(|o| serde_json::json!({
                 "unit_id": o.unit_id,
@@ -277,6 +321,13 @@ impl Pipeline {
         }
         if let Some(output) = self.output.take() {
             output.task.stop().await;
+        }
+        if let Some(dead_letters) = &self.dead_letters {
+            dead_letters.flush().await;
+        }
+        if let Some((stop, timer)) = self.dlq_timer.take() {
+            stop.cancel();
+            let _ = timer.await;
         }
         if let Some(queue) = &self.queue {
             queue.persist().await;

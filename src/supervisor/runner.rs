@@ -212,18 +212,18 @@ impl Supervisor {
     }
 
     async fn apply_config(&mut self, key: &UnitKey) -> Result<(), String> {
-        let source = self
+        let (source, revision) = self
             .units
             .get(key)
             .and_then(|r| r.config.as_ref())
-            .map(|c| c.source.clone())
+            .map(|c| (c.source.clone(), c.revision))
             .ok_or_else(|| "no config received".to_string())?;
         match key.kind {
             UnitKind::Output => {
                 let config = OutputConfig::from_value(source).map_err(|err| err.to_string())?;
                 let config_idx = self.pending_idx(key);
                 self.pipeline
-                    .configure_output(&key.id, config_idx, config)
+                    .configure_output(&key.id, config_idx, revision, config)
                     .await?;
                 self.acked = self.pipeline.acked();
                 self.health = self.pipeline.health();

@@ -1,0 +1,35 @@
+//! A Producer API client connection, for tools that publish to a shipper (`dlq replay`,
+//! the test load generator).
+
+use super::ServerAddress;
+use crate::proto::shipper::producer_client::ProducerClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// Connects to a Producer API at `unix:///path`, `/path` or `host:port`.
+///
+/// # Errors
+/// A message naming the address when it is invalid or nothing answers there.
+pub async fn connect(server: &str) -> Result<ProducerClient<Channel>, String> {
+    let address = ServerAddress::parse(server)?;
+    let channel = match address {
+        ServerAddress::Unix(path) => {
+            Endpoint::from_static("http://localhost")
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let path = path.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+                .await
+        }
+        ServerAddress::Tcp(addr) => match Endpoint::from_shared(format!("http://{addr}")) {
+            Ok(endpoint) => endpoint.connect().await,
+            Err(err) => return Err(format!("invalid address {server}: {err}")),
+        },
+    }
+    .map_err(|err| format!("cannot connect to the Producer API at {server}: {err}"))?;
+    Ok(ProducerClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
+}
