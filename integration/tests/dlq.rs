@@ -154,9 +154,14 @@ async fn replayed_entries_reach_the_output_exactly_once_and_leave_the_dlq() {
     );
 
     let expected: Vec<u64> = (0..300).collect();
-    loadgen::wait_for_seqs_in_files(&[out.clone()], "replay", &expected, Duration::from_secs(30))
-        .await
-        .unwrap();
+    loadgen::wait_for_seqs_in_files(
+        std::slice::from_ref(&out),
+        "replay",
+        &expected,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shipper.id().unwrap() as i32),
         nix::sys::signal::Signal::SIGTERM,

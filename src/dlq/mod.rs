@@ -27,7 +27,7 @@ mod reader;
 mod store;
 
 pub use entry::{DlqEntry, EntryError, Reason};
-pub use reader::{read_entries, DlqReader};
+pub use reader::{read_entries, DlqReader, SegmentEntries};
 pub use store::{
     list_sealed, DeadLetterQueue, DlqMetrics, DlqSettings, SealedSegment, StoragePolicy,
     WriteOutcome,

@@ -8,8 +8,11 @@ use crate::queue::disk::segment::{self, HEADER_LEN};
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 
+/// A segment's entries with their sequence numbers.
+pub type SegmentEntries = Vec<(u64, DlqEntry)>;
+
 /// Every whole entry of one segment file, with its sequence number; stops at damage.
-pub fn read_entries(path: &Path) -> Result<Vec<(u64, DlqEntry)>, DlqError> {
+pub fn read_entries(path: &Path) -> Result<SegmentEntries, DlqError> {
     let data = std::fs::read(path).map_err(|err| DlqError::io(path, err))?;
     segment::parse_header(&data).map_err(|reason| DlqError::Io {
         path: path.to_path_buf(),
@@ -56,9 +59,7 @@ impl DlqReader {
 
     /// The next sealed segment with entries at or after the position, and its entries;
     /// `None` when there is none.
-    pub fn next_segment(
-        &mut self,
-    ) -> Result<Option<(SealedSegment, Vec<(u64, DlqEntry)>)>, DlqError> {
+    pub fn next_segment(&mut self) -> Result<Option<(SealedSegment, SegmentEntries)>, DlqError> {
         loop {
             let Some(segment) = list_sealed(&self.dir)?
                 .into_iter()
