@@ -35,6 +35,8 @@ the agent expects STOPPED reports STOPPING, drains its queued events, then STOPP
           type: file\n\
           path: ./out/events.ndjson\n\
           queue: {mem: {events: 65536}}\n\n\
+TOOLS\n\
+  agent-shipper dlq stats|list|replay|purge   inspect and replay the dead letter queue\n\n\
 Logs are JSON lines on stderr (--log-format text for people). SIGTERM stops accepting, \
 delivers what is queued for up to 20 s, and exits 0."
 )]
