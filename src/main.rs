@@ -34,7 +34,7 @@ the agent expects STOPPED reports STOPPING, drains its queued events, then STOPP
           server: unix:///tmp/shipper.sock\n\
           type: file\n\
           path: ./out/events.ndjson\n\
-          queue: {mem: {events: 65536}}\n\n\
+          queue: {disk: {max_size: 4GiB}}\n\n\
 TOOLS\n\
   agent-shipper dlq stats|list|replay|purge   inspect and replay the dead letter queue\n\n\
 Logs are JSON lines on stderr (--log-format text for people). SIGTERM stops accepting, \

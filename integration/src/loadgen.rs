@@ -238,8 +238,8 @@ pub async fn wait_persisted(
 pub fn count_seqs_in_files(paths: &[std::path::PathBuf], run: &str) -> Result<HashMap<u64, u32>> {
     let mut counts = HashMap::new();
     for path in paths {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
+        let text = match std::fs::read(path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
             Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
         };
@@ -267,11 +267,12 @@ pub async fn wait_for_seqs_in_files(
 ) -> Result<HashMap<u64, u32>> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let counts = count_seqs_in_files(paths, run)?;
-        if expected.iter().all(|seq| counts.contains_key(seq))
-            || tokio::time::Instant::now() >= deadline
-        {
-            return Ok(counts);
+        // The files are being written meanwhile: a failed read is tried again.
+        match count_seqs_in_files(paths, run) {
+            Ok(counts) if expected.iter().all(|seq| counts.contains_key(seq)) => return Ok(counts),
+            Ok(counts) if tokio::time::Instant::now() >= deadline => return Ok(counts),
+            Err(err) if tokio::time::Instant::now() >= deadline => return Err(err),
+            _ => {}
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -273,6 +273,16 @@ fn validate_dlq(dlq: &DlqConfig) -> Result<(), ConfigError> {
             "must be greater than 0".into(),
         ));
     }
+    if dlq
+        .retain
+        .age
+        .is_some_and(|age| age.get().as_millis() % 1000 != 0)
+    {
+        return Err(invalid(
+            "dlq.retain.age",
+            "use whole d, h, m or s units, e.g. `7d` or `90s`".into(),
+        ));
+    }
     if dlq.retain.age.is_some_and(|age| age.get().is_zero()) {
         return Err(invalid("dlq.retain.age", "must be greater than 0".into()));
     }

@@ -141,15 +141,38 @@ pub async fn replay(
     let mut reader = DlqReader::new(dir);
     let mut uuid = String::new();
     let mut replayed = 0;
+    // Stop at what exists now: events the shipper dead-letters again during the replay
+    // must not be replayed in a loop.
+    let end = list_sealed(dir)?
+        .last()
+        .map(|s| s.first_seq + s.count)
+        .unwrap_or(0);
     while let Some((segment, entries)) = reader.next_segment()? {
+        if segment.first_seq >= end {
+            break;
+        }
         let mut events = Vec::with_capacity(entries.len());
+        let mut unusable = 0;
         for (seq, entry) in &entries {
-            let mut event = Event::decode(entry.event.as_ref())
-                .with_context(|| format!("entry {seq} holds no valid event"))?;
+            let Ok(mut event) = Event::decode(entry.event.as_ref()) else {
+                tracing::warn!(seq, reason = %entry.reason.message, "entry holds no valid event: not replayable, kept");
+                unusable += 1;
+                continue;
+            };
             if let Some(input_id) = input_id {
                 event.source.get_or_insert_with(Default::default).input_id = input_id.to_string();
             }
             events.push(event);
+        }
+        // A segment is deleted only when every entry it names was read and replayed.
+        let keep = unusable > 0 || (entries.len() as u64) < segment.count;
+        if events.is_empty() {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"segment": segment.path.display().to_string(), "replayed": 0, "kept": true})
+            )?;
+            continue;
         }
         let mut last_id = 0;
         let mut sent = 0;
@@ -206,6 +229,15 @@ pub async fn replay(
             if answer.persisted_index >= last_id {
                 break;
             }
+        }
+        if keep {
+            replayed += events.len() as u64;
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"segment": segment.path.display().to_string(), "replayed": events.len(), "kept": true, "unreplayable": unusable})
+            )?;
+            continue;
         }
         std::fs::remove_file(&segment.path)
             .or_else(|err| {

@@ -33,8 +33,19 @@ pub fn read_entries(path: &Path) -> Result<SegmentEntries, DlqError> {
                 at += len;
             }
             FrameStatus::Incomplete | FrameStatus::Corrupted(_) => {
-                tracing::warn!(path = %path.display(), offset = at, "DLQ segment damaged: entries after this point are unreadable");
-                break;
+                // Skip the damage: entries after it are still worth reading.
+                let after = out.last().map(|(seq, _)| seq + 1).unwrap_or(0);
+                let file = std::fs::File::open(path).map_err(|err| DlqError::io(path, err))?;
+                match segment::find_next_frame(&file, at as u64 + 1, after, u64::MAX) {
+                    Some((next, _)) => {
+                        tracing::warn!(path = %path.display(), offset = at, "DLQ segment damaged: skipped to the next whole entry");
+                        at = next as usize;
+                    }
+                    None => {
+                        tracing::warn!(path = %path.display(), offset = at, "DLQ segment damaged: no whole entry after this point");
+                        break;
+                    }
+                }
             }
         }
     }
@@ -74,6 +85,12 @@ impl DlqReader {
                 }
                 // Deleted between listing and reading: go on with the next one.
                 Err(DlqError::NotFound(_)) => continue,
+                // A damaged header: say so and go on with the next segment.
+                Err(err @ DlqError::Io { .. }) if segment.path.exists() => {
+                    tracing::warn!(error = %err, "unreadable DLQ segment skipped");
+                    self.next_seq = segment.first_seq + segment.count;
+                    continue;
+                }
                 Err(err) => return Err(err),
             }
         }

@@ -8,6 +8,7 @@ use crate::queue::disk::segment::{self, HEADER_LEN};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -211,10 +212,17 @@ impl DeadLetterQueue {
     fn recover_head(&self, path: &Path) -> Result<u64, DlqError> {
         let scan = match segment::scan(path) {
             Ok(scan) => scan,
-            Err(err) => {
-                tracing::warn!(error = %err, "unreadable DLQ head from a crash removed");
-                let _ = std::fs::remove_file(path);
+            Err(crate::queue::DiskError::Corrupt { reason, .. }) => {
+                let aside = path.with_extension("corrupt");
+                tracing::error!(path = %aside.display(), reason, "DLQ head from a crash is unreadable: set aside, not deleted");
+                std::fs::rename(path, &aside).map_err(|err| DlqError::io(path, err))?;
                 return Ok(1);
+            }
+            Err(err) => {
+                return Err(DlqError::Io {
+                    path: path.to_path_buf(),
+                    message: err.to_string(),
+                });
             }
         };
         let count = scan.meta.last_seq + 1 - scan.meta.first_seq;
@@ -280,22 +288,19 @@ impl DeadLetterQueue {
     }
 
     fn seal_head(&self, state: &mut StoreState) -> Result<(), DlqError> {
-        let Some(head) = state.head.take() else {
+        let Some(head) = state.head.as_ref() else {
             return Ok(());
         };
         let path = self.settings.dir.join(HEAD_NAME);
+        // On any failure the head stays as it is, to be sealed on a later try.
         head.file
             .sync_all()
             .map_err(|err| DlqError::io(&path, err))?;
-        drop(head.file);
-        self.seal_file(
-            state,
-            &path,
-            head.first_seq,
-            head.count,
-            head.newest_ms,
-            head.bytes,
-        )
+        let (first_seq, count, newest_ms, bytes) =
+            (head.first_seq, head.count, head.newest_ms, head.bytes);
+        self.seal_file(state, &path, first_seq, count, newest_ms, bytes)?;
+        state.head = None;
+        Ok(())
     }
 
     /// Sees segments deleted by someone else (`dlq replay`, `dlq purge`).
@@ -373,9 +378,22 @@ impl DeadLetterQueue {
                 match (self.settings.storage_policy, oldest) {
                     (StoragePolicy::DropOlder, Some(first)) => {
                         if let Some(segment) = state.sealed.remove(&first) {
-                            let _ = std::fs::remove_file(&segment.path);
-                            deleted_segments += 1;
-                            deleted_events += segment.count;
+                            match std::fs::remove_file(&segment.path) {
+                                Ok(()) => {
+                                    deleted_segments += 1;
+                                    deleted_events += segment.count;
+                                }
+                                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                                Err(err) => {
+                                    // Still on disk: keep counting it, and stop making room.
+                                    state.last_error = Some(format!(
+                                        "cannot delete {}: {err}",
+                                        segment.path.display()
+                                    ));
+                                    state.sealed.insert(first, segment);
+                                    break;
+                                }
+                            }
                         }
                     }
                     (StoragePolicy::DropOlder, None)
@@ -441,6 +459,11 @@ impl DeadLetterQueue {
             };
             file.write_all(&segment::header(first_seq))
                 .map_err(|err| DlqError::io(&path, err))?;
+            // The head's directory entry must survive a power loss like its data.
+            segment::sync_dir(&self.settings.dir).map_err(|err| DlqError::Io {
+                path: self.settings.dir.clone(),
+                message: err.to_string(),
+            })?;
             state.head = Some(Head {
                 file,
                 first_seq,
@@ -457,9 +480,11 @@ impl DeadLetterQueue {
             path: path.clone(),
             message: "no head".into(),
         })?;
-        head.file
-            .write_all(&buf)
-            .map_err(|err| DlqError::io(&path, err))?;
+        // Positional, and cut back on failure: a torn entry must not sit before later ones.
+        if let Err(err) = head.file.write_all_at(&buf, head.bytes) {
+            let _ = head.file.set_len(head.bytes);
+            return Err(DlqError::io(&path, err));
+        }
         head.count += 1;
         head.bytes += buf.len() as u64;
         head.newest_ms = head.newest_ms.max(at_ms);

@@ -206,3 +206,20 @@ fn a_crash_while_writing_leaves_a_readable_dlq() {
     store.flush();
     assert_eq!(all_entries(dir.path()).len(), 6);
 }
+
+#[test]
+fn a_damaged_entry_mid_segment_costs_only_that_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = DeadLetterQueue::open(settings(dir.path()), clock.clone()).unwrap();
+    store.write(&(0..5).map(|n| entry(&clock, n)).collect::<Vec<_>>());
+    store.flush();
+    let segment = list_sealed(dir.path()).unwrap().remove(0);
+    let mut bytes = std::fs::read(&segment.path).unwrap();
+    let frame_len = (bytes.len() - crate::queue::disk::segment::HEADER_LEN) / 5;
+    bytes[crate::queue::disk::segment::HEADER_LEN + 2 * frame_len + 30] ^= 0x10; // entry 3's payload
+    std::fs::write(&segment.path, &bytes).unwrap();
+    let entries = read_entries(&segment.path).unwrap();
+    let seqs: Vec<u64> = entries.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, vec![1, 2, 4, 5]);
+}
