@@ -353,18 +353,7 @@ async fn connect(
     addr: &str,
 ) -> Result<Channel, Result<SessionEnd, ControlError>> {
     let result = match addr.strip_prefix("unix://") {
-        Some(path) => {
-            let path = std::path::PathBuf::from(path);
-            endpoint
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let path = path.clone();
-                    async move {
-                        let stream = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                    }
-                }))
-                .await
-        }
+        Some(path) => crate::server::client::connect_unix(endpoint, path.into()).await,
         None => endpoint.connect().await,
     };
     result.map_err(|err| match tls_failure(&err) {

@@ -13,15 +13,7 @@ pub async fn connect(server: &str) -> Result<ProducerClient<Channel>, String> {
     let address = ServerAddress::parse(server)?;
     let channel = match address {
         ServerAddress::Unix(path) => {
-            Endpoint::from_static("http://localhost")
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let path = path.clone();
-                    async move {
-                        let stream = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                    }
-                }))
-                .await
+            connect_unix(&Endpoint::from_static("http://localhost"), path).await
         }
         ServerAddress::Tcp(addr) => match Endpoint::from_shared(format!("http://{addr}")) {
             Ok(endpoint) => endpoint.connect().await,
@@ -32,4 +24,21 @@ pub async fn connect(server: &str) -> Result<ProducerClient<Channel>, String> {
     Ok(ProducerClient::new(channel)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20))
+}
+
+/// Connects `endpoint` (its TLS settings included) over the unix socket at `path`; the
+/// endpoint's URI then only names the TLS server, not where to connect.
+pub(crate) async fn connect_unix(
+    endpoint: &Endpoint,
+    path: std::path::PathBuf,
+) -> Result<Channel, tonic::transport::Error> {
+    endpoint
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
 }
