@@ -1,13 +1,14 @@
 //! The bounded in-memory queue. Its content is lost if the process dies; the persisted
 //! index it reports is therefore the acknowledged prefix, never the write head.
 
+use super::generations::GenerationTable;
 use super::{
     AppendStop, Appended, Barrier, Generation, GenerationId, Queue, QueueError, QueueStats, Record,
     Seq,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use tokio::sync::{watch, Notify};
 
@@ -22,12 +23,6 @@ pub struct MemoryQueue {
     max_bytes: u64,
 }
 
-struct GenerationState {
-    generation: Generation,
-    last_seq: Seq,
-    unacked: u64,
-}
-
 #[derive(Default)]
 struct State {
     /// Unacknowledged records; `records[i].seq == acked + 1 + i`.
@@ -38,9 +33,7 @@ struct State {
     next_read: Seq,
     /// Acked ranges beyond the prefix, keyed by first sequence.
     acked_ahead: BTreeMap<Seq, Seq>,
-    generations: Vec<GenerationState>,
-    generation_ids: HashMap<Generation, GenerationId>,
-    sealed_inputs: std::collections::HashSet<String>,
+    generations: GenerationTable,
     closed: bool,
 }
 
@@ -87,40 +80,15 @@ impl MemoryQueue {
     }
 }
 
-impl State {
-    fn generations_of_input<'a>(
-        &'a self,
-        input_unit: &'a str,
-    ) -> impl Iterator<Item = &'a GenerationState> {
-        self.generations
-            .iter()
-            .filter(move |g| g.generation.input_unit == input_unit)
-    }
-}
-
 #[async_trait]
 impl Queue for MemoryQueue {
     fn register(&self, generation: Generation) -> GenerationId {
-        let mut state = self.lock();
-        if let Some(id) = state.generation_ids.get(&generation) {
-            return *id;
-        }
-        let id = GenerationId(state.generations.len() as u32);
-        state.generation_ids.insert(generation.clone(), id);
-        state.generations.push(GenerationState {
-            generation,
-            last_seq: 0,
-            unacked: 0,
-        });
-        id
+        self.lock().generations.register(generation).0
     }
 
     fn generation(&self, id: GenerationId) -> Option<Generation> {
         let state = self.lock();
-        state
-            .generations
-            .get(id.0 as usize)
-            .map(|g| g.generation.clone())
+        state.generations.get(id).map(|g| g.generation.clone())
     }
 
     async fn append(&self, events: Vec<(GenerationId, Bytes)>) -> Result<Appended, QueueError> {
@@ -131,20 +99,9 @@ impl Queue for MemoryQueue {
         let mut accepted = 0;
         let mut stopped_by = None;
         for (generation, payload) in events {
-            let Some(gen_state) = state.generations.get(generation.0 as usize) else {
-                // An id this queue never handed out cannot be routed anywhere.
-                stopped_by = Some(AppendStop::Sealed {
-                    input_unit: format!("<unknown generation {}>", generation.0),
-                });
-                break;
-            };
-            if state
-                .sealed_inputs
-                .contains(&gen_state.generation.input_unit)
-            {
-                stopped_by = Some(AppendStop::Sealed {
-                    input_unit: gen_state.generation.input_unit.clone(),
-                });
+            // Unknown ids cannot be routed; sealed inputs are draining.
+            if let Some(refusal) = state.generations.refusal(generation) {
+                stopped_by = Some(refusal);
                 break;
             }
             let len = payload.len() as u64;
@@ -159,9 +116,10 @@ impl Queue for MemoryQueue {
             state.head += 1;
             let seq = state.head;
             state.bytes += len;
-            let gen_state = &mut state.generations[generation.0 as usize];
-            gen_state.last_seq = seq;
-            gen_state.unacked += 1;
+            if let Some(gen_state) = state.generations.get_mut(generation) {
+                gen_state.last_seq = seq;
+                gen_state.unacked += 1;
+            }
             state.records.push_back(Record {
                 seq,
                 generation,
@@ -216,7 +174,9 @@ impl Queue for MemoryQueue {
                 };
                 state.acked = record.seq;
                 state.bytes -= record.payload.len() as u64;
-                state.generations[record.generation.0 as usize].unacked -= 1;
+                if let Some(g) = state.generations.get_mut(record.generation) {
+                    g.unacked -= 1;
+                }
             }
         }
         // A record acknowledged without being read (never today, but cheap to guard) must
@@ -237,25 +197,15 @@ impl Queue for MemoryQueue {
     }
 
     fn seal_input(&self, input_unit: &str) -> Barrier {
-        let mut state = self.lock();
-        state.sealed_inputs.insert(input_unit.to_string());
-        let (seq, pending) = state
-            .generations_of_input(input_unit)
-            .fold((0, 0), |(seq, pending), g| {
-                (seq.max(g.last_seq), pending + g.unacked)
-            });
-        Barrier { seq, pending }
+        self.lock().generations.seal(input_unit)
     }
 
     fn unseal_input(&self, input_unit: &str) {
-        self.lock().sealed_inputs.remove(input_unit);
+        self.lock().generations.unseal(input_unit);
     }
 
     fn pending_for_input(&self, input_unit: &str) -> u64 {
-        self.lock()
-            .generations_of_input(input_unit)
-            .map(|g| g.unacked)
-            .sum()
+        self.lock().generations.pending(input_unit)
     }
 
     fn barrier_all(&self) -> Barrier {

@@ -22,6 +22,7 @@
 //!   drained exactly when the acknowledged prefix reaches the barrier.
 
 pub mod disk;
+mod generations;
 mod memory;
 
 pub use disk::{DiskError, DiskOptions, DiskQueue, Durability};

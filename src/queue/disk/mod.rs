@@ -43,12 +43,13 @@ mod reader;
 pub(crate) mod segment;
 mod writer;
 
+use super::generations::GenerationTable;
 use super::{
     Appended, Barrier, Generation, GenerationId, Queue, QueueError, QueueStats, Record, Seq,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -119,12 +120,6 @@ struct SegmentState {
     corrupt: bool,
 }
 
-struct GenerationState {
-    generation: Generation,
-    last_seq: Seq,
-    unacked: u64,
-}
-
 struct CachedRecord {
     record: Record,
 }
@@ -153,25 +148,14 @@ struct State {
     cache_bytes: u64,
     segments: BTreeMap<Seq, SegmentState>,
     bytes_on_disk: u64,
-    generations: Vec<GenerationState>,
-    generation_ids: HashMap<Generation, GenerationId>,
+    generations: GenerationTable,
     /// Generations of the records after `acked`, run-length encoded, in order.
     runs: VecDeque<(GenerationId, u64)>,
-    sealed_inputs: HashSet<String>,
     closed: bool,
     counters: Counters,
 }
 
 impl State {
-    fn generations_of_input<'a>(
-        &'a self,
-        input_unit: &'a str,
-    ) -> impl Iterator<Item = &'a GenerationState> {
-        self.generations
-            .iter()
-            .filter(move |g| g.generation.input_unit == input_unit)
-    }
-
     /// Moves the acknowledged prefix forward over every contiguous acked range.
     fn advance_acked(&mut self) -> bool {
         let before = self.acked;
@@ -206,7 +190,7 @@ impl State {
             let take = count.min(*run);
             *run -= take;
             count -= take;
-            if let Some(g) = self.generations.get_mut(generation.0 as usize) {
+            if let Some(g) = self.generations.get_mut(*generation) {
                 g.unacked = g.unacked.saturating_sub(take);
             }
             if *run == 0 {
@@ -220,13 +204,6 @@ impl State {
             Some((last, count)) if *last == generation => *count += 1,
             _ => self.runs.push_back((generation, 1)),
         }
-    }
-
-    fn generation_table(&self) -> Vec<Generation> {
-        self.generations
-            .iter()
-            .map(|g| g.generation.clone())
-            .collect()
     }
 }
 
@@ -363,19 +340,10 @@ impl DiskQueue {
 #[async_trait]
 impl Queue for DiskQueue {
     fn register(&self, generation: Generation) -> GenerationId {
-        let mut state = self.shared.lock();
-        if let Some(id) = state.generation_ids.get(&generation) {
-            return *id;
+        let (id, added) = self.shared.lock().generations.register(generation);
+        if added {
+            let _ = self.writer_tx.send(WriterMsg::Generations);
         }
-        let id = GenerationId(state.generations.len() as u32);
-        state.generation_ids.insert(generation.clone(), id);
-        state.generations.push(GenerationState {
-            generation,
-            last_seq: 0,
-            unacked: 0,
-        });
-        drop(state);
-        let _ = self.writer_tx.send(WriterMsg::Generations);
         id
     }
 
@@ -383,7 +351,7 @@ impl Queue for DiskQueue {
         self.shared
             .lock()
             .generations
-            .get(id.0 as usize)
+            .get(id)
             .map(|g| g.generation.clone())
     }
 
@@ -463,26 +431,15 @@ impl Queue for DiskQueue {
     }
 
     fn seal_input(&self, input_unit: &str) -> Barrier {
-        let mut state = self.shared.lock();
-        state.sealed_inputs.insert(input_unit.to_string());
-        let (seq, pending) = state
-            .generations_of_input(input_unit)
-            .fold((0, 0), |(seq, pending), g| {
-                (seq.max(g.last_seq), pending + g.unacked)
-            });
-        Barrier { seq, pending }
+        self.shared.lock().generations.seal(input_unit)
     }
 
     fn unseal_input(&self, input_unit: &str) {
-        self.shared.lock().sealed_inputs.remove(input_unit);
+        self.shared.lock().generations.unseal(input_unit);
     }
 
     fn pending_for_input(&self, input_unit: &str) -> u64 {
-        self.shared
-            .lock()
-            .generations_of_input(input_unit)
-            .map(|g| g.unacked)
-            .sum()
+        self.shared.lock().generations.pending(input_unit)
     }
 
     fn barrier_all(&self) -> Barrier {

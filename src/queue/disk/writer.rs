@@ -4,12 +4,13 @@ use super::checkpoint::Checkpoint;
 use super::frame;
 use super::segment::{self, SegmentMeta, HEADER_LEN, LOST_GENERATION};
 use super::{
-    CachedRecord, Counters, DiskError, DiskOptions, Durability, GenerationState, SegmentState,
-    Shared, State, WriterMsg,
+    CachedRecord, Counters, DiskError, DiskOptions, Durability, SegmentState, Shared, State,
+    WriterMsg,
 };
-use crate::queue::{AppendStop, Appended, Generation, GenerationId, QueueError, Record, Seq};
+use crate::queue::generations::GenerationTable;
+use crate::queue::{AppendStop, Appended, GenerationId, QueueError, Record, Seq};
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -106,14 +107,7 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
         .collect();
     firsts.sort_unstable();
 
-    let mut generations: Vec<GenerationState> = table
-        .into_iter()
-        .map(|generation| GenerationState {
-            generation,
-            last_seq: 0,
-            unacked: 0,
-        })
-        .collect();
+    let mut generations = GenerationTable::from_list(table);
     let mut segments = BTreeMap::new();
     let mut runs = VecDeque::new();
     let mut bytes_on_disk = 0;
@@ -199,25 +193,17 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
             if end < start {
                 continue;
             }
-            while generations.len() <= generation as usize && generation != LOST_GENERATION {
-                let n = generations.len();
-                generations.push(GenerationState {
-                    generation: Generation {
-                        input_unit: format!("<unknown generation {n}>"),
-                        output_unit: String::new(),
-                        output_config_idx: 0,
-                    },
-                    last_seq: 0,
-                    unacked: 0,
-                });
-            }
             if generation == LOST_GENERATION {
                 // Unreadable records: counted, and acknowledged so the prefix moves past them.
                 counters.corrupted_events += end - start + 1;
                 acked_ahead.insert(start, end);
-            } else if let Some(g) = generations.get_mut(generation as usize) {
-                g.last_seq = end;
-                g.unacked += end - start + 1;
+            } else {
+                // Records whose table entry was lost with a damaged checkpoint.
+                generations.ensure(GenerationId(generation));
+                if let Some(g) = generations.get_mut(GenerationId(generation)) {
+                    g.last_seq = end;
+                    g.unacked += end - start + 1;
+                }
             }
             match runs.back_mut() {
                 Some((last, n)) if *last == GenerationId(generation) => *n += end - start + 1,
@@ -248,11 +234,6 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
         },
     );
     bytes_on_disk += HEADER_LEN as u64;
-    let generation_ids: HashMap<Generation, GenerationId> = generations
-        .iter()
-        .enumerate()
-        .map(|(i, g)| (g.generation.clone(), GenerationId(i as u32)))
-        .collect();
     let mut state = State {
         assigned: head,
         head,
@@ -265,9 +246,7 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
         segments,
         bytes_on_disk,
         generations,
-        generation_ids,
         runs,
-        sealed_inputs: HashSet::new(),
         closed: false,
         counters,
     };
@@ -387,19 +366,9 @@ impl Writer {
                 let mut seqs = Vec::with_capacity(events.len());
                 let mut stop = None;
                 for (generation, payload) in events {
-                    let Some(gen_state) = state.generations.get(generation.0 as usize) else {
-                        stop = Some(AppendStop::Sealed {
-                            input_unit: format!("<unknown generation {}>", generation.0),
-                        });
-                        break;
-                    };
-                    if state
-                        .sealed_inputs
-                        .contains(&gen_state.generation.input_unit)
-                    {
-                        stop = Some(AppendStop::Sealed {
-                            input_unit: gen_state.generation.input_unit.clone(),
-                        });
+                    // Unknown ids cannot be routed; sealed inputs are draining.
+                    if let Some(refusal) = state.generations.refusal(generation) {
+                        stop = Some(refusal);
                         break;
                     }
                     if payload.len() > frame::MAX_BODY - frame::BODY_HEADER {
@@ -433,10 +402,11 @@ impl Writer {
                     };
                     state.assigned += 1;
                     let seq = state.assigned;
-                    let gen_state = &mut state.generations[generation.0 as usize];
-                    prior_last.entry(generation).or_insert(gen_state.last_seq);
-                    gen_state.last_seq = seq;
-                    gen_state.unacked += 1;
+                    if let Some(gen_state) = state.generations.get_mut(generation) {
+                        prior_last.entry(generation).or_insert(gen_state.last_seq);
+                        gen_state.last_seq = seq;
+                        gen_state.unacked += 1;
+                    }
                     state.push_run(generation);
                     seqs.push(seq);
                     frames.push((seq, generation, payload));
@@ -629,7 +599,7 @@ impl Writer {
         };
         state.assigned = first_unwritten - 1;
         for (_, generation, _) in unwritten.iter().rev() {
-            if let Some(g) = state.generations.get_mut(generation.0 as usize) {
+            if let Some(g) = state.generations.get_mut(*generation) {
                 g.unacked -= 1;
             }
             if let Some((_, count)) = state.runs.back_mut() {
@@ -645,7 +615,7 @@ impl Writer {
                 .rev()
                 .find(|f| f.1 == *generation)
                 .map(|f| f.0);
-            if let Some(g) = state.generations.get_mut(generation.0 as usize) {
+            if let Some(g) = state.generations.get_mut(*generation) {
                 g.last_seq = last_written.unwrap_or(*prior);
             }
         }
@@ -690,7 +660,7 @@ impl Writer {
                 })
                 .map(|(first, s)| (*first, s.corrupt))
                 .collect();
-            (state.acked, state.generation_table(), doomed)
+            (state.acked, state.generations.list(), doomed)
         };
         if let Err(err) = Checkpoint::new(acked, table).store(&dir) {
             tracing::error!(error = %err, "cannot write the queue checkpoint; segments are kept until it works (retried every second)");
