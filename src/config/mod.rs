@@ -6,17 +6,23 @@
 //! every error names the offending key with its full dotted path (`queue.max_events`).
 
 mod duration;
+mod elasticsearch;
 mod input;
 mod output;
+mod secret;
 mod size;
 mod standalone;
 
 pub use duration::HumanDuration;
+pub use elasticsearch::{
+    normalize_host, BackoffConfig, Credentials, ElasticsearchConfig, SslConfig, VerificationMode,
+};
 pub use input::{InputUnitConfig, OnRemove};
 pub use output::{
     DiskQueueConfig, DlqConfig, DlqRetain, DurabilityMode, FileOutputConfig, MemoryQueueConfig,
     OutputConfig, OutputKind, QueueConfig,
 };
+pub use secret::Secret;
 pub use size::ByteSize;
 pub use standalone::{ProcessSettings, StandaloneConfig};
 

@@ -4,7 +4,7 @@
 //! own keys sit beside it, and `queue` is shared by all outputs. It is parsed in two steps
 //! (shared keys, then the output type's keys) so that each step can refuse unknown keys.
 
-use super::{from_value, ByteSize, ConfigError, HumanDuration};
+use super::{from_value, ByteSize, ConfigError, ElasticsearchConfig, HumanDuration};
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -66,6 +66,8 @@ impl Default for DlqConfig {
 pub enum OutputKind {
     /// NDJSON lines in a local file, rotated by size.
     File(FileOutputConfig),
+    /// `_bulk` requests to an Elasticsearch cluster.
+    Elasticsearch(ElasticsearchConfig),
 }
 
 impl OutputKind {
@@ -73,6 +75,7 @@ impl OutputKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             OutputKind::File(_) => "file",
+            OutputKind::Elasticsearch(_) => "elasticsearch",
         }
     }
 }
@@ -238,10 +241,17 @@ impl OutputConfig {
                 }
                 OutputKind::File(file)
             }
+            "elasticsearch" => {
+                let es: ElasticsearchConfig = from_value(rest, "")?;
+                es.validate()?;
+                OutputKind::Elasticsearch(es)
+            }
             other => {
                 return Err(ConfigError::Invalid {
                     key: "type".into(),
-                    reason: format!("unknown output type `{other}`; this build supports `file`"),
+                    reason: format!(
+                        "unknown output type `{other}`; this build supports `elasticsearch` and `file`"
+                    ),
                 })
             }
         };
@@ -354,7 +364,9 @@ mod tests {
         let config =
             OutputConfig::from_value(json!({"type": "file", "path": "out.ndjson"})).unwrap();
         assert_eq!(config.queue, QueueConfig::Disk(DiskQueueConfig::default()));
-        let OutputKind::File(file) = config.kind;
+        let OutputKind::File(file) = config.kind else {
+            panic!("not a file output")
+        };
         assert_eq!(file.number_of_files, 7);
         assert_eq!(file.rotate_every_bytes, ByteSize(10 << 20));
     }

@@ -5,11 +5,18 @@
 //! and turns the output's health to degraded with the reason. Stopping an output lets the
 //! batch in hand finish or hands it back to the queue ([`crate::queue::Queue::rewind`]).
 
+mod backoff;
 pub mod document;
+pub mod elasticsearch;
 mod file;
+mod health;
+mod metrics;
 
+pub use backoff::Backoff;
 pub use document::{event_document, DocumentError};
 pub use file::FileOutput;
+pub use health::HealthTracker;
+pub use metrics::{OutputMetrics, OutputMetricsSnapshot};
 
 use crate::config::OutputKind;
 use crate::dlq::{DeadLetters, DlqEntry, Reason};
@@ -34,47 +41,89 @@ pub enum OutputHealth {
     Degraded(String),
 }
 
+/// One OUTPUT unit config: the unit, its `config_state_idx`, and what it says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputGeneration {
+    /// The OUTPUT unit.
+    pub unit_id: String,
+    /// Its config idx.
+    pub config_idx: u64,
+    /// The output it describes (with its credentials).
+    pub kind: OutputKind,
+}
+
 /// A running output task; dropping it does not stop the task, [`OutputTask::stop`] does.
 pub struct OutputTask {
     cancel: CancellationToken,
     join: JoinHandle<()>,
     health: watch::Receiver<OutputHealth>,
+    metrics: Arc<OutputMetrics>,
 }
 
 impl OutputTask {
-    /// Starts the output described by `kind`, reading from `queue`; records it rejects for
-    /// good go to `dead_letters` (or are dropped and counted when there is no DLQ).
+    /// Starts the output `current` describes, reading from `queue`. Records accepted under
+    /// one of the `earlier` generations are sent with that generation's credentials where
+    /// the output supports it. Records it rejects for good go to `dead_letters` (or are
+    /// dropped and counted when there is no DLQ).
+    ///
+    /// # Errors
+    /// The output cannot be built from its config (e.g. an unreadable CA file); the message
+    /// names the key.
     pub fn spawn(
-        kind: &OutputKind,
+        current: &OutputGeneration,
+        earlier: &[OutputGeneration],
         queue: Arc<dyn Queue>,
         dead_letters: Option<DeadLetters>,
         revision: u64,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let cancel = CancellationToken::new();
-        let (health_tx, health) = watch::channel(OutputHealth::Healthy);
+        let metrics = Arc::new(OutputMetrics::default());
+        let degraded_after = match &current.kind {
+            OutputKind::File(_) => Duration::ZERO,
+            OutputKind::Elasticsearch(es) => es.degraded_timeout.get(),
+        };
+        let (tracker, health) = HealthTracker::new(degraded_after);
+        let tracker = Arc::new(tracker);
         let context = LoopContext {
             queue,
-            health: health_tx,
+            health: tracker.clone(),
             cancel: cancel.clone(),
             dead_letters,
             revision,
         };
-        let join = match kind {
+        let join = match &current.kind {
             OutputKind::File(config) => {
                 let output = FileOutput::new(config.clone());
-                tokio::spawn(run_loop(output, context))
+                tokio::spawn(run_loop(output, context, metrics.clone()))
+            }
+            OutputKind::Elasticsearch(config) => {
+                let clients = elasticsearch::prepare(current, config, earlier)
+                    .map_err(|err| err.to_string())?;
+                tokio::spawn(elasticsearch::run(
+                    config.clone(),
+                    clients,
+                    context,
+                    tracker,
+                    metrics.clone(),
+                ))
             }
         };
-        OutputTask {
+        Ok(OutputTask {
             cancel,
             join,
             health,
-        }
+            metrics,
+        })
     }
 
     /// Watches the output's health.
     pub fn health(&self) -> watch::Receiver<OutputHealth> {
         self.health.clone()
+    }
+
+    /// The output's counters now.
+    pub fn metrics(&self) -> OutputMetricsSnapshot {
+        self.metrics.snapshot()
     }
 
     /// Stops the task and waits for it; the batch in hand is finished or handed back.
@@ -106,9 +155,10 @@ pub trait Deliver: Send + 'static {
 }
 
 /// What the output loop works with besides its destination.
+#[derive(Clone)]
 struct LoopContext {
     queue: Arc<dyn Queue>,
-    health: watch::Sender<OutputHealth>,
+    health: Arc<HealthTracker>,
     cancel: CancellationToken,
     dead_letters: Option<DeadLetters>,
     revision: u64,
@@ -157,7 +207,7 @@ async fn dead_letter(context: &LoopContext, rejected: Vec<Rejected>) {
     );
 }
 
-async fn run_loop<D: Deliver>(mut output: D, context: LoopContext) {
+async fn run_loop<D: Deliver>(mut output: D, context: LoopContext, metrics: Arc<OutputMetrics>) {
     let LoopContext {
         queue,
         health,
@@ -181,20 +231,18 @@ async fn run_loop<D: Deliver>(mut output: D, context: LoopContext) {
         loop {
             match output.deliver(&batch).await {
                 Ok(rejected) => {
+                    metrics.dead_lettered(rejected.len() as u64);
                     dead_letter(&context, rejected).await;
                     queue.ack(first, last);
+                    metrics.acked(batch.len() as u64);
                     delivered += batch.len() as u64;
-                    health.send_if_modified(|h| {
-                        let changed = *h != OutputHealth::Healthy;
-                        *h = OutputHealth::Healthy;
-                        changed
-                    });
+                    health.success();
                     tracing::debug!(first, last, delivered, "batch delivered");
                     break;
                 }
                 Err(reason) => {
                     tracing::warn!(output = %output.describe(), %reason, retry_in_ms = backoff.as_millis() as u64, "delivery failed; will retry");
-                    health.send_replace(OutputHealth::Degraded(reason));
+                    health.failure(reason, std::time::Instant::now());
                     tokio::select! {
                         _ = cancel.cancelled() => {
                             // Nothing of this batch was acknowledged: let the next reader have it.

@@ -21,6 +21,7 @@ pub struct MemoryQueue {
     acked_tx: watch::Sender<Seq>,
     max_events: u64,
     max_bytes: u64,
+    identity: String,
 }
 
 #[derive(Default)]
@@ -50,6 +51,7 @@ impl MemoryQueue {
             acked_tx,
             max_events,
             max_bytes,
+            identity: uuid::Uuid::new_v4().simple().to_string(),
         }
     }
 
@@ -232,6 +234,10 @@ impl Queue for MemoryQueue {
 
     async fn persist(&self) {
         // Nothing to make durable: the memory queue promises nothing past the process.
+    }
+
+    fn identity(&self) -> &str {
+        &self.identity
     }
 
     fn stats(&self) -> QueueStats {

@@ -197,4 +197,10 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Current figures.
     fn stats(&self) -> QueueStats;
+
+    /// Names this queue's sequence space: the same for as long as its sequence numbers
+    /// stay unique (a disk queue keeps it across restarts, a memory queue has a new one
+    /// per process). Outputs combine it with a record's sequence number into an id that
+    /// is stable across resends and never reused by another queue.
+    fn identity(&self) -> &str;
 }

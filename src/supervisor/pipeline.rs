@@ -2,7 +2,7 @@
 
 use crate::config::{DlqConfig, DurabilityMode, InputUnitConfig, OutputConfig, QueueConfig};
 use crate::dlq::{DeadLetterQueue, DeadLetters, DlqSettings, SystemClock};
-use crate::output::{OutputHealth, OutputTask};
+use crate::output::{OutputGeneration, OutputHealth, OutputTask};
 use crate::queue::{
     Barrier, DiskOptions, DiskQueue, Durability, Generation, MemoryQueue, Queue, Seq,
 };
@@ -41,7 +41,13 @@ pub struct Pipeline {
     dead_letters: Option<DeadLetters>,
     /// Seals the DLQ head and applies age retention on a timer.
     dlq_timer: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// Earlier OUTPUT configs of this process, newest last: queued records accepted under
+    /// them are sent with their credentials. In memory only (they hold secrets).
+    earlier_outputs: Vec<OutputGeneration>,
 }
+
+/// How many earlier output configs are kept for their queued records.
+const EARLIER_OUTPUTS_KEPT: usize = 8;
 
 impl Pipeline {
     /// An empty pipeline for one process run, with its data under `data_path`.
@@ -58,6 +64,7 @@ impl Pipeline {
             accept_any_input,
             dead_letters: None,
             dlq_timer: None,
+            earlier_outputs: Vec::new(),
         }
     }
 
@@ -133,10 +140,39 @@ impl Pipeline {
                 queue
             }
         };
-        if let Some(old) = self.output.take() {
+        let current = OutputGeneration {
+            unit_id: unit_id.to_string(),
+            config_idx,
+            kind: config.kind.clone(),
+        };
+        let previous = self.output.take();
+        if let Some(old) = &previous {
+            let generation = OutputGeneration {
+                unit_id: old.unit_id.clone(),
+                config_idx: old.config_idx,
+                kind: old.config.kind.clone(),
+            };
+            self.earlier_outputs
+                .retain(|g| (&g.unit_id, g.config_idx) != (&generation.unit_id, generation.config_idx));
+            self.earlier_outputs.push(generation);
+            if self.earlier_outputs.len() > EARLIER_OUTPUTS_KEPT {
+                self.earlier_outputs.remove(0);
+            }
+        }
+        self.earlier_outputs
+            .retain(|g| (&g.unit_id, g.config_idx) != (&current.unit_id, current.config_idx));
+        let mut earlier = self.earlier_outputs.clone();
+        earlier.reverse(); // newest first
+        if let Some(old) = previous {
             old.task.stop().await;
         }
-        let task = OutputTask::spawn(&config.kind, queue, self.dead_letters.clone(), revision);
+        let task = OutputTask::spawn(
+            &current,
+            &earlier,
+            queue.clone(),
+            self.dead_letters.clone(),
+            revision,
+        )?;
         self.output = Some(ActiveOutput {
             unit_id: unit_id.to_string(),
             config_idx,
@@ -291,6 +327,7 @@ impl Pipeline {
                 "unit_id": o.unit_id,
                 "config_idx": o.config_idx,
                 "type": o.config.kind.type_name(),
+                "metrics": o.task.metrics(),
             })),
             "listeners": self.listeners.keys().map(|a| a.to_string()).collect::<Vec<_>>(),
         })

@@ -256,6 +256,40 @@ impl Shared {
     }
 }
 
+/// Reads `queue.id` in `dir`, or creates it (temp + fsync + rename + dir fsync) with a
+/// new random id. A damaged id file is replaced: sequence numbers restart only with an
+/// empty queue, and a new id keeps the new numbers from colliding with old output ids.
+fn read_or_create_identity(dir: &Path) -> Result<String, DiskError> {
+    use std::io::Write;
+    let path = dir.join("queue.id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim();
+            if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(id.to_string());
+            }
+            tracing::warn!(path = %path.display(), "queue id file is damaged; writing a new one");
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(DiskError::io(&path, err)),
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let temp = dir.join("queue.id.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&temp)?;
+        file.write_all(id.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temp, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|err| DiskError::io(&path, err))?;
+    Ok(id)
+}
+
 /// A durable queue in one directory.
 pub struct DiskQueue {
     shared: Arc<Shared>,
@@ -264,6 +298,8 @@ pub struct DiskQueue {
     reader: tokio::sync::Mutex<reader::ReaderPos>,
     /// Held for the queue's lifetime: the OS lock that keeps a second process out.
     _lock: std::fs::File,
+    /// Names the sequence space of this directory (`queue.id`), kept across restarts.
+    identity: String,
 }
 
 impl DiskQueue {
@@ -286,6 +322,7 @@ impl DiskQueue {
         lock.try_lock()
             .map_err(|_| DiskError::Locked(dir.clone()))?;
 
+        let identity = read_or_create_identity(&dir)?;
         let recovered = writer::recover(&options)?;
         let (persisted_tx, _) = watch::channel(recovered.state.durable);
         let (acked_tx, _) = watch::channel(recovered.state.acked);
@@ -310,6 +347,7 @@ impl DiskQueue {
             writer: Mutex::new(Some(handle)),
             reader: tokio::sync::Mutex::new(reader::ReaderPos::default()),
             _lock: lock,
+            identity,
         })
     }
 
@@ -472,6 +510,10 @@ impl Queue for DiskQueue {
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
+    }
+
+    fn identity(&self) -> &str {
+        &self.identity
     }
 
     fn stats(&self) -> QueueStats {
