@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod certs;
 pub mod loadgen;
+pub mod mock_es;
 pub mod scenario;
 
 use std::path::PathBuf;
