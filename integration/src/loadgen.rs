@@ -124,44 +124,14 @@ pub fn make_event(options: &LoadgenOptions, seq: u64) -> Event {
 /// server says all accepted ones are persisted.
 pub async fn run(options: &LoadgenOptions) -> Result<LoadgenReport> {
     let mut client = connect(&options.server).await?;
-    let mut report = LoadgenReport::default();
-    let mut next: u64 = 0;
-    let mut stalled_since: Option<tokio::time::Instant> = None;
-    while next < options.events {
-        let end = (next + options.batch as u64).min(options.events);
-        let events: Vec<Event> = (next..end).map(|seq| make_event(options, seq)).collect();
-        let request = PublishRequest {
-            uuid: report.uuid.clone(),
-            events,
-        };
-        match client.publish_events(request).await {
-            Ok(reply) => {
-                let reply = reply.into_inner();
-                if report.uuid.is_empty() {
-                    report.uuid = reply.uuid.clone();
-                }
-                let count = u64::from(reply.accepted_count);
-                if count > 0 {
-                    let first_id = reply.accepted_index + 1 - count;
-                    report.ids.extend(first_id..=reply.accepted_index);
-                    report.accepted += count;
-                    next += count;
-                    stalled_since = None;
-                } else {
-                    wait_or_give_up(&mut stalled_since, options.patience, "the queue stays full")
-                        .await?;
-                }
-            }
-            Err(status) if status.code() == tonic::Code::Unavailable => {
-                wait_or_give_up(&mut stalled_since, options.patience, status.message()).await?;
-            }
-            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
-                report.refused = Some(status.message().to_string());
-                break;
-            }
-            Err(status) => bail!("PublishEvents failed: {status}"),
-        }
-    }
+    let published = publish_range(&mut client, options, 0..options.events).await?;
+    let mut report = LoadgenReport {
+        uuid: published.uuid,
+        accepted: published.ids.len() as u64,
+        ids: published.ids,
+        refused: published.refused,
+        ..LoadgenReport::default()
+    };
     if report.accepted > 0 && options.wait_persisted {
         let last = *report.ids.last().unwrap_or(&0);
         report.persisted_index =
@@ -175,6 +145,133 @@ pub async fn run(options: &LoadgenOptions) -> Result<LoadgenReport> {
         .map(|(seq, _)| seq as u64)
         .collect();
     Ok(report)
+}
+
+/// As [`run`], with `publishers` concurrent PublishEvents streams, each on its own
+/// connection and publishing its own contiguous share of the seqs `0..options.events`.
+/// `ids` then holds the ids of the accepted events in seq order (a publisher refused part
+/// way leaves its remaining seqs out); `promised` is exact in both cases.
+///
+/// # Errors
+/// A publisher fails as [`run`] would, or the publishers were answered by different server
+/// runs.
+pub async fn run_concurrent(options: &LoadgenOptions, publishers: usize) -> Result<LoadgenReport> {
+    let publishers = publishers.max(1) as u64;
+    let share = options.events.div_ceil(publishers);
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..publishers {
+        let range = (n * share).min(options.events)..((n + 1) * share).min(options.events);
+        let options = options.clone();
+        tasks.spawn(async move {
+            let mut client = connect(&options.server).await?;
+            let start = range.start;
+            let published = publish_range(&mut client, &options, range).await?;
+            anyhow::Ok((start, published, client))
+        });
+    }
+    let mut parts = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        parts.push(joined.context("a publisher panicked")??);
+    }
+    parts.sort_by_key(|(start, _, _)| *start);
+    let mut report = LoadgenReport::default();
+    let mut seq_of_id: Vec<(u64, u64)> = Vec::with_capacity(options.events as usize);
+    let mut refused = Vec::new();
+    for (start, published, _) in &parts {
+        if !published.uuid.is_empty() {
+            if report.uuid.is_empty() {
+                report.uuid = published.uuid.clone();
+            } else if report.uuid != published.uuid {
+                bail!(
+                    "publishers were answered by different server runs ({} and {})",
+                    report.uuid,
+                    published.uuid
+                );
+            }
+        }
+        seq_of_id.extend(
+            published
+                .ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (start + i as u64, *id)),
+        );
+        refused.extend(published.refused.clone());
+    }
+    report.accepted = seq_of_id.len() as u64;
+    report.ids = seq_of_id.iter().map(|(_, id)| *id).collect();
+    report.refused = refused.into_iter().next();
+    if report.accepted > 0 && options.wait_persisted {
+        let last = report.ids.iter().copied().max().unwrap_or(0);
+        let client = &mut parts[0].2;
+        report.persisted_index =
+            wait_persisted(client, &report.uuid, last, options.patience).await?;
+    }
+    report.promised = seq_of_id
+        .iter()
+        .filter(|(_, id)| *id <= report.persisted_index)
+        .map(|(seq, _)| *seq)
+        .collect();
+    Ok(report)
+}
+
+/// What one publisher was answered.
+#[derive(Debug, Default)]
+struct Published {
+    uuid: String,
+    /// Event id of each accepted event, in seq order from the range's start.
+    ids: Vec<u64>,
+    refused: Option<String>,
+}
+
+/// Publishes the events numbered `seqs` in batches of `options.batch`, one request at a
+/// time, retrying what the server could not take yet.
+async fn publish_range(
+    client: &mut ProducerClient<Channel>,
+    options: &LoadgenOptions,
+    seqs: std::ops::Range<u64>,
+) -> Result<Published> {
+    let mut published = Published {
+        ids: Vec::with_capacity((seqs.end - seqs.start) as usize),
+        ..Published::default()
+    };
+    let mut next = seqs.start;
+    let mut stalled_since: Option<tokio::time::Instant> = None;
+    while next < seqs.end {
+        let end = (next + options.batch as u64).min(seqs.end);
+        let events: Vec<Event> = (next..end).map(|seq| make_event(options, seq)).collect();
+        let request = PublishRequest {
+            uuid: published.uuid.clone(),
+            events,
+        };
+        match client.publish_events(request).await {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                if published.uuid.is_empty() {
+                    published.uuid = reply.uuid.clone();
+                }
+                let count = u64::from(reply.accepted_count);
+                if count > 0 {
+                    let first_id = reply.accepted_index + 1 - count;
+                    published.ids.extend(first_id..=reply.accepted_index);
+                    next += count;
+                    stalled_since = None;
+                } else {
+                    wait_or_give_up(&mut stalled_since, options.patience, "the queue stays full")
+                        .await?;
+                }
+            }
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                wait_or_give_up(&mut stalled_since, options.patience, status.message()).await?;
+            }
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                published.refused = Some(status.message().to_string());
+                break;
+            }
+            Err(status) => bail!("PublishEvents failed: {status}"),
+        }
+    }
+    Ok(published)
 }
 
 async fn wait_or_give_up(

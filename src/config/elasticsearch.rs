@@ -174,7 +174,10 @@ impl ElasticsearchConfig {
         if self.bulk_max_bytes.bytes() < 1024 {
             return Err(invalid(
                 "bulk_max_bytes",
-                format!("must be at least 1KiB, found {}", self.bulk_max_bytes.bytes()),
+                format!(
+                    "must be at least 1KiB, found {}",
+                    self.bulk_max_bytes.bytes()
+                ),
             ));
         }
         if self.workers == 0 || self.workers > 64 {
@@ -226,12 +229,10 @@ impl ElasticsearchConfig {
                 "api_key and username/password are both set; use one of them",
             )),
             (Some(key), None, None) => match key.expose().split_once(':') {
-                Some((id, rest)) if !id.is_empty() && !rest.is_empty() => {
-                    Ok(Credentials::ApiKey {
-                        id: id.to_string(),
-                        id_and_key: key.clone(),
-                    })
-                }
+                Some((id, rest)) if !id.is_empty() && !rest.is_empty() => Ok(Credentials::ApiKey {
+                    id: id.to_string(),
+                    id_and_key: key.clone(),
+                }),
                 _ => Err(invalid(
                     "api_key",
                     "must be `id:key`, as Fleet writes it (the value is not shown)",
@@ -300,7 +301,10 @@ mod tests {
         assert_eq!(config.backoff.init.get(), Duration::from_secs(1));
         assert_eq!(config.backoff.max.get(), Duration::from_secs(60));
         assert_eq!(config.credentials().unwrap(), Credentials::None);
-        assert_eq!(normalize_host("localhost:9200").unwrap(), "http://localhost:9200");
+        assert_eq!(
+            normalize_host("localhost:9200").unwrap(),
+            "http://localhost:9200"
+        );
         assert_eq!(
             normalize_host("https://es.example:9243/").unwrap(),
             "https://es.example:9243"
@@ -333,14 +337,29 @@ mod tests {
             (json!({"hosts": []}), "hosts"),
             (json!({"hosts": ["ftp://x"]}), "hosts.0"),
             (json!({"hosts": ["h:1", "user:pw@h:2"]}), "hosts.1"),
-            (json!({"hosts": ["h:1"], "compression_level": 10}), "compression_level"),
+            (
+                json!({"hosts": ["h:1"], "compression_level": 10}),
+                "compression_level",
+            ),
             (json!({"hosts": ["h:1"], "workers": 0}), "workers"),
             (json!({"hosts": ["h:1"], "timeout": "soon"}), "timeout"),
-            (json!({"hosts": ["h:1"], "backoff": {"init": "2s", "max": "1s"}}), "backoff.max"),
-            (json!({"hosts": ["h:1"], "backoff": {"inti": "2s"}}), "backoff.inti"),
-            (json!({"hosts": ["h:1"], "ssl": {"verification_mode": "maybe"}}), "ssl.verification_mode"),
+            (
+                json!({"hosts": ["h:1"], "backoff": {"init": "2s", "max": "1s"}}),
+                "backoff.max",
+            ),
+            (
+                json!({"hosts": ["h:1"], "backoff": {"inti": "2s"}}),
+                "backoff.inti",
+            ),
+            (
+                json!({"hosts": ["h:1"], "ssl": {"verification_mode": "maybe"}}),
+                "ssl.verification_mode",
+            ),
             (json!({"hosts": ["h:1"], "password": "p"}), "username"),
-            (json!({"hosts": ["h:1"], "bulk_max_sise": 5}), "bulk_max_sise"),
+            (
+                json!({"hosts": ["h:1"], "bulk_max_sise": 5}),
+                "bulk_max_sise",
+            ),
         ];
         for (value, key) in cases {
             let err = parse(value.clone()).unwrap_err();

@@ -46,7 +46,10 @@ mod tests {
         for ceiling in ceilings {
             let delay = backoff.next_delay();
             let ceiling = Duration::from_secs(ceiling);
-            assert!(delay >= ceiling / 2 && delay <= ceiling, "{delay:?} vs {ceiling:?}");
+            assert!(
+                delay >= ceiling / 2 && delay <= ceiling,
+                "{delay:?} vs {ceiling:?}"
+            );
         }
         backoff.reset();
         assert!(backoff.next_delay() <= Duration::from_secs(1));

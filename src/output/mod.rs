@@ -156,7 +156,7 @@ pub trait Deliver: Send + 'static {
 
 /// What the output loop works with besides its destination.
 #[derive(Clone)]
-struct LoopContext {
+pub(crate) struct LoopContext {
     queue: Arc<dyn Queue>,
     health: Arc<HealthTracker>,
     cancel: CancellationToken,

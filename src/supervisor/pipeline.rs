@@ -152,8 +152,9 @@ impl Pipeline {
                 config_idx: old.config_idx,
                 kind: old.config.kind.clone(),
             };
-            self.earlier_outputs
-                .retain(|g| (&g.unit_id, g.config_idx) != (&generation.unit_id, generation.config_idx));
+            self.earlier_outputs.retain(|g| {
+                (&g.unit_id, g.config_idx) != (&generation.unit_id, generation.config_idx)
+            });
             self.earlier_outputs.push(generation);
             if self.earlier_outputs.len() > EARLIER_OUTPUTS_KEPT {
                 self.earlier_outputs.remove(0);

@@ -57,6 +57,9 @@ struct Cli {
     /// Delay before answering each _bulk request, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Delay after indexing a _bulk request's items, before answering, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_after_index_ms: u64,
     /// Items whose document has this top-level field are answered 400.
     #[arg(long)]
     reject_field: Option<String>,
@@ -136,6 +139,7 @@ async fn main() -> Result<()> {
         request_5xx_rate: cli.request_5xx_rate,
         item_5xx_rate: cli.item_5xx_rate,
         latency_ms: cli.latency_ms,
+        latency_after_index_ms: cli.latency_after_index_ms,
         reject_field: cli.reject_field.clone(),
         reset_rate: cli.reset_rate,
         max_request_bytes: cli.max_request_bytes,

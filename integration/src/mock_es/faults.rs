@@ -23,6 +23,9 @@ pub struct Faults {
     pub item_5xx_rate: f64,
     /// Delay added before answering each `_bulk` request.
     pub latency_ms: u64,
+    /// Delay added after a `_bulk` request's items are indexed, before the answer: a
+    /// client whose timeout is shorter sends them again and should see 409s.
+    pub latency_after_index_ms: u64,
     /// Items whose document has this top-level field get 400 `mapper_parsing_exception`.
     pub reject_field: Option<String>,
     /// Fraction of `_bulk` requests whose connection is closed without a response.

@@ -432,6 +432,9 @@ async fn bulk(
             },
         )
     };
+    if faults.latency_after_index_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.latency_after_index_ms)).await;
+    }
     let took = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let body = bulk::write_response(&items, &outcomes, took, filter);
     Ok((
@@ -520,6 +523,18 @@ async fn control(
                 200,
                 &serde_json::json!({"distinct": distinct, "duplicates": total - distinct, "total": total}),
             )
+        }
+        (&Method::GET, ["loadgen", run, "missing"]) => {
+            let param =
+                |name: &str| query_param(query.as_deref(), name).and_then(|v| v.parse().ok());
+            match param("upto") {
+                Some(upto) => {
+                    let limit = param("limit").map_or(1000, |l: u64| l as usize);
+                    let missing = lock(&shared.state).loadgen_missing(run, upto, limit);
+                    json(200, &serde_json::to_value(missing).unwrap_or_default())
+                }
+                None => error(400, "illegal_argument_exception", "missing needs ?upto=N"),
+            }
         }
         (&Method::PUT | &Method::POST, ["faults"]) => match serde_json::from_slice::<Faults>(&body)
         {

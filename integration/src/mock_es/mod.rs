@@ -5,7 +5,8 @@
 //! - [`listener`]: the socket, accept loop and connections; pause/resume.
 //! - [`http`]: routes: `GET /` (cluster info), `POST|PUT /_bulk` and `/{index}/_bulk`,
 //!   `GET /{data_stream}/_count`, `GET /_license`, and the unauthenticated control API
-//!   under `/_mock/` (`stats`, `counts`, `requests`, `loadgen/{run}`, `PUT faults`,
+//!   under `/_mock/` (`stats`, `counts`, `requests`, `loadgen/{run}`,
+//!   `loadgen/{run}/missing?upto=N[&limit=K]`, `PUT faults`,
 //!   `POST api_keys`, `POST api_keys/{id}/_invalidate`, `POST pause?ms=N`).
 //! - [`bulk`]: NDJSON → items (borrowing from the body), the document probe, the response
 //!   writer (with `filter_path`).
@@ -48,7 +49,7 @@ mod listener;
 mod state;
 
 pub use faults::Faults;
-pub use state::{MockEsStats, RequestLog};
+pub use state::{LoadgenMissing, MockEsStats, RequestLog};
 
 use anyhow::Context;
 use auth::Credentials;
@@ -246,6 +247,11 @@ impl MockEs {
     /// loadgen seq → times indexed for `run` (more than 1: a duplicate under different `_id`s).
     pub fn loadgen_counts(&self, run: &str) -> HashMap<u64, u32> {
         lock(&self.shared.state).loadgen_counts(run)
+    }
+
+    /// Seqs of loadgen `run` below `upto` never indexed (the first `limit` listed).
+    pub fn loadgen_missing(&self, run: &str, upto: u64, limit: usize) -> LoadgenMissing {
+        lock(&self.shared.state).loadgen_missing(run, upto, limit)
     }
 
     /// The last 1000 `_bulk` requests, oldest first.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::time::SystemTime;
 
 /// Counters since start. `rejected_429` and `errors_5xx` count whole requests and items.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,11 +138,39 @@ struct DataStream {
     documents: Vec<(String, serde_json::Value)>,
 }
 
+/// What was indexed of one loadgen run.
+#[derive(Default)]
+struct LoadgenRun {
+    /// Times indexed, by seq (seqs are dense from 0).
+    seqs: Vec<u32>,
+    /// When a document of the run was last indexed.
+    last_indexed: Option<SystemTime>,
+}
+
+/// Which seqs of a loadgen run below some bound were never indexed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadgenMissing {
+    /// Seqs looked at: `0..upto`.
+    pub upto: u64,
+    /// How many of them were never indexed.
+    pub missing: u64,
+    /// The first of those (at most the limit asked for), ascending.
+    pub seqs: Vec<u64>,
+    /// Seqs indexed at least once (any seq, also at or above `upto`).
+    pub distinct: u64,
+    /// Documents indexed beyond the first for their seq (duplicates under other `_id`s).
+    pub duplicates: u64,
+    /// When a document of the run was last indexed, in milliseconds since the Unix epoch.
+    pub last_indexed_unix_ms: Option<u64>,
+}
+
 /// Everything indexed, behind the server's one state lock.
 pub(crate) struct State {
     streams: HashMap<String, DataStream>,
-    /// run -> times indexed, by seq (seqs are dense from 0).
-    loadgen: HashMap<String, Vec<u32>>,
+    /// Loadgen runs by name.
+    loadgen: HashMap<String, LoadgenRun>,
+    /// The time of the request being applied (one clock read per request).
+    now: SystemTime,
     /// Counters.
     pub(crate) stats: MockEsStats,
     id_prefix: [u8; 7],
@@ -176,6 +205,7 @@ impl State {
         State {
             streams: HashMap::new(),
             loadgen: HashMap::new(),
+            now: SystemTime::UNIX_EPOCH,
             stats: MockEsStats::default(),
             id_prefix,
             next_generated: 0,
@@ -195,6 +225,7 @@ impl State {
     /// `items` come in request order; so do the outcomes.
     pub(crate) fn apply(&mut self, items: &mut [Item<'_>], ctx: Apply<'_>) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(items.len());
+        self.now = SystemTime::now();
         self.stats.bulk_items += items.len() as u64;
         for (n, item) in items.iter_mut().enumerate() {
             let fault = ctx.item_faults.get(n).copied().flatten();
@@ -348,10 +379,12 @@ impl State {
                 }
             }
             if let Some((run, seq)) = loadgen {
-                let seqs = match self.loadgen.get_mut(run.as_ref()) {
-                    Some(seqs) => seqs,
+                let tracked = match self.loadgen.get_mut(run.as_ref()) {
+                    Some(tracked) => tracked,
                     None => self.loadgen.entry(run.to_string()).or_default(),
                 };
+                tracked.last_indexed = Some(self.now);
+                let seqs = &mut tracked.seqs;
                 let at = usize::try_from(*seq).unwrap_or(usize::MAX);
                 // Guard against an absurd seq blowing up memory: dense tracking up to 2^32.
                 if at < (1 << 32) {
@@ -393,14 +426,52 @@ impl State {
     pub(crate) fn loadgen_counts(&self, run: &str) -> HashMap<u64, u32> {
         self.loadgen
             .get(run)
-            .map(|seqs| {
-                seqs.iter()
+            .map(|tracked| {
+                tracked
+                    .seqs
+                    .iter()
                     .enumerate()
                     .filter(|(_, n)| **n > 0)
                     .map(|(seq, n)| (seq as u64, *n))
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Seqs of `run` below `upto` never indexed (the first `limit` of them listed), with
+    /// the run's totals; without walking a map, so it stays cheap at millions of seqs.
+    pub(crate) fn loadgen_missing(&self, run: &str, upto: u64, limit: usize) -> LoadgenMissing {
+        let empty = LoadgenRun::default();
+        let tracked = self.loadgen.get(run).unwrap_or(&empty);
+        let mut report = LoadgenMissing {
+            upto,
+            last_indexed_unix_ms: tracked.last_indexed.map(|at| {
+                at.duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }),
+            ..LoadgenMissing::default()
+        };
+        for &n in &tracked.seqs {
+            if n > 0 {
+                report.distinct += 1;
+                report.duplicates += u64::from(n - 1);
+            }
+        }
+        let seen = tracked.seqs.len() as u64;
+        for seq in 0..upto.min(seen) {
+            if tracked.seqs[seq as usize] == 0 {
+                report.missing += 1;
+                if report.seqs.len() < limit {
+                    report.seqs.push(seq);
+                }
+            }
+        }
+        if upto > seen {
+            report.missing += upto - seen;
+            let room = limit.saturating_sub(report.seqs.len()) as u64;
+            report.seqs.extend(seen..upto.min(seen + room));
+        }
+        report
     }
 }
 
@@ -446,6 +517,11 @@ mod tests {
         assert_eq!(state.loadgen_counts("r").get(&0), Some(&2));
         assert_eq!(state.count("logs-a-default"), Some(2));
         assert_eq!(state.documents("logs-a-default").len(), 2);
+        let missing = state.loadgen_missing("r", 3, 1);
+        assert_eq!((missing.missing, missing.seqs.clone()), (2, vec![1]));
+        assert_eq!((missing.distinct, missing.duplicates), (1, 1));
+        assert!(missing.last_indexed_unix_ms.is_some());
+        assert_eq!(state.loadgen_missing("other", 2, 10).seqs, vec![0, 1]);
 
         let faulted = run(
             &mut state,

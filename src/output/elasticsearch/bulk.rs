@@ -409,8 +409,14 @@ mod tests {
             ItemOutcome::from_status(409, "version_conflict_engine_exception", "exists"),
             ItemOutcome::AlreadyIndexed
         );
-        assert!(matches!(ItemOutcome::from_status(429, "x", "y"), ItemOutcome::Retry(_)));
-        assert!(matches!(ItemOutcome::from_status(503, "x", "y"), ItemOutcome::Retry(_)));
+        assert!(matches!(
+            ItemOutcome::from_status(429, "x", "y"),
+            ItemOutcome::Retry(_)
+        ));
+        assert!(matches!(
+            ItemOutcome::from_status(503, "x", "y"),
+            ItemOutcome::Retry(_)
+        ));
         match ItemOutcome::from_status(400, "mapper_parsing_exception", "bad field") {
             ItemOutcome::Reject(reason) => {
                 assert_eq!(reason.status, Some(400));
@@ -419,13 +425,20 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(ItemOutcome::from_status(403, "security_exception", "no"), ItemOutcome::Reject(_)));
+        assert!(matches!(
+            ItemOutcome::from_status(403, "security_exception", "no"),
+            ItemOutcome::Reject(_)
+        ));
     }
 
     #[test]
     fn responses_are_read_item_by_item() {
         assert_eq!(
-            parse_response(br#"{"errors":false,"items":[{"create":{"status":201}}]}"#, 1).unwrap(),
+            parse_response(
+                br#"{"errors":false,"items":[{"create":{"status":201}}]}"#,
+                1
+            )
+            .unwrap(),
             vec![ItemOutcome::Indexed]
         );
         let body = br#"{"errors":true,"items":[
@@ -437,15 +450,23 @@ mod tests {
         assert_eq!(outcomes[0], ItemOutcome::Indexed);
         assert_eq!(outcomes[1], ItemOutcome::AlreadyIndexed);
         assert!(matches!(outcomes[2], ItemOutcome::Retry(_)));
-        assert!(matches!(&outcomes[3], ItemOutcome::Reject(r) if r.error_type == "mapper_parsing_exception"));
-        assert!(parse_response(body, 3).is_err(), "an item count mismatch is an error");
+        assert!(
+            matches!(&outcomes[3], ItemOutcome::Reject(r) if r.error_type == "mapper_parsing_exception")
+        );
+        assert!(
+            parse_response(body, 3).is_err(),
+            "an item count mismatch is an error"
+        );
         assert!(parse_response(b"<html>", 1).is_err());
     }
 
     #[test]
     fn error_bodies_are_summarised() {
         let body = br#"{"error":{"type":"security_exception","reason":"unable to authenticate"},"status":401}"#;
-        assert_eq!(error_summary(body), "security_exception: unable to authenticate");
+        assert_eq!(
+            error_summary(body),
+            "security_exception: unable to authenticate"
+        );
         assert_eq!(error_summary(b"Bad Gateway"), "Bad Gateway");
     }
 }

@@ -148,7 +148,9 @@ impl BulkClient {
             VerificationMode::Full | VerificationMode::Strict => builder,
             VerificationMode::Certificate => builder.danger_accept_invalid_hostnames(true),
             VerificationMode::None => {
-                tracing::warn!("ssl.verification_mode: none: the Elasticsearch server is not authenticated");
+                tracing::warn!(
+                    "ssl.verification_mode: none: the Elasticsearch server is not authenticated"
+                );
                 builder.danger_accept_invalid_certs(true)
             }
         };

@@ -76,7 +76,9 @@ pub(crate) fn prepare(
             continue;
         };
         match BulkClient::new(old) {
-            Ok(client) => clients.push(((generation.unit_id.clone(), generation.config_idx), client)),
+            Ok(client) => {
+                clients.push(((generation.unit_id.clone(), generation.config_idx), client))
+            }
             Err(err) => tracing::warn!(
                 unit_id = %generation.unit_id,
                 config_idx = generation.config_idx,
@@ -212,7 +214,10 @@ async fn deliver_batch(shared: &Shared, context: &LoopContext, batch: Vec<Record
             record,
         })
         .collect();
-    let mut backoff = Backoff::new(shared.config.backoff.init.get(), shared.config.backoff.max.get());
+    let mut backoff = Backoff::new(
+        shared.config.backoff.init.get(),
+        shared.config.backoff.max.get(),
+    );
     loop {
         let pass = tokio::select! {
             biased;
@@ -315,7 +320,10 @@ async fn send_pass(shared: &Shared, context: &LoopContext, pending: Vec<Pending>
         let body = target.client.prepare(encoded.body);
         let started = Instant::now();
         let result = target.client.bulk(body).await;
-        shared.metrics.request(started.elapsed(), result.as_ref().err().and_then(|e| e.status()));
+        shared.metrics.request(
+            started.elapsed(),
+            result.as_ref().err().and_then(|e| e.status()),
+        );
         match result {
             Ok(reply) => {
                 pass.answered = true;
@@ -394,7 +402,9 @@ async fn send_pass(shared: &Shared, context: &LoopContext, pending: Vec<Pending>
                 }
                 _ => {
                     let describe = match err.status() {
-                        Some(401) => format!("{err} (credentials: {})", target.client.credentials()),
+                        Some(401) => {
+                            format!("{err} (credentials: {})", target.client.credentials())
+                        }
                         _ => err.to_string(),
                     };
                     pass.failure = Some(describe);
