@@ -489,3 +489,72 @@ async fn elasticsearch_down_degrades_the_output_unit_then_it_recovers_and_delive
     h.stop().await;
     es.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_the_configured_ca_basic_auth_and_failover_past_a_dead_host() {
+    let certs = integration::certs::AgentCerts::mint().unwrap();
+    let es = MockEs::start(MockEsOptions {
+        tls: Some(integration::mock_es::TlsIdentity {
+            cert_pem: certs.server_cert_pem.clone(),
+            key_pem: certs.server_key_pem.clone(),
+        }),
+        ..MockEsOptions::default()
+    })
+    .await
+    .unwrap();
+    es.add_user("shipper", "pa55word-xyz", &["logs-*-default"]);
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca = ca_dir.path().join("ca.pem");
+    std::fs::write(&ca, &certs.ca_pem).unwrap();
+    let shipper = Shipper::start(json!({
+        "type": "elasticsearch",
+        "hosts": [format!("https://{dead}"), es.url()],
+        "username": "shipper",
+        "password": "pa55word-xyz",
+        "ssl": {"certificate_authorities": [ca]},
+    }))
+    .await;
+    let report = publish(&shipper.server(), "tls", "loadgen", 500).await;
+    assert_indexed_once(&es, "tls", &report).await;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("shipper:pa55word-xyz")
+    );
+    assert!(es
+        .requests()
+        .iter()
+        .all(|r| r.authorization.as_deref() == Some(basic.as_str())));
+    let (clean, logs, _) = shipper.stop().await;
+    assert!(clean);
+    assert!(!logs.join("\n").contains("pa55word-xyz"), "the password is in the log");
+
+    // Without the CA the server is not trusted: nothing is sent, and the log says why.
+    let untrusting = Shipper::start(json!({
+        "type": "elasticsearch",
+        "hosts": [es.url()],
+        "username": "shipper",
+        "password": "pa55word-xyz",
+        "backoff": {"init": "50ms", "max": "100ms"},
+    }))
+    .await;
+    let before = es.stats().requests;
+    let mut options = LoadgenOptions::new(&untrusting.server(), "input-1", 10);
+    options.run = "untrusted".into();
+    loadgen::run(&options).await.unwrap();
+    let logs = untrusting.logs.clone();
+    eventually(WAIT, "a certificate error in the log", || {
+        logs.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("will retry") && l.to_lowercase().contains("certificate"))
+    })
+    .await;
+    assert_eq!(es.stats().requests, before, "no request reached the untrusted server");
+    let (clean, _, _) = untrusting.stop().await;
+    assert!(clean);
+    es.stop().await;
+}

@@ -66,7 +66,7 @@ impl<'de> Deserialize<'de> for Secret {
                 Err(E::custom("expected a string, found a boolean"))
             }
         }
-        deserializer.deserialize_str(Visitor)
+        deserializer.deserialize_any(Visitor)
     }
 }
 

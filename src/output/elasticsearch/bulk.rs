@@ -390,7 +390,7 @@ mod tests {
         assert_eq!(lines[0]["create"]["_index"], "logs-app-prod");
         assert_eq!(lines[0]["create"]["_id"], "0123456789abcdef-7");
         assert_eq!(lines[1]["message"], "hi \"there\"");
-        assert_eq!(lines[1]["@timestamp"], "2023-11-14T22:13:20Z");
+        assert_eq!(lines[1]["@timestamp"], "2023-11-14T22:13:20.000000000Z");
         assert_eq!(lines[1]["data_stream"]["dataset"], "app");
         assert_eq!(lines[1]["data_stream"]["namespace"], "prod");
         // No data stream and no timestamp: Elastic Agent's default stream, the send time.
