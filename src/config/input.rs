@@ -27,6 +27,10 @@ pub struct InputUnitConfig {
     /// What to do with this input's queued events when the unit is stopped. Default `drain`.
     #[serde(default)]
     pub on_remove: OnRemove,
+    /// How long a drain may take before the events left go to the dead letter queue.
+    /// Default: no limit (the agent sets none per unit).
+    #[serde(default)]
+    pub drain_timeout: Option<super::HumanDuration>,
 }
 
 /// One input unit of the component that publishes through this INPUT unit.
@@ -47,6 +51,10 @@ pub enum OnRemove {
     /// Deliver every queued event, then report STOPPED.
     #[default]
     Drain,
+    /// Move the queued events to the dead letter queue, then report STOPPED.
+    DeadLetter,
+    /// Skip the queued events (counted in the log and the STOPPED message).
+    Drop,
 }
 
 impl InputUnitConfig {

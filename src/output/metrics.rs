@@ -16,6 +16,7 @@ pub struct OutputMetrics {
     events_retried: AtomicU64,
     events_dead_lettered: AtomicU64,
     events_duplicate: AtomicU64,
+    events_dropped: AtomicU64,
     /// Item and request statuses other than 2xx, counted by status.
     failed_by_status: Mutex<BTreeMap<u16, u64>>,
 }
@@ -37,6 +38,8 @@ pub struct OutputMetricsSnapshot {
     pub events_dead_lettered: u64,
     /// Items answered 409 (already indexed by an earlier send).
     pub events_duplicate: u64,
+    /// Events of removed inputs skipped on purpose (`on_remove: drop`).
+    pub events_dropped: u64,
     /// Failures by HTTP status (items and whole requests).
     pub failed_by_status: BTreeMap<u16, u64>,
 }
@@ -90,6 +93,11 @@ impl OutputMetrics {
             .fetch_add(events, Ordering::Relaxed);
     }
 
+    /// Events dropped on purpose.
+    pub fn dropped(&self, events: u64) {
+        self.events_dropped.fetch_add(events, Ordering::Relaxed);
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> OutputMetricsSnapshot {
         let requests = self.requests.load(Ordering::Relaxed);
@@ -105,6 +113,7 @@ impl OutputMetrics {
             events_retried: self.events_retried.load(Ordering::Relaxed),
             events_dead_lettered: self.events_dead_lettered.load(Ordering::Relaxed),
             events_duplicate: self.events_duplicate.load(Ordering::Relaxed),
+            events_dropped: self.events_dropped.load(Ordering::Relaxed),
             failed_by_status: self
                 .failed_by_status
                 .lock()

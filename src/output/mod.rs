@@ -6,6 +6,7 @@
 //! batch in hand finish or hands it back to the queue ([`crate::queue::Queue::rewind`]).
 
 mod backoff;
+mod divert;
 pub mod document;
 pub mod elasticsearch;
 mod file;
@@ -13,6 +14,7 @@ mod health;
 mod metrics;
 
 pub use backoff::Backoff;
+pub use divert::{Diversions, DivertTo};
 pub use document::{event_document, DocumentError};
 pub use file::FileOutput;
 pub use health::HealthTracker;
@@ -74,6 +76,7 @@ impl OutputTask {
         earlier: &[OutputGeneration],
         queue: Arc<dyn Queue>,
         dead_letters: Option<DeadLetters>,
+        diversions: Arc<Diversions>,
         revision: u64,
     ) -> Result<Self, String> {
         let cancel = CancellationToken::new();
@@ -89,6 +92,7 @@ impl OutputTask {
             health: tracker.clone(),
             cancel: cancel.clone(),
             dead_letters,
+            diversions,
             revision,
         };
         let join = match &current.kind {
@@ -161,7 +165,31 @@ pub(crate) struct LoopContext {
     health: Arc<HealthTracker>,
     cancel: CancellationToken,
     dead_letters: Option<DeadLetters>,
+    diversions: Arc<Diversions>,
     revision: u64,
+}
+
+/// Applies the diversion rules to `records`: dead-letters and drops what they say and
+/// returns the records still to send, with the sequence numbers it handled (to be
+/// acknowledged by the caller).
+async fn divert(
+    context: &LoopContext,
+    metrics: &OutputMetrics,
+    records: Vec<Record>,
+) -> (Vec<Record>, Vec<crate::queue::Seq>) {
+    let split = context.diversions.split(context.queue.as_ref(), records);
+    let mut handled: Vec<crate::queue::Seq> = split.dropped;
+    if !handled.is_empty() {
+        metrics.dropped(handled.len() as u64);
+        tracing::info!(
+            events = handled.len(),
+            "queued events of a removed input dropped (on_remove: drop)"
+        );
+    }
+    handled.extend(split.dead_letter.iter().map(|r| r.record.seq));
+    metrics.dead_lettered(split.dead_letter.len() as u64);
+    dead_letter(context, split.dead_letter).await;
+    (split.keep, handled)
 }
 
 /// Dead-letters `rejected` (before their batch is acknowledged, so none is lost between).
@@ -228,7 +256,14 @@ async fn run_loop<D: Deliver>(mut output: D, context: LoopContext, metrics: Arc<
             _ => continue,
         };
         let mut backoff = Duration::from_millis(100);
+        let mut batch = batch;
         loop {
+            let (keep, _) = divert(&context, &metrics, batch).await;
+            batch = keep;
+            if batch.is_empty() {
+                queue.ack(first, last);
+                break;
+            }
             match output.deliver(&batch).await {
                 Ok(rejected) => {
                     metrics.dead_lettered(rejected.len() as u64);

@@ -2,7 +2,7 @@
 
 use crate::config::{DlqConfig, DurabilityMode, InputUnitConfig, OutputConfig, QueueConfig};
 use crate::dlq::{DeadLetterQueue, DeadLetters, DlqSettings, SystemClock};
-use crate::output::{OutputGeneration, OutputHealth, OutputTask};
+use crate::output::{Diversions, DivertTo, OutputGeneration, OutputHealth, OutputTask};
 use crate::queue::{
     Barrier, DiskOptions, DiskQueue, Durability, Generation, MemoryQueue, Queue, Seq,
 };
@@ -44,6 +44,8 @@ pub struct Pipeline {
     /// Earlier OUTPUT configs of this process, newest last: queued records accepted under
     /// them are sent with their credentials. In memory only (they hold secrets).
     earlier_outputs: Vec<OutputGeneration>,
+    /// Records of stopped inputs that go to the DLQ or are dropped instead of sent.
+    diversions: Arc<Diversions>,
 }
 
 /// How many earlier output configs are kept for their queued records.
@@ -65,6 +67,7 @@ impl Pipeline {
             dead_letters: None,
             dlq_timer: None,
             earlier_outputs: Vec::new(),
+            diversions: Arc::new(Diversions::default()),
         }
     }
 
@@ -172,6 +175,7 @@ impl Pipeline {
             &earlier,
             queue.clone(),
             self.dead_letters.clone(),
+            self.diversions.clone(),
             revision,
         )?;
         self.output = Some(ActiveOutput {
@@ -228,6 +232,7 @@ impl Pipeline {
         if let Some(queue) = &self.queue {
             queue.unseal_input(unit_id);
         }
+        self.diversions.clear(unit_id);
         let previous = self
             .inputs
             .insert(unit_id.to_string(), ActiveInput { config, address });
@@ -271,6 +276,61 @@ impl Pipeline {
             Some(queue) => queue.barrier_all(),
             None => Barrier { seq: 0, pending: 0 },
         }
+    }
+
+    /// Sends the queued records of a stopping INPUT unit to `to` instead of the output.
+    pub fn divert_input(&self, unit_id: &str, to: DivertTo) {
+        self.diversions.set(unit_id, to);
+    }
+
+    /// Records of an INPUT unit diverted so far.
+    pub fn diverted(&self, unit_id: &str) -> u64 {
+        self.diversions.diverted(unit_id)
+    }
+
+    /// Keeps an OUTPUT unit's config that is expected STOPPED (the agent resends it after
+    /// a restart) so its queued records go with its credentials; restarts the running
+    /// output so it knows them.
+    pub async fn remember_output(
+        &mut self,
+        unit_id: &str,
+        config_idx: u64,
+        config: OutputConfig,
+        revision: u64,
+    ) -> Result<(), String> {
+        let known = self
+            .earlier_outputs
+            .iter()
+            .any(|g| g.unit_id == unit_id && g.config_idx == config_idx);
+        let running = self
+            .output
+            .as_ref()
+            .is_some_and(|o| o.unit_id == unit_id && o.config_idx == config_idx);
+        if known || running {
+            return Ok(());
+        }
+        self.earlier_outputs.push(OutputGeneration {
+            unit_id: unit_id.to_string(),
+            config_idx,
+            kind: config.kind.clone(),
+        });
+        if self.earlier_outputs.len() > EARLIER_OUTPUTS_KEPT {
+            self.earlier_outputs.remove(0);
+        }
+        tracing::info!(
+            unit_id,
+            config_idx,
+            "kept the config of a stopping output for its queued events"
+        );
+        if let Some(current) = &self.output {
+            let (id, idx, config) = (
+                current.unit_id.clone(),
+                current.config_idx,
+                current.config.clone(),
+            );
+            self.configure_output(&id, idx, revision, config).await?;
+        }
+        Ok(())
     }
 
     /// Forgets an INPUT unit: its ids stop routing and its listener closes if unused.

@@ -6,8 +6,10 @@ use super::{
     ExpectedSet, ExpectedUnit, LogLevel, ObservedUnit, Pipeline, SupervisorCommand, SupervisorLink,
     UnitConfig, UnitKey, UnitKind,
 };
-use crate::config::{InputUnitConfig, OutputConfig};
+use crate::config::{InputUnitConfig, OnRemove, OutputConfig};
+use crate::dlq::Reason;
 use crate::logging::LogControl;
+use crate::output::DivertTo;
 use crate::output::OutputHealth;
 use crate::queue::{Barrier, Seq};
 use std::collections::{BTreeMap, VecDeque};
@@ -20,6 +22,10 @@ struct UnitRecord {
     config: Option<UnitConfig>,
     log_level: LogLevel,
     drain: Option<Barrier>,
+    /// When a drain with a `drain_timeout` must end, and that timeout.
+    drain_deadline: Option<(tokio::time::Instant, std::time::Duration)>,
+    /// Set once the drain timed out (its remaining events go to the DLQ).
+    drain_timed_out: bool,
 }
 
 /// Owns the units and the pipeline; see the module docs of [`crate::supervisor`].
@@ -33,6 +39,13 @@ pub struct Supervisor {
     health: Option<watch::Receiver<OutputHealth>>,
     expected: watch::Receiver<ExpectedSet>,
     commands: mpsc::Receiver<SupervisorCommand>,
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn changed<T>(receiver: &mut Option<watch::Receiver<T>>) -> bool {
@@ -72,6 +85,7 @@ impl Supervisor {
     /// caller can shut it down within its deadline.
     pub async fn run(mut self, shutdown: CancellationToken) -> Pipeline {
         loop {
+            let drain_deadline = self.next_drain_deadline();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 changed = self.expected.changed() => {
@@ -96,6 +110,9 @@ impl Supervisor {
                     if !alive { self.health = None; }
                     self.apply_health().await;
                 }
+                _ = sleep_until(drain_deadline) => {
+                    self.expire_drains().await;
+                }
             }
             self.publish_observed();
         }
@@ -116,7 +133,9 @@ impl Supervisor {
             self.forget(&key).await;
         }
         // Outputs first: inputs route to the output generation that is current.
-        expected.sort_by_key(|unit| unit.key.kind != UnitKind::Output);
+        // Stopping outputs after the running one, so that a drain barrier is taken on an
+        // open queue (after a restart the queue opens with the first running output).
+        expected.sort_by_key(|unit| (unit.key.kind != UnitKind::Output, unit.stopped));
         for unit in expected {
             self.reconcile_unit(unit).await;
         }
@@ -134,6 +153,8 @@ impl Supervisor {
                 config: None,
                 log_level: LogLevel::Info,
                 drain: None,
+                drain_deadline: None,
+                drain_timed_out: false,
             }
         });
         record.log_level = unit.log_level;
@@ -141,6 +162,9 @@ impl Supervisor {
             record.config = Some(config);
         }
         if unit.stopped {
+            if key.kind == UnitKind::Output {
+                self.remember_stopping_output(&key, unit.config_idx).await;
+            }
             let pending = match key.kind {
                 UnitKind::Input => self.pipeline.pending_for_input(&key.id),
                 UnitKind::Output => self.pipeline.pending_all(),
@@ -201,12 +225,115 @@ impl Supervisor {
                             UnitKind::Input => self.pipeline.begin_input_drain(&key.id),
                             UnitKind::Output => self.pipeline.begin_output_drain(),
                         };
-                        tracing::info!(target: "agent_shipper::unit", unit_id = %key.id, unit_type = %key.kind, barrier = barrier.seq, pending_events = barrier.pending, "drain started");
+                        let (on_remove, drain_timeout) = self.input_drain_policy(key);
+                        tracing::info!(target: "agent_shipper::unit", unit_id = %key.id, unit_type = %key.kind, barrier = barrier.seq, pending_events = barrier.pending, on_remove = ?on_remove, drain_timeout_ms = drain_timeout.map(|t| t.as_millis() as u64), "drain started");
+                        match on_remove {
+                            OnRemove::Drain => {}
+                            OnRemove::DeadLetter => self.pipeline.divert_input(
+                                &key.id,
+                                DivertTo::DeadLetter(Reason {
+                                    status: None,
+                                    error_type: "input_removed".into(),
+                                    message: format!(
+                                        "input unit {} was removed with on_remove: dead_letter",
+                                        key.id
+                                    ),
+                                }),
+                            ),
+                            OnRemove::Drop => self.pipeline.divert_input(&key.id, DivertTo::Drop),
+                        }
                         if let Some(record) = self.units.get_mut(key) {
                             record.drain = Some(barrier);
+                            record.drain_timed_out = false;
+                            record.drain_deadline =
+                                drain_timeout.map(|t| (tokio::time::Instant::now() + t, t));
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// An INPUT unit's `on_remove` and `drain_timeout` (defaults for outputs and units
+    /// whose config cannot be read).
+    fn input_drain_policy(&self, key: &UnitKey) -> (OnRemove, Option<std::time::Duration>) {
+        if key.kind != UnitKind::Input {
+            return (OnRemove::Drain, None);
+        }
+        self.units
+            .get(key)
+            .and_then(|r| r.config.as_ref())
+            .and_then(|c| InputUnitConfig::from_value(c.source.clone()).ok())
+            .map(|c| (c.on_remove, c.drain_timeout.map(|t| t.get())))
+            .unwrap_or((OnRemove::Drain, None))
+    }
+
+    /// Keeps the config of an OUTPUT unit the agent expects STOPPED, so the records
+    /// accepted under it are still sent with its credentials (after a restart too).
+    async fn remember_stopping_output(&mut self, key: &UnitKey, config_idx: u64) {
+        let Some((source, revision)) = self
+            .units
+            .get(key)
+            .and_then(|r| r.config.as_ref())
+            .map(|c| (c.source.clone(), c.revision))
+        else {
+            return;
+        };
+        match OutputConfig::from_value(source) {
+            Ok(config) => {
+                if let Err(err) = self
+                    .pipeline
+                    .remember_output(&key.id, config_idx, config, revision)
+                    .await
+                {
+                    tracing::warn!(unit_id = %key.id, error = %err, "restarting the output with a stopping output's config failed");
+                }
+                self.acked = self.pipeline.acked();
+                self.health = self.pipeline.health();
+            }
+            Err(err) => {
+                tracing::warn!(unit_id = %key.id, error = %err, "the config of a stopping output is invalid; its events go with the current output's credentials")
+            }
+        }
+    }
+
+    fn next_drain_deadline(&self) -> Option<tokio::time::Instant> {
+        self.units
+            .values()
+            .filter(|r| !r.drain_timed_out)
+            .filter_map(|r| r.drain_deadline.map(|(at, _)| at))
+            .min()
+    }
+
+    /// Drains past their `drain_timeout`: the events left go to the DLQ.
+    async fn expire_drains(&mut self) {
+        let now = tokio::time::Instant::now();
+        let expired: Vec<(UnitKey, std::time::Duration)> = self
+            .units
+            .iter()
+            .filter(|(_, r)| !r.drain_timed_out && r.drain.is_some())
+            .filter_map(|(k, r)| match r.drain_deadline {
+                Some((at, timeout)) if at <= now => Some((k.clone(), timeout)),
+                _ => None,
+            })
+            .collect();
+        for (key, timeout) in expired {
+            let left = self.pipeline.pending_for_input(&key.id);
+            tracing::warn!(target: "agent_shipper::unit", unit_id = %key.id, unit_type = %key.kind, pending_events = left, timeout_ms = timeout.as_millis() as u64, "drain_timeout reached; the events left go to the dead letter queue");
+            self.pipeline.divert_input(
+                &key.id,
+                DivertTo::DeadLetter(Reason {
+                    status: None,
+                    error_type: "drain_timeout".into(),
+                    message: format!(
+                        "input unit {} did not drain within drain_timeout {}ms",
+                        key.id,
+                        timeout.as_millis()
+                    ),
+                }),
+            );
+            if let Some(record) = self.units.get_mut(&key) {
+                record.drain_timed_out = true;
             }
         }
     }
@@ -266,14 +393,38 @@ impl Supervisor {
             .collect();
         for (key, barrier) in draining {
             if acked >= barrier.seq {
+                let mut timed_out = false;
                 if let Some(record) = self.units.get_mut(&key) {
                     record.drain = None;
+                    record.drain_deadline = None;
+                    timed_out = std::mem::take(&mut record.drain_timed_out);
                 }
                 if key.kind == UnitKind::Output {
                     self.pipeline.stop_output(&key.id).await;
                     self.health = self.pipeline.health();
                 }
-                let summary = format!("drained {} queued events", barrier.pending);
+                let diverted = match key.kind {
+                    UnitKind::Input => self.pipeline.diverted(&key.id),
+                    UnitKind::Output => 0,
+                };
+                let (on_remove, _) = self.input_drain_policy(&key);
+                let delivered = barrier.pending.saturating_sub(diverted);
+                let summary = match (on_remove, timed_out) {
+                    (OnRemove::Drop, _) => format!(
+                        "drained {} queued events: {delivered} delivered, {diverted} dropped (on_remove: drop)",
+                        barrier.pending
+                    ),
+                    (OnRemove::DeadLetter, _) => format!(
+                        "drained {} queued events: {delivered} delivered, {diverted} dead-lettered (on_remove: dead_letter)",
+                        barrier.pending
+                    ),
+                    (OnRemove::Drain, true) => format!(
+                        "drain_timeout reached: {delivered} queued events delivered, {diverted} moved to the dead letter queue"
+                    ),
+                    (OnRemove::Drain, false) => {
+                        format!("drained {} queued events", barrier.pending)
+                    }
+                };
                 self.fire(&key, UnitEvent::DrainFinished { summary }).await;
             } else {
                 let pending = match key.kind {

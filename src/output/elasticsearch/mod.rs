@@ -28,7 +28,7 @@ pub mod client;
 use super::backoff::Backoff;
 use super::health::HealthTracker;
 use super::metrics::OutputMetrics;
-use super::{dead_letter, LoopContext, OutputGeneration, Rejected};
+use super::{dead_letter, divert, LoopContext, OutputGeneration, Rejected};
 use crate::config::{ElasticsearchConfig, OutputKind};
 use crate::dlq::Reason;
 use crate::queue::{GenerationId, Record, Seq};
@@ -219,6 +219,12 @@ async fn deliver_batch(shared: &Shared, context: &LoopContext, batch: Vec<Record
         shared.config.backoff.max.get(),
     );
     loop {
+        if !context.diversions.is_empty() {
+            pending = apply_diversions(shared, context, pending).await;
+            if pending.is_empty() {
+                return true;
+            }
+        }
         let pass = tokio::select! {
             biased;
             _ = context.cancel.cancelled() => return false,
@@ -261,6 +267,29 @@ async fn deliver_batch(shared: &Shared, context: &LoopContext, batch: Vec<Record
         }
         pending = retry;
     }
+}
+
+/// Dead-letters or drops (and acknowledges) the pending records of stopped inputs that
+/// the diversion rules name; returns the rest, each with its client.
+async fn apply_diversions(
+    shared: &Shared,
+    context: &LoopContext,
+    pending: Vec<Pending>,
+) -> Vec<Pending> {
+    let (records, targets): (Vec<Record>, Vec<Arc<Target>>) =
+        pending.into_iter().map(|p| (p.record, p.target)).unzip();
+    let by_seq: HashMap<Seq, Arc<Target>> = records.iter().map(|r| r.seq).zip(targets).collect();
+    let (keep, handled) = divert(context, &shared.metrics, records).await;
+    ack_seqs(context, handled, &shared.metrics);
+    keep.into_iter()
+        .map(|record| Pending {
+            target: by_seq
+                .get(&record.seq)
+                .cloned()
+                .unwrap_or_else(|| shared.newest.clone()),
+            record,
+        })
+        .collect()
 }
 
 /// Acknowledges `seqs` as contiguous ranges.
