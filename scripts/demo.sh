@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The walking-skeleton demo: mock-agent spawns agent-shipper, two inputs publish through
-# it, policy revision 2 removes input B; the log shows B STOPPING, then STOPPED, then the
-# agent's "revision 2 acknowledged" line.
+# The seed scenario end to end: mock-agent spawns agent-shipper and a mock Elasticsearch;
+# integrations A and B publish; revision 2 removes B and rotates the API key. The log shows
+# B STOPPING with its backlog, drain progress, STOPPED, "revision 2 acknowledged", the old
+# key invalidated, and the final delivery check ("lost 0").
+# Extra arguments go to mock-agent, e.g. --ack-immediately (the real agent's behaviour).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --quiet --bin agent-shipper && cargo build --quiet -p integration --bin mock-agent
-exec ./target/debug/mock-agent --scenario integration/scenarios/demo.yml "$@"
+cargo build --quiet --release --bin agent-shipper && cargo build --quiet --release -p integration --bin mock-agent
+exec ./target/release/mock-agent --scenario integration/scenarios/policy-change.yml "$@"

@@ -13,9 +13,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// How long SIGTERM may spend delivering queued events; below the agent's 25 s kill.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
-
 #[derive(Parser)]
 #[command(
     name = "agent-shipper",
@@ -173,7 +170,7 @@ async fn managed(settings: ProcessSettings, log_control: logging::LogControl) ->
     shutdown.cancel();
     let pipeline = supervisor.await.context("supervisor task failed")?;
     let timeout = if outcome.is_ok() {
-        SHUTDOWN_TIMEOUT
+        settings.shutdown_timeout
     } else {
         Duration::from_secs(2)
     };
@@ -198,7 +195,7 @@ async fn standalone(settings: ProcessSettings, path: PathBuf) -> Result<()> {
     tracing::info!(config = %path.display(), %address, "running standalone");
     let signal = terminate_signal().await;
     tracing::info!(signal, "stop requested; delivering what is queued");
-    pipeline.shutdown(SHUTDOWN_TIMEOUT).await;
+    pipeline.shutdown(settings.shutdown_timeout).await;
     Ok(())
 }
 

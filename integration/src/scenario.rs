@@ -13,14 +13,22 @@
 //!   - apply: 2
 //!   - wait_acknowledged: {revision: 2, timeout: 60s}
 //! ```
-//! `{data}` in any string is replaced by the shipper's data directory.
+//! `{data}` in any string is replaced by the shipper's data directory, and `{es}` by the
+//! URL of the scenario's mock Elasticsearch (top-level `elasticsearch:` with `api_keys`
+//! and `faults`), which `mock-agent` starts in-process. Steps beyond the above:
+//! `es_faults: {...}` (change the injected faults), `invalidate_api_key: ID` (what Fleet
+//! does with the old key once a revision is acknowledged), `kill` (SIGKILL the shipper;
+//! the agent restarts it), `wait_delivered: 60s` (every promised event indexed once or in
+//! the DLQ; logs the count of lost events).
 
 use crate::agent::{AgentEvent, MockAgent, Revision, UnitSpec};
 use crate::loadgen::{self, LoadgenOptions};
+use crate::mock_es::{Faults, MockEs};
 use agent_shipper::config::HumanDuration;
 use agent_shipper::proto::agent::{State, UnitLogLevel, UnitType};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
+use std::collections::HashSet;
 use std::path::Path;
 
 /// A parsed scenario file.
@@ -31,6 +39,54 @@ pub struct Scenario {
     pub revisions: Vec<RevisionSpec>,
     /// What to do, in order.
     pub steps: Vec<Step>,
+    /// The URL substituted for `{es}` (set by the player once mock-es runs).
+    #[serde(skip)]
+    pub es_url: Option<String>,
+    /// A mock Elasticsearch to start for the scenario.
+    #[serde(default)]
+    pub elasticsearch: Option<EsSpec>,
+}
+
+/// The scenario's mock Elasticsearch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EsSpec {
+    /// API keys it accepts.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeySpec>,
+    /// Faults injected from the start.
+    #[serde(default)]
+    pub faults: Faults,
+}
+
+/// One API key of the mock Elasticsearch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySpec {
+    /// Key id.
+    pub id: String,
+    /// The secret part.
+    pub key: String,
+    /// Data-stream patterns it may write to.
+    pub allowed: Vec<String>,
+}
+
+impl EsSpec {
+    /// Starts the mock Elasticsearch this spec describes, on 127.0.0.1.
+    pub async fn start(&self) -> Result<MockEs> {
+        let es = MockEs::start(crate::mock_es::MockEsOptions {
+            keep_documents: false,
+            ..Default::default()
+        })
+        .await?;
+        for key in &self.api_keys {
+            let allowed: Vec<&str> = key.allowed.iter().map(String::as_str).collect();
+            es.add_api_key(&key.id, &key.key, &allowed);
+        }
+        es.set_faults(self.faults.clone());
+        tracing::info!(target: "mock_es", "mock Elasticsearch listening on {}", es.url());
+        Ok(es)
+    }
 }
 
 /// One revision in a scenario file.
@@ -72,6 +128,9 @@ pub struct PublishStep {
     /// Wait until the shipper says every event is persisted (default true).
     #[serde(default = "yes")]
     pub wait_persisted: bool,
+    /// `data_stream.dataset` (default `loadgen`).
+    #[serde(default)]
+    pub dataset: Option<String>,
 }
 
 fn yes() -> bool {
@@ -100,15 +159,99 @@ pub enum Step {
     Publish(PublishStep),
     /// Wait until a revision is acknowledged.
     WaitAcknowledged(AckStep),
+    /// Change the mock Elasticsearch's injected faults.
+    EsFaults(Faults),
+    /// Invalidate an API key in the mock Elasticsearch (Fleet, after an acknowledgement).
+    InvalidateApiKey(String),
+    /// SIGKILL the shipper; the agent restarts it and sends every unit config again.
+    Kill,
+    /// Wait until every promised event is indexed or dead-lettered; log what was lost.
+    WaitDelivered(HumanDuration),
 }
 
-fn substitute(value: &mut serde_json::Value, data: &str) {
+fn substitute(value: &mut serde_json::Value, data: &str, es: &str) {
     match value {
-        serde_json::Value::String(text) => *text = text.replace("{data}", data),
-        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| substitute(v, data)),
-        serde_json::Value::Object(map) => map.values_mut().for_each(|v| substitute(v, data)),
+        serde_json::Value::String(text) => *text = text.replace("{data}", data).replace("{es}", es),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| substitute(v, data, es)),
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| substitute(v, data, es)),
         _ => {}
     }
+}
+
+/// What became of the promised events, by loadgen run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryCheck {
+    /// Events the shipper said were persisted.
+    pub promised: u64,
+    /// Of those, indexed in the mock Elasticsearch.
+    pub indexed: u64,
+    /// Of those, in the dead letter queue (and not indexed).
+    pub dead_lettered: u64,
+    /// Of those, nowhere.
+    pub lost: u64,
+    /// Indexed more than once.
+    pub duplicates: u64,
+}
+
+/// The loadgen `(run, seq)` of every dead-lettered event under `dlq_dir`.
+pub fn dead_lettered_seqs(dlq_dir: &Path) -> HashSet<(String, u64)> {
+    use agent_shipper::proto::shipper::messages::value::Kind;
+    use prost::Message;
+    let mut seqs = HashSet::new();
+    let mut reader = agent_shipper::dlq::DlqReader::new(dlq_dir);
+    for _ in 0..100_000 {
+        let Ok(Some((_, entries))) = reader.next_segment() else {
+            break;
+        };
+        for (_, entry) in entries {
+            let Ok(event) =
+                agent_shipper::proto::shipper::messages::Event::decode(entry.event.as_ref())
+            else {
+                continue;
+            };
+            let Some(Kind::StructValue(tag)) = event
+                .fields
+                .as_ref()
+                .and_then(|f| f.data.get("loadgen"))
+                .and_then(|v| v.kind.clone())
+            else {
+                continue;
+            };
+            let run = match tag.data.get("run").and_then(|v| v.kind.clone()) {
+                Some(Kind::StringValue(run)) => run,
+                _ => continue,
+            };
+            if let Some(Kind::Uint64Value(seq)) = tag.data.get("seq").and_then(|v| v.kind.clone()) {
+                seqs.insert((run, seq));
+            }
+        }
+    }
+    seqs
+}
+
+/// Counts, for every `(run, promised seqs)`, where the events are now.
+pub fn check_delivery(
+    es: &MockEs,
+    dlq_dir: &Path,
+    promised: &[(String, Vec<u64>)],
+) -> DeliveryCheck {
+    let dead = dead_lettered_seqs(dlq_dir);
+    let mut check = DeliveryCheck::default();
+    for (run, seqs) in promised {
+        let counts = es.loadgen_counts(run);
+        check.duplicates += counts.values().filter(|n| **n > 1).count() as u64;
+        for seq in seqs {
+            check.promised += 1;
+            if counts.contains_key(seq) {
+                check.indexed += 1;
+            } else if dead.contains(&(run.clone(), *seq)) {
+                check.dead_lettered += 1;
+            } else {
+                check.lost += 1;
+            }
+        }
+    }
+    check
 }
 
 fn log_level(name: Option<&str>) -> Result<UnitLogLevel> {
@@ -142,6 +285,7 @@ impl Scenario {
             .find(|r| r.revision == number)
             .with_context(|| format!("the scenario has no revision {number}"))?;
         let data = data.display().to_string();
+        let es = self.es_url.clone().unwrap_or_default();
         let units = spec
             .units
             .iter()
@@ -155,7 +299,7 @@ impl Scenario {
                     ),
                 };
                 let mut config = unit.config.clone();
-                substitute(&mut config, &data);
+                substitute(&mut config, &data, &es);
                 Ok(UnitSpec {
                     id: unit.id.clone(),
                     kind,
@@ -167,9 +311,13 @@ impl Scenario {
         Ok(Revision { number, units })
     }
 
-    /// Plays every step against `agent`.
-    pub async fn play(&self, agent: &MockAgent, data: &Path) -> Result<()> {
+    /// Plays every step against `agent`, with `es` as the scenario's Elasticsearch.
+    pub async fn play(&self, agent: &MockAgent, data: &Path, es: Option<&MockEs>) -> Result<()> {
         let mut current: Option<Revision> = None;
+        let mut promised: Vec<(String, Vec<u64>)> = Vec::new();
+        let need_es = |step: &str| {
+            es.with_context(|| format!("`{step}` needs `elasticsearch:` in the scenario"))
+        };
         for step in &self.steps {
             match step {
                 Step::Apply(number) => {
@@ -199,7 +347,11 @@ impl Scenario {
                     );
                     options.run = publish.input_id.clone();
                     options.wait_persisted = publish.wait_persisted;
+                    if let Some(dataset) = &publish.dataset {
+                        options.dataset = dataset.clone();
+                    }
                     let report = loadgen::run(&options).await?;
+                    promised.push((options.run.clone(), report.promised.clone()));
                     tracing::info!(
                         target: "loadgen",
                         "published {} events as {}: accepted {}, persisted index {}, promised {}",
@@ -215,6 +367,38 @@ impl Scenario {
                             |e| *e == AgentEvent::RevisionAcknowledged(revision),
                         )
                         .await?;
+                }
+                Step::EsFaults(faults) => {
+                    need_es("es_faults")?.set_faults(faults.clone());
+                    tracing::info!(target: "mock_es", "faults now {faults:?}");
+                }
+                Step::InvalidateApiKey(id) => {
+                    need_es("invalidate_api_key")?.invalidate_api_key(id);
+                    tracing::info!(target: "fleet", "api key {id} invalidated in Elasticsearch");
+                }
+                Step::Kill => {
+                    agent.kill_shipper();
+                    tracing::info!(target: "mock_agent", "shipper SIGKILLed; it will be restarted");
+                }
+                Step::WaitDelivered(timeout) => {
+                    let es = need_es("wait_delivered")?;
+                    let dlq = data.join("dlq");
+                    let deadline = tokio::time::Instant::now() + timeout.get();
+                    let check = loop {
+                        let check = check_delivery(es, &dlq, &promised);
+                        if check.lost == 0 || tokio::time::Instant::now() >= deadline {
+                            break check;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    };
+                    tracing::info!(
+                        target: "mock_agent",
+                        "delivery check: promised {}, indexed {}, dead-lettered {}, duplicates {}, lost {}",
+                        check.promised, check.indexed, check.dead_lettered, check.duplicates, check.lost
+                    );
+                    if check.lost > 0 {
+                        bail!("{} promised events were lost", check.lost);
+                    }
                 }
             }
         }

@@ -530,7 +530,10 @@ async fn https_with_the_configured_ca_basic_auth_and_failover_past_a_dead_host()
         .all(|r| r.authorization.as_deref() == Some(basic.as_str())));
     let (clean, logs, _) = shipper.stop().await;
     assert!(clean);
-    assert!(!logs.join("\n").contains("pa55word-xyz"), "the password is in the log");
+    assert!(
+        !logs.join("\n").contains("pa55word-xyz"),
+        "the password is in the log"
+    );
 
     // Without the CA the server is not trusted: nothing is sent, and the log says why.
     let untrusting = Shipper::start(json!({
@@ -553,7 +556,11 @@ async fn https_with_the_configured_ca_basic_auth_and_failover_past_a_dead_host()
             .any(|l| l.contains("will retry") && l.to_lowercase().contains("certificate"))
     })
     .await;
-    assert_eq!(es.stats().requests, before, "no request reached the untrusted server");
+    assert_eq!(
+        es.stats().requests,
+        before,
+        "no request reached the untrusted server"
+    );
     let (clean, _, _) = untrusting.stop().await;
     assert!(clean);
     es.stop().await;

@@ -246,12 +246,14 @@ impl OutputConfig {
                 es.validate()?;
                 OutputKind::Elasticsearch(es)
             }
-            other => return Err(ConfigError::Invalid {
-                key: "type".into(),
-                reason: format!(
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "type".into(),
+                    reason: format!(
                     "unknown output type `{other}`; this build supports `elasticsearch` and `file`"
                 ),
-            }),
+                })
+            }
         };
         Ok(OutputConfig {
             kind,

@@ -65,6 +65,9 @@ pub struct ProcessSettings {
     /// `control.checkin_interval`: longest time between two check-ins. Default 20s; at
     /// most 25s, because the agent counts a miss for every 30 s without one.
     pub checkin_interval: Duration,
+    /// `shutdown_timeout`: how long SIGTERM may spend delivering queued events before the
+    /// queue state is saved and the process exits. Default 20s, below the agent's 25 s kill.
+    pub shutdown_timeout: Duration,
 }
 
 impl ProcessSettings {
@@ -81,6 +84,7 @@ impl Default for ProcessSettings {
         ProcessSettings {
             data_path: None,
             checkin_interval: Duration::from_secs(20),
+            shutdown_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -112,10 +116,24 @@ impl ProcessSettings {
                     }
                     settings.checkin_interval = interval;
                 }
+                "shutdown_timeout" => {
+                    let invalid = |reason: String| ConfigError::Invalid {
+                        key: "shutdown_timeout".into(),
+                        reason,
+                    };
+                    let timeout = value.parse::<HumanDuration>().map_err(invalid)?.get();
+                    if timeout > Duration::from_secs(24) {
+                        return Err(invalid(format!(
+                            "`{}` is longer than 24s: the agent kills the process 25 s after SIGTERM",
+                            value.trim()
+                        )));
+                    }
+                    settings.shutdown_timeout = timeout;
+                }
                 other => {
                     return Err(ConfigError::Invalid {
                         key: other.to_string(),
-                        reason: "unknown -E setting; known: path.data, control.checkin_interval"
+                        reason: "unknown -E setting; known: path.data, control.checkin_interval, shutdown_timeout"
                             .into(),
                     })
                 }

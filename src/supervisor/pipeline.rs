@@ -410,10 +410,15 @@ impl Pipeline {
             let left = queue.barrier_all().pending;
             match drained {
                 Ok(_) => tracing::info!(delivered = target.pending, "queue drained for shutdown"),
-                Err(_) => tracing::warn!(
+                Err(_) if queue.stats().kind == "memory" => tracing::warn!(
                     lost = left,
-                    timeout_s = timeout.as_secs(),
+                    timeout_ms = timeout.as_millis() as u64,
                     "shutdown timeout reached; events left in the memory queue are lost"
+                ),
+                Err(_) => tracing::info!(
+                    left_in_queue = left,
+                    timeout_ms = timeout.as_millis() as u64,
+                    "shutdown timeout reached; the events left stay in the disk queue and are sent after a restart"
                 ),
             }
         }

@@ -26,6 +26,8 @@ struct UnitRecord {
     drain_deadline: Option<(tokio::time::Instant, std::time::Duration)>,
     /// Set once the drain timed out (its remaining events go to the DLQ).
     drain_timed_out: bool,
+    /// When drain progress was last logged (at most once a second).
+    progress_logged: Option<std::time::Instant>,
 }
 
 /// Owns the units and the pipeline; see the module docs of [`crate::supervisor`].
@@ -155,6 +157,7 @@ impl Supervisor {
                 drain: None,
                 drain_deadline: None,
                 drain_timed_out: false,
+                progress_logged: None,
             }
         });
         record.log_level = unit.log_level;
@@ -431,6 +434,15 @@ impl Supervisor {
                     UnitKind::Input => self.pipeline.pending_for_input(&key.id),
                     UnitKind::Output => self.pipeline.pending_all(),
                 };
+                if let Some(record) = self.units.get_mut(&key) {
+                    let due = record
+                        .progress_logged
+                        .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1));
+                    if due {
+                        record.progress_logged = Some(std::time::Instant::now());
+                        tracing::info!(target: "agent_shipper::unit", unit_id = %key.id, unit_type = %key.kind, pending_events = pending, barrier = barrier.seq, acked, "drain progress");
+                    }
+                }
                 self.fire(&key, UnitEvent::DrainProgress { pending }).await;
             }
         }

@@ -40,7 +40,12 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let scenario = Scenario::load(&cli.scenario)?;
+    let mut scenario = Scenario::load(&cli.scenario)?;
+    let es = match &scenario.elasticsearch {
+        Some(spec) => Some(spec.start().await?),
+        None => None,
+    };
+    scenario.es_url = es.as_ref().map(|es| es.url());
     let shipper = match cli.shipper {
         Some(path) => path,
         None => integration::shipper_binary()?,
@@ -56,8 +61,11 @@ async fn main() -> Result<()> {
         options.ack_mode = AckMode::Immediately;
     }
     let agent = MockAgent::start(options).await?;
-    let played = scenario.play(&agent, &data).await;
+    let played = scenario.play(&agent, &data, es.as_ref()).await;
     let exit = agent.stop(Duration::from_secs(25)).await;
+    if let Some(es) = es {
+        es.stop().await;
+    }
     played?;
     tracing::info!(target: "mock_agent", "scenario complete; shipper exit: {:?}", exit?);
     Ok(())
