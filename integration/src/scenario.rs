@@ -131,6 +131,10 @@ pub struct PublishStep {
     /// `data_stream.dataset` (default `loadgen`).
     #[serde(default)]
     pub dataset: Option<String>,
+    /// Run label in the events (default: the input id); distinct runs number their
+    /// events apart.
+    #[serde(default)]
+    pub run: Option<String>,
 }
 
 fn yes() -> bool {
@@ -167,6 +171,28 @@ pub enum Step {
     Kill,
     /// Wait until every promised event is indexed or dead-lettered; log what was lost.
     WaitDelivered(HumanDuration),
+    /// Right after an `apply`: wait for a unit to be observed STOPPED and log how long the
+    /// drain took, its throughput, and the time from Elasticsearch's last answer to the
+    /// agent seeing STOPPED.
+    MeasureStop(MeasureStopStep),
+    /// Publish and time until every event is indexed (the output's normal throughput).
+    TimedPublish(PublishStep),
+}
+
+/// Measure-stop step settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasureStopStep {
+    /// The unit id.
+    pub unit: String,
+    /// How long to wait at most.
+    pub timeout: HumanDuration,
+}
+
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn substitute(value: &mut serde_json::Value, data: &str, es: &str) {
@@ -337,7 +363,9 @@ impl Scenario {
                         .await?;
                     tracing::info!(target: "mock_agent", "all units of revision {} are HEALTHY", revision.number);
                 }
-                Step::Publish(publish) => {
+                Step::Publish(publish) | Step::TimedPublish(publish) => {
+                    let timed = matches!(step, Step::TimedPublish(_));
+                    let started = std::time::Instant::now();
                     let mut options = LoadgenOptions::new(
                         &publish
                             .server
@@ -345,13 +373,35 @@ impl Scenario {
                         &publish.input_id,
                         publish.events,
                     );
-                    options.run = publish.input_id.clone();
+                    options.run = publish
+                        .run
+                        .clone()
+                        .unwrap_or_else(|| publish.input_id.clone());
                     options.wait_persisted = publish.wait_persisted;
                     if let Some(dataset) = &publish.dataset {
                         options.dataset = dataset.clone();
                     }
                     let report = loadgen::run(&options).await?;
                     promised.push((options.run.clone(), report.promised.clone()));
+                    if timed {
+                        let es = need_es("timed_publish")?;
+                        let deadline =
+                            tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+                        while (es.loadgen_counts(&options.run).len() as u64)
+                            < report.promised.len() as u64
+                        {
+                            if tokio::time::Instant::now() > deadline {
+                                bail!("timed_publish: events not indexed within 120s");
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        }
+                        let secs = started.elapsed().as_secs_f64();
+                        tracing::info!(
+                            target: "mock_agent",
+                            "normal throughput: {} events published and indexed in {:.2}s = {:.0} events/s",
+                            report.promised.len(), secs, report.promised.len() as f64 / secs
+                        );
+                    }
                     tracing::info!(
                         target: "loadgen",
                         "published {} events as {}: accepted {}, persisted index {}, promised {}",
@@ -375,6 +425,43 @@ impl Scenario {
                 Step::InvalidateApiKey(id) => {
                     need_es("invalidate_api_key")?.invalidate_api_key(id);
                     tracing::info!(target: "fleet", "api key {id} invalidated in Elasticsearch");
+                }
+                Step::MeasureStop(measure) => {
+                    let es = need_es("measure_stop")?;
+                    let unit = measure.unit.clone();
+                    let started = std::time::Instant::now();
+                    let stopping = agent
+                        .wait_for(measure.timeout.get(), &format!("{unit} STOPPING"), |e| {
+                            matches!(e, AgentEvent::UnitObserved { id, state: State::Stopping, .. } if *id == unit)
+                        })
+                        .await?;
+                    agent
+                        .wait_for(measure.timeout.get(), &format!("{unit} STOPPED"), |e| {
+                            matches!(e, AgentEvent::UnitObserved { id, state: State::Stopped, .. } if *id == unit)
+                        })
+                        .await?;
+                    let observed_us = unix_us();
+                    let drain = started.elapsed().as_secs_f64();
+                    let pending: u64 = match stopping {
+                        AgentEvent::UnitObserved { message, .. } => message
+                            .split_whitespace()
+                            .find_map(|w| w.parse().ok())
+                            .unwrap_or(0),
+                        _ => 0,
+                    };
+                    let last_answer = es
+                        .requests()
+                        .iter()
+                        .filter(|r| r.status == 200 && r.answered_at_us <= observed_us)
+                        .map(|r| r.answered_at_us)
+                        .max()
+                        .unwrap_or(0);
+                    tracing::info!(
+                        target: "mock_agent",
+                        "drain of {unit}: {pending} events in {drain:.2}s = {:.0} events/s; last bulk answer to STOPPED seen by the agent: {:.1} ms",
+                        pending as f64 / drain,
+                        observed_us.saturating_sub(last_answer) as f64 / 1000.0
+                    );
                 }
                 Step::Kill => {
                     agent.kill_shipper();

@@ -68,7 +68,12 @@ async fn publish(server: &str, input_id: &str, run: &str, dataset: &str, events:
     options.run = run.into();
     options.dataset = dataset.into();
     let report = loadgen::run(&options).await.unwrap();
-    assert_eq!(report.promised.len() as u64, events, "all promised: {:?}", report.refused);
+    assert_eq!(
+        report.promised.len() as u64,
+        events,
+        "all promised: {:?}",
+        report.refused
+    );
     report.promised
 }
 
@@ -77,7 +82,14 @@ fn observed(id: &str, state: State) -> impl Fn(&AgentEvent) -> bool + '_ {
 }
 
 async fn message_of(agent: &MockAgent, id: &str, state: State) -> String {
-    match agent.wait_for(Duration::from_secs(120), &format!("{id} {state:?}"), observed(id, state)).await {
+    match agent
+        .wait_for(
+            Duration::from_secs(120),
+            &format!("{id} {state:?}"),
+            observed(id, state),
+        )
+        .await
+    {
         Ok(AgentEvent::UnitObserved { message, .. }) => message,
         other => panic!("{id} never reached {state:?}: {other:?}"),
     }
@@ -107,11 +119,7 @@ fn stopping_backlog(h: &Harness, unit: &str) -> u64 {
 
 /// Revision 1 (A and B, key 1), a B backlog of `backlog` events while Elasticsearch is
 /// slow, then revision 2 (B removed, key rotated to a new OUTPUT unit).
-async fn seed_until_revision_2(
-    h: &Harness,
-    es: &MockEs,
-    backlog: u64,
-) -> Vec<(String, Vec<u64>)> {
+async fn seed_until_revision_2(h: &Harness, es: &MockEs, backlog: u64) -> Vec<(String, Vec<u64>)> {
     h.agent.apply(&revision(
         1,
         vec![
@@ -123,7 +131,10 @@ async fn seed_until_revision_2(
     h.agent
         .wait_for_states(
             WAIT,
-            &[("output-rev1", UnitType::Output), ("input-b", UnitType::Input)],
+            &[
+                ("output-rev1", UnitType::Output),
+                ("input-b", UnitType::Input),
+            ],
             State::Healthy,
         )
         .await
@@ -182,7 +193,10 @@ async fn seed_scenario_drains_b_with_the_old_key_before_stopped_and_the_ack() {
     let check = delivered(&es, h.data(), &promised).await;
     assert_eq!(check.lost, 0, "{check:?}");
     assert_eq!(check.duplicates, 0, "{check:?}");
-    assert_eq!(check.dead_lettered, 0, "B was drained with its own key: {check:?}");
+    assert_eq!(
+        check.dead_lettered, 0,
+        "B was drained with its own key: {check:?}"
+    );
     assert_eq!(check.indexed, 105_000);
     assert_eq!(
         es.stats().unauthorized_401,
@@ -190,7 +204,10 @@ async fn seed_scenario_drains_b_with_the_old_key_before_stopped_and_the_ack() {
         "no event was sent with key 1 after its invalidation"
     );
     let exit = h.stop().await;
-    assert!(matches!(exit, AgentEvent::ShipperExited { code: Some(0), .. }), "{exit:?}");
+    assert!(
+        matches!(exit, AgentEvent::ShipperExited { code: Some(0), .. }),
+        "{exit:?}"
+    );
     es.stop().await;
 }
 
@@ -228,7 +245,10 @@ async fn seed_scenario_survives_a_sigkill_in_the_middle_of_the_drain() {
 
     let check = delivered(&es, h.data(), &promised).await;
     assert_eq!(check.lost, 0, "{check:?}");
-    assert_eq!(check.duplicates, 0, "a resend is a 409, not a second document: {check:?}");
+    assert_eq!(
+        check.duplicates, 0,
+        "a resend is a 409, not a second document: {check:?}"
+    );
     assert_eq!(
         check.dead_lettered, 0,
         "after the restart B's events still went with key 1: {check:?}"
@@ -245,7 +265,9 @@ async fn with_the_real_agents_immediate_ack_b_goes_to_the_dlq_and_a_is_indexed()
     let h = Harness::start(|o| o.ack_mode = AckMode::Immediately).await;
     let promised = seed_until_revision_2(&h, &es, 20_000).await;
     h.agent
-        .wait_for(WAIT, "ack of revision 2", |e| *e == AgentEvent::RevisionAcknowledged(2))
+        .wait_for(WAIT, "ack of revision 2", |e| {
+            *e == AgentEvent::RevisionAcknowledged(2)
+        })
         .await
         .unwrap();
     es.invalidate_api_key(KEY1.0); // at once, as Fleet does after the real agent's ack
@@ -278,10 +300,19 @@ async fn remove_b_with(on_remove: &str, dead_expected: u64) -> (String, Delivery
     let es = mock_es().await;
     let h = Harness::start(|_| {}).await;
     let out = output("output-rev1", &es, KEY1, json!({}));
-    let b = input(&h, "input-b", "filestream-b", json!({"on_remove": on_remove}));
+    let b = input(
+        &h,
+        "input-b",
+        "filestream-b",
+        json!({"on_remove": on_remove}),
+    );
     h.agent.apply(&revision(
         1,
-        vec![out.clone(), input(&h, "input-a", "filestream-a", json!({})), b],
+        vec![
+            out.clone(),
+            input(&h, "input-a", "filestream-a", json!({})),
+            b,
+        ],
     ));
     h.agent
         .wait_for_states(WAIT, &[("input-b", UnitType::Input)], State::Healthy)
@@ -323,10 +354,16 @@ async fn on_remove_drop_and_dead_letter_count_exactly() {
     assert!(stopped.contains("0 delivered, 1000 dropped"), "{stopped}");
     assert_eq!(b_indexed, 0);
     assert_eq!(check.dead_lettered, 0);
-    assert_eq!(check.lost, 1_000, "dropped on purpose, and said so: {check:?}");
+    assert_eq!(
+        check.lost, 1_000,
+        "dropped on purpose, and said so: {check:?}"
+    );
 
     let (stopped, check, b_indexed) = remove_b_with("dead_letter", 1_000).await;
-    assert!(stopped.contains("0 delivered, 1000 dead-lettered"), "{stopped}");
+    assert!(
+        stopped.contains("0 delivered, 1000 dead-lettered"),
+        "{stopped}"
+    );
     assert_eq!(b_indexed, 0);
     assert_eq!(check.dead_lettered, 1_000, "{check:?}");
     assert_eq!(check.lost, 0, "{check:?}");
@@ -342,7 +379,12 @@ async fn drain_timeout_moves_the_rest_to_the_dlq_and_stopped_says_how_many() {
         1,
         vec![
             out.clone(),
-            input(&h, "input-b", "filestream-b", json!({"drain_timeout": "2s"})),
+            input(
+                &h,
+                "input-b",
+                "filestream-b",
+                json!({"drain_timeout": "2s"}),
+            ),
         ],
     ));
     h.agent
@@ -358,7 +400,10 @@ async fn drain_timeout_moves_the_rest_to_the_dlq_and_stopped_says_how_many() {
     h.agent.apply(&revision(2, vec![out]));
     let stopped = message_of(&h.agent, "input-b", State::Stopped).await;
     let took = removed.elapsed();
-    assert!(took >= Duration::from_secs(2), "STOPPED only after the timeout: {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "STOPPED only after the timeout: {took:?}"
+    );
     // "drain_timeout reached: X queued events delivered, Y moved to the dead letter queue"
     let moved: u64 = stopped
         .split(", ")
@@ -366,7 +411,10 @@ async fn drain_timeout_moves_the_rest_to_the_dlq_and_stopped_says_how_many() {
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no count in {stopped}"));
-    assert!(moved > 0 && stopped.contains("drain_timeout reached"), "{stopped}");
+    assert!(
+        moved > 0 && stopped.contains("drain_timeout reached"),
+        "{stopped}"
+    );
     let promised = vec![("b".to_string(), b)];
     let check = delivered(&es, h.data(), &promised).await;
     assert_eq!(check.lost, 0, "{check:?}");
@@ -380,7 +428,8 @@ async fn drain_timeout_moves_the_rest_to_the_dlq_and_stopped_says_how_many() {
 async fn sigterm_under_load_exits_0_in_time_and_a_restart_ships_the_rest() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let es = mock_es().await;
-    let h = Harness::start(|o| o.shipper_args = vec!["-E".into(), "shutdown_timeout=2s".into()]).await;
+    let h =
+        Harness::start(|o| o.shipper_args = vec!["-E".into(), "shutdown_timeout=2s".into()]).await;
     let units = vec![
         output("output-rev1", &es, KEY1, json!({})),
         input(&h, "input-a", "filestream-a", json!({})),
@@ -399,13 +448,24 @@ async fn sigterm_under_load_exits_0_in_time_and_a_restart_ships_the_rest() {
     let asked = Instant::now();
     let exit = agent.stop(Duration::from_secs(25)).await.unwrap();
     let took = asked.elapsed();
-    assert_eq!(exit, AgentEvent::ShipperExited { code: Some(0), signal: None });
+    assert_eq!(
+        exit,
+        AgentEvent::ShipperExited {
+            code: Some(0),
+            signal: None
+        }
+    );
     assert!(took < Duration::from_secs(25), "{took:?}");
-    assert!(es.loadgen_counts("a").len() < 20_000, "some events were left for the restart");
+    assert!(
+        es.loadgen_counts("a").len() < 20_000,
+        "some events were left for the restart"
+    );
 
     es.set_faults(Faults::default());
-    let mut options =
-        MockAgentOptions::new(integration::shipper_binary().unwrap(), dir.path().to_path_buf());
+    let mut options = MockAgentOptions::new(
+        integration::shipper_binary().unwrap(),
+        dir.path().to_path_buf(),
+    );
     options.restart_delay = Duration::from_millis(500);
     let agent = MockAgent::start(options).await.unwrap();
     agent.apply(&revision(1, units));

@@ -38,6 +38,8 @@ pub struct Supervisor {
     log_control: Option<LogControl>,
     log_level: LogLevel,
     acked: Option<watch::Receiver<Seq>>,
+    /// When the acknowledged prefix last moved (for the ack → STOPPED latency).
+    acked_moved_at: std::time::Instant,
     health: Option<watch::Receiver<OutputHealth>>,
     expected: watch::Receiver<ExpectedSet>,
     commands: mpsc::Receiver<SupervisorCommand>,
@@ -71,6 +73,7 @@ impl Supervisor {
             log_control,
             log_level: LogLevel::Info,
             acked: None,
+            acked_moved_at: std::time::Instant::now(),
             health: None,
             expected,
             commands,
@@ -105,6 +108,7 @@ impl Supervisor {
                     }
                 },
                 alive = changed(&mut self.acked) => {
+                    self.acked_moved_at = std::time::Instant::now();
                     if !alive { self.acked = None; }
                     self.advance_drains().await;
                 }
@@ -412,6 +416,7 @@ impl Supervisor {
                 };
                 let (on_remove, _) = self.input_drain_policy(&key);
                 let delivered = barrier.pending.saturating_sub(diverted);
+                tracing::info!(target: "agent_shipper::unit", unit_id = %key.id, unit_type = %key.kind, barrier = barrier.seq, acked, ack_to_stopped_us = self.acked_moved_at.elapsed().as_micros() as u64, "drain finished");
                 let summary = match (on_remove, timed_out) {
                     (OnRemove::Drop, _) => format!(
                         "drained {} queued events: {delivered} delivered, {diverted} dropped (on_remove: drop)",

@@ -270,6 +270,7 @@ async fn bulk_request(
         body_bytes: 0,
         items: 0,
         status: 0,
+        answered_at_us: 0,
     };
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -288,6 +289,9 @@ async fn bulk_request(
         ),
     };
     entry.status = logged.status;
+    entry.answered_at_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
     entry.items = logged.items;
     lock(&shared.log).push(entry);
     result

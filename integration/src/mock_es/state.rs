@@ -75,6 +75,9 @@ pub struct RequestLog {
     pub items: usize,
     /// Status of the response (0 for a reset connection).
     pub status: u16,
+    /// When the answer was ready, in microseconds since the Unix epoch.
+    #[serde(default)]
+    pub answered_at_us: u64,
 }
 
 /// The last [`RequestLog::CAPACITY`] `_bulk` requests.
@@ -143,6 +146,10 @@ struct DataStream {
 struct LoadgenRun {
     /// Times indexed, by seq (seqs are dense from 0).
     seqs: Vec<u32>,
+    /// Seqs indexed at least once.
+    distinct: u64,
+    /// Documents indexed.
+    total: u64,
     /// When a document of the run was last indexed.
     last_indexed: Option<SystemTime>,
 }
@@ -384,17 +391,19 @@ impl State {
                     None => self.loadgen.entry(run.to_string()).or_default(),
                 };
                 tracked.last_indexed = Some(self.now);
-                let seqs = &mut tracked.seqs;
                 let at = usize::try_from(*seq).unwrap_or(usize::MAX);
                 // Guard against an absurd seq blowing up memory: dense tracking up to 2^32.
                 if at < (1 << 32) {
-                    if seqs.len() <= at {
-                        seqs.resize(at + 1, 0);
+                    if tracked.seqs.len() <= at {
+                        tracked.seqs.resize(at + 1, 0);
                     }
-                    if seqs[at] > 0 {
+                    if tracked.seqs[at] > 0 {
                         self.stats.duplicates_indexed += 1;
+                    } else {
+                        tracked.distinct += 1;
                     }
-                    seqs[at] += 1;
+                    tracked.seqs[at] += 1;
+                    tracked.total += 1;
                 }
             }
         }
@@ -449,15 +458,16 @@ impl State {
                 at.duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             }),
+            distinct: tracked.distinct,
+            duplicates: tracked.total - tracked.distinct,
             ..LoadgenMissing::default()
         };
-        for &n in &tracked.seqs {
-            if n > 0 {
-                report.distinct += 1;
-                report.duplicates += u64::from(n - 1);
-            }
-        }
         let seen = tracked.seqs.len() as u64;
+        if limit == 0 && seen <= upto {
+            // Every seq indexed is below `upto`: a count needs no walk (a poll stays cheap).
+            report.missing = upto - tracked.distinct;
+            return report;
+        }
         for seq in 0..upto.min(seen) {
             if tracked.seqs[seq as usize] == 0 {
                 report.missing += 1;
@@ -521,6 +531,8 @@ mod tests {
         assert_eq!((missing.missing, missing.seqs.clone()), (2, vec![1]));
         assert_eq!((missing.distinct, missing.duplicates), (1, 1));
         assert!(missing.last_indexed_unix_ms.is_some());
+        assert_eq!(state.loadgen_missing("r", 3, 0).missing, 2);
+        assert_eq!(state.loadgen_missing("r", 0, 0).missing, 0);
         assert_eq!(state.loadgen_missing("other", 2, 10).seqs, vec![0, 1]);
 
         let faulted = run(
