@@ -124,7 +124,7 @@ pub fn make_event(options: &LoadgenOptions, seq: u64) -> Event {
 /// server says all accepted ones are persisted.
 pub async fn run(options: &LoadgenOptions) -> Result<LoadgenReport> {
     let mut client = connect(&options.server).await?;
-    let published = publish_range(&mut client, options, 0..options.events).await?;
+    let published = publish_range(options, 0..options.events).await?;
     let mut report = LoadgenReport {
         uuid: published.uuid,
         accepted: published.ids.len() as u64,
@@ -163,21 +163,20 @@ pub async fn run_concurrent(options: &LoadgenOptions, publishers: usize) -> Resu
         let range = (n * share).min(options.events)..((n + 1) * share).min(options.events);
         let options = options.clone();
         tasks.spawn(async move {
-            let mut client = connect(&options.server).await?;
             let start = range.start;
-            let published = publish_range(&mut client, &options, range).await?;
-            anyhow::Ok((start, published, client))
+            let published = publish_range(&options, range).await?;
+            anyhow::Ok((start, published))
         });
     }
     let mut parts = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         parts.push(joined.context("a publisher panicked")??);
     }
-    parts.sort_by_key(|(start, _, _)| *start);
+    parts.sort_by_key(|(start, _)| *start);
     let mut report = LoadgenReport::default();
     let mut seq_of_id: Vec<(u64, u64)> = Vec::with_capacity(options.events as usize);
     let mut refused = Vec::new();
-    for (start, published, _) in &parts {
+    for (start, published) in &parts {
         if !published.uuid.is_empty() {
             if report.uuid.is_empty() {
                 report.uuid = published.uuid.clone();
@@ -203,9 +202,9 @@ pub async fn run_concurrent(options: &LoadgenOptions, publishers: usize) -> Resu
     report.refused = refused.into_iter().next();
     if report.accepted > 0 && options.wait_persisted {
         let last = report.ids.iter().copied().max().unwrap_or(0);
-        let client = &mut parts[0].2;
+        let mut client = connect(&options.server).await?;
         report.persisted_index =
-            wait_persisted(client, &report.uuid, last, options.patience).await?;
+            wait_persisted(&mut client, &report.uuid, last, options.patience).await?;
     }
     report.promised = seq_of_id
         .iter()
@@ -225,12 +224,11 @@ struct Published {
 }
 
 /// Publishes the events numbered `seqs` in batches of `options.batch`, one request at a
-/// time, retrying what the server could not take yet.
-async fn publish_range(
-    client: &mut ProducerClient<Channel>,
-    options: &LoadgenOptions,
-    seqs: std::ops::Range<u64>,
-) -> Result<Published> {
+/// time, retrying what the server could not take yet. Requests are written straight to
+/// protobuf bytes by a [`raw::Publisher`] on its own connection: building [`Event`]s to
+/// have prost encode them cost loadgen more CPU than the shipper spent queueing them.
+async fn publish_range(options: &LoadgenOptions, seqs: std::ops::Range<u64>) -> Result<Published> {
+    let mut publisher = raw::Publisher::connect(options).await?;
     let mut published = Published {
         ids: Vec::with_capacity((seqs.end - seqs.start) as usize),
         ..Published::default()
@@ -239,18 +237,12 @@ async fn publish_range(
     let mut stalled_since: Option<tokio::time::Instant> = None;
     while next < seqs.end {
         let end = (next + options.batch as u64).min(seqs.end);
-        let events: Vec<Event> = (next..end).map(|seq| make_event(options, seq)).collect();
-        let request = PublishRequest {
-            uuid: published.uuid.clone(),
-            events,
-        };
-        match client.publish_events(request).await {
+        match publisher.publish(&published.uuid, next..end).await {
             Ok(reply) => {
-                let reply = reply.into_inner();
                 if published.uuid.is_empty() {
                     published.uuid = reply.uuid.clone();
                 }
-                let count = u64::from(reply.accepted_count);
+                let count = u64::from(reply.accepted_count).min(end - next);
                 if count > 0 {
                     let first_id = reply.accepted_index + 1 - count;
                     published.ids.extend(first_id..=reply.accepted_index);
@@ -514,4 +506,285 @@ pub async fn run_through_restarts(
     }
     report.server_runs = uuids.len();
     Ok(report)
+}
+
+/// Publishing without building [`Event`]s: each request is written straight to protobuf
+/// bytes from parts encoded once per run, and sent with a codec that passes them through.
+/// The server decodes exactly what [`make_event`] would have produced (tested below).
+mod raw {
+    use super::LoadgenOptions;
+    use agent_shipper::proto::shipper::PublishReply;
+    use agent_shipper::server::ServerAddress;
+    use anyhow::{anyhow, Result};
+    use bytes::{BufMut, Bytes};
+    use prost::encoding::encode_varint;
+    use prost::Message;
+    use std::time::SystemTime;
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    use tonic::codegen::http::uri::PathAndQuery;
+    use tonic::transport::{Channel, Endpoint};
+    use tonic::Status;
+
+    const PUBLISH_EVENTS: &str = "/elastic.agent.shipper.v1.Producer/PublishEvents";
+
+    /// Appends field `field` holding `content` (wire type 2).
+    fn len_field(buf: &mut Vec<u8>, field: u64, content: &[u8]) {
+        encode_varint(field << 3 | 2, buf);
+        encode_varint(content.len() as u64, buf);
+        buf.extend_from_slice(content);
+    }
+
+    /// Appends a `map<string, Value>` entry (field 1 of `Struct`).
+    fn map_entry(buf: &mut Vec<u8>, key: &str, value: &[u8]) {
+        let mut entry = Vec::with_capacity(key.len() + value.len() + 8);
+        len_field(&mut entry, 1, key.as_bytes());
+        len_field(&mut entry, 2, value);
+        len_field(buf, 1, &entry);
+    }
+
+    /// A `Value` holding `string_value`.
+    fn string_value(text: &str) -> Vec<u8> {
+        let mut value = Vec::with_capacity(text.len() + 4);
+        len_field(&mut value, 8, text.as_bytes());
+        value
+    }
+
+    /// The parts of a loadgen event that do not change from one seq to the next.
+    pub(super) struct EventTemplate {
+        /// `source` and `data_stream` (fields 2 and 3 of `Event`).
+        source_and_stream: Vec<u8>,
+        /// The `message` entry of `fields`.
+        message_entry: Vec<u8>,
+        /// The `run` entry of `fields.loadgen`.
+        run_entry: Vec<u8>,
+        /// Buffers reused from one event to the next, innermost first.
+        scratch: [Vec<u8>; 5],
+    }
+
+    impl EventTemplate {
+        pub(super) fn new(options: &LoadgenOptions) -> Self {
+            let mut source = Vec::new();
+            len_field(&mut source, 1, options.input_id.as_bytes());
+            len_field(&mut source, 2, b"loadgen");
+            let mut stream = Vec::new();
+            len_field(&mut stream, 1, b"logs");
+            len_field(&mut stream, 2, options.dataset.as_bytes());
+            len_field(&mut stream, 3, b"default");
+            let mut source_and_stream = Vec::new();
+            len_field(&mut source_and_stream, 2, &source);
+            len_field(&mut source_and_stream, 3, &stream);
+            let mut message_entry = Vec::new();
+            map_entry(
+                &mut message_entry,
+                "message",
+                &string_value(&"x".repeat(options.event_bytes)),
+            );
+            let mut run_entry = Vec::new();
+            map_entry(&mut run_entry, "run", &string_value(&options.run));
+            EventTemplate {
+                source_and_stream,
+                message_entry,
+                run_entry,
+                scratch: Default::default(),
+            }
+        }
+
+        /// Appends `Event` number `seq`, stamped `timestamp`, as field 2 of a
+        /// `PublishRequest`.
+        pub(super) fn write_event(
+            &mut self,
+            out: &mut Vec<u8>,
+            seq: u64,
+            timestamp: &prost_types::Timestamp,
+        ) {
+            let [value, entry, loadgen, fields, event] = &mut self.scratch;
+            // fields.loadgen = {run, seq}: a Value with struct_value (10).
+            value.clear();
+            encode_varint(7 << 3, value); // uint64_value
+            encode_varint(seq, value);
+            entry.clear();
+            len_field(entry, 1, b"seq");
+            len_field(entry, 2, value);
+            loadgen.clear();
+            loadgen.extend_from_slice(&self.run_entry);
+            len_field(loadgen, 1, entry);
+            value.clear();
+            len_field(value, 10, loadgen);
+            entry.clear();
+            len_field(entry, 1, b"loadgen");
+            len_field(entry, 2, value);
+            fields.clear();
+            fields.extend_from_slice(&self.message_entry);
+            len_field(fields, 1, entry);
+            event.clear();
+            value.clear();
+            if timestamp.seconds != 0 {
+                encode_varint(1 << 3, value);
+                encode_varint(timestamp.seconds as u64, value);
+            }
+            if timestamp.nanos != 0 {
+                encode_varint(2 << 3, value);
+                encode_varint(i64::from(timestamp.nanos) as u64, value);
+            }
+            len_field(event, 1, value);
+            event.extend_from_slice(&self.source_and_stream);
+            len_field(event, 5, fields);
+            len_field(out, 2, event);
+        }
+
+        /// A `PublishRequest` for the events numbered `seqs`.
+        pub(super) fn request(&mut self, uuid: &str, seqs: std::ops::Range<u64>) -> Vec<u8> {
+            let per_event = self.message_entry.len() + self.source_and_stream.len() + 96;
+            let mut body = Vec::with_capacity(per_event * (seqs.end - seqs.start) as usize + 64);
+            if !uuid.is_empty() {
+                len_field(&mut body, 1, uuid.as_bytes());
+            }
+            for seq in seqs {
+                let timestamp = SystemTime::now().into();
+                self.write_event(&mut body, seq, &timestamp);
+            }
+            body
+        }
+    }
+
+    /// Sends pre-encoded requests, decodes `PublishReply`.
+    #[derive(Clone, Copy, Default)]
+    struct RawCodec;
+
+    struct PassThrough;
+
+    impl Encoder for PassThrough {
+        type Item = Bytes;
+        type Error = Status;
+
+        fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    struct ReplyDecoder;
+
+    impl Decoder for ReplyDecoder {
+        type Item = PublishReply;
+        type Error = Status;
+
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<PublishReply>, Status> {
+            PublishReply::decode(src)
+                .map(Some)
+                .map_err(|err| Status::internal(err.to_string()))
+        }
+    }
+
+    impl Codec for RawCodec {
+        type Encode = Bytes;
+        type Decode = PublishReply;
+        type Encoder = PassThrough;
+        type Decoder = ReplyDecoder;
+
+        fn encoder(&mut self) -> PassThrough {
+            PassThrough
+        }
+
+        fn decoder(&mut self) -> ReplyDecoder {
+            ReplyDecoder
+        }
+    }
+
+    /// One connection publishing pre-encoded requests.
+    pub(super) struct Publisher {
+        grpc: tonic::client::Grpc<Channel>,
+        template: EventTemplate,
+    }
+
+    impl Publisher {
+        /// Connects to `options.server` as [`super::connect`] does.
+        pub(super) async fn connect(options: &LoadgenOptions) -> Result<Self> {
+            let server = &options.server;
+            let channel = match ServerAddress::parse(server).map_err(|e| anyhow!(e))? {
+                ServerAddress::Unix(path) => {
+                    Endpoint::from_static("http://localhost")
+                        .connect_with_connector(tower::service_fn(move |_| {
+                            let path = path.clone();
+                            async move {
+                                let stream = tokio::net::UnixStream::connect(path).await?;
+                                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                            }
+                        }))
+                        .await
+                }
+                ServerAddress::Tcp(addr) => {
+                    Endpoint::from_shared(format!("http://{addr}"))?
+                        .connect()
+                        .await
+                }
+            }
+            .map_err(|err| anyhow!("cannot connect to the Producer API at {server}: {err}"))?;
+            Ok(Publisher {
+                grpc: tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20),
+                template: EventTemplate::new(options),
+            })
+        }
+
+        /// PublishEvents with the events numbered `seqs`.
+        pub(super) async fn publish(
+            &mut self,
+            uuid: &str,
+            seqs: std::ops::Range<u64>,
+        ) -> Result<PublishReply, Status> {
+            let body = Bytes::from(self.template.request(uuid, seqs));
+            self.grpc
+                .ready()
+                .await
+                .map_err(|err| Status::unknown(format!("Service was not ready: {err}")))?;
+            self.grpc
+                .unary(
+                    tonic::Request::new(body),
+                    PathAndQuery::from_static(PUBLISH_EVENTS),
+                    RawCodec,
+                )
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use agent_shipper::proto::shipper::PublishRequest;
+
+        #[test]
+        fn raw_requests_decode_to_the_events_make_event_builds() {
+            let mut options = LoadgenOptions::new("unix:///x", "input-é", 3);
+            options.event_bytes = 300;
+            options.run = "run \"1\"".into();
+            let mut template = EventTemplate::new(&options);
+            let seqs = [0, 1, 127, 128, 300_000, u64::MAX];
+            for (uuid, range) in [("", 0..2), ("4f1c-uuid", 127..129)] {
+                let bytes = template.request(uuid, range.clone());
+                let request = PublishRequest::decode(bytes.as_slice()).unwrap();
+                assert_eq!(request.uuid, uuid);
+                let got: Vec<_> = request.events.into_iter().collect();
+                assert_eq!(got.len(), (range.end - range.start) as usize);
+                for (event, seq) in got.into_iter().zip(range) {
+                    let mut expected = super::super::make_event(&options, seq);
+                    expected.timestamp = event.timestamp;
+                    assert!(event.timestamp.is_some());
+                    assert_eq!(event, expected);
+                }
+            }
+            for seq in seqs {
+                let mut out = Vec::new();
+                let timestamp = prost_types::Timestamp {
+                    seconds: 1_800_000_000,
+                    nanos: 7,
+                };
+                template.write_event(&mut out, seq, &timestamp);
+                let request = PublishRequest::decode(out.as_slice()).unwrap();
+                let mut expected = super::super::make_event(&options, seq);
+                expected.timestamp = Some(timestamp);
+                assert_eq!(request.events, vec![expected]);
+            }
+        }
+    }
 }

@@ -477,3 +477,49 @@ async fn sigterm_under_load_exits_0_in_time_and_a_restart_ships_the_rest() {
     agent.stop(Duration::from_secs(25)).await.unwrap();
     es.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_key_change_falls_back_to_the_new_key_after_a_401() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let es = mock_es().await;
+    // What the real agent does: the same OUTPUT unit gets a new config (idx + 1) and the
+    // revision is acknowledged at once, so the old key dies while old events are queued.
+    let h = Harness::start(|o| o.ack_mode = AckMode::Immediately).await;
+    let a = input(&h, "input-a", "filestream-a", json!({}));
+    h.agent.apply(&revision(
+        1,
+        vec![output("output-default", &es, KEY1, json!({})), a.clone()],
+    ));
+    h.agent
+        .wait_for_states(WAIT, &[("input-a", UnitType::Input)], State::Healthy)
+        .await
+        .unwrap();
+    es.set_faults(Faults {
+        latency_ms: 1_000,
+        ..Faults::default()
+    });
+    let old = publish(&h.socket(), "filestream-a", "old", "app_a", 10_000).await;
+    h.agent.apply(&revision(
+        2,
+        vec![output("output-default", &es, KEY2, json!({})), a],
+    ));
+    es.invalidate_api_key(KEY1.0);
+    es.set_faults(Faults::default());
+    let new = publish(&h.socket(), "filestream-a", "new", "app_a", 1_000).await;
+    let promised = vec![("old".to_string(), old), ("new".to_string(), new)];
+    let check = delivered(&es, h.data(), &promised).await;
+    assert_eq!(check.lost, 0, "{check:?}");
+    assert_eq!(check.dead_lettered, 0, "{check:?}");
+    assert_eq!(check.duplicates, 0, "{check:?}");
+    assert_eq!(check.indexed, 11_000);
+    assert!(
+        es.stats().unauthorized_401 > 0,
+        "old events were tried with the old key first"
+    );
+    assert!(h
+        .shipper_logs()
+        .iter()
+        .any(|l| l.contains("retrying with the newest")));
+    h.stop().await;
+    es.stop().await;
+}

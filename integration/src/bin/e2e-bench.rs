@@ -15,8 +15,9 @@
 //!   `duplicates_indexed`: documents indexed again for a seq under another `_id`;
 //! - `shipper_peak_rss_mb`: the shipper's `VmHWM` just before it is stopped.
 //!
-//! The binaries are taken from beside this one (`target/release`): build them first with
-//! `cargo build --release --bin agent-shipper && cargo build --release -p integration --bins`.
+//! The binaries are taken from beside this one (`target/release`). Run through `cargo run`,
+//! it first brings `agent-shipper` and `mock-es` up to date with the same cargo, so a fresh
+//! clone needs nothing else and a stale shipper is never measured.
 //! Figures only: nothing here asserts a timing. The exit status is 1 when the deadline
 //! passed or events were lost.
 
@@ -79,6 +80,42 @@ struct Cli {
 const API_KEY_ID: &str = "e2e-bench";
 const API_KEY_SECRET: &str = "e2e-bench-secret";
 const RUN: &str = "e2e-bench";
+
+/// Under `cargo run` (`$CARGO` set), builds the shipper and mock-es in this binary's
+/// profile so that the ones beside it are current.
+fn build_peers() -> Result<()> {
+    let Ok(cargo) = std::env::var("CARGO") else {
+        return Ok(());
+    };
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let release = std::env::current_exe()?
+        .parent()
+        .and_then(|dir| dir.file_name())
+        .is_some_and(|name| name == "release");
+    let mut command = std::process::Command::new(cargo);
+    command.current_dir(&workspace).args([
+        "build",
+        "--quiet",
+        "-p",
+        "agent-shipper",
+        "--bin",
+        "agent-shipper",
+        "-p",
+        "integration",
+        "--bin",
+        "mock-es",
+    ]);
+    if release {
+        command.arg("--release");
+    }
+    let status = command
+        .status()
+        .context("running cargo build for the shipper and mock-es")?;
+    if !status.success() {
+        bail!("building agent-shipper and mock-es failed ({status})");
+    }
+    Ok(())
+}
 
 /// A binary built beside this one (`$MOCK_ES_BIN` for mock-es if set).
 fn sibling_binary(name: &str, env: &str) -> Result<PathBuf> {
@@ -326,6 +363,7 @@ fn unix_ms(at: SystemTime) -> u64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    build_peers()?;
     let say = |text: String| {
         if !cli.quiet {
             println!("{text}");
@@ -387,7 +425,7 @@ async fn main() -> Result<()> {
     let mut report = None;
     let mut published_after = None;
     let mut last_progress = Instant::now();
-    let mut last_missing: Option<LoadgenMissing> = None;
+    let mut last_missing: Option<LoadgenMissing>;
     let mut lost = None;
     let mut timed_out = false;
     loop {

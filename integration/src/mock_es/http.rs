@@ -473,7 +473,19 @@ fn decompress(headers: &HeaderMap, body: Bytes, max: Option<usize>) -> Result<By
         }
     };
     let limit = max.map_or(u64::MAX, |max| max as u64 + 1);
-    let mut out = Vec::with_capacity(body.len() * 6);
+    // A gzip member ends with its uncompressed size (mod 2^32): sized from it, the output
+    // is never moved by a reallocation (that copying was a quarter of mock-es's CPU).
+    let hinted = match encoding.as_deref() {
+        Some("gzip") | Some("x-gzip") => body
+            .last_chunk::<4>()
+            .map(|size| u32::from_le_bytes(*size) as usize + 1),
+        _ => None,
+    };
+    let capacity = hinted
+        .unwrap_or(body.len() * 6)
+        .min(max.map_or(usize::MAX, |max| max + 1))
+        .min(256 << 20);
+    let mut out = Vec::with_capacity(capacity);
     reader
         .take(limit)
         .read_to_end(&mut out)

@@ -11,6 +11,8 @@ use prost::Message;
 use serde::Deserialize;
 use std::io::Write;
 
+mod wire;
+
 /// The query Beats sends: the response carries only what the output reads.
 pub const BULK_PATH: &str = "/_bulk?filter_path=errors,items.*.error,items.*.status";
 
@@ -36,11 +38,23 @@ pub fn document_id(queue_identity: &str, seq: u64) -> String {
 
 /// Encodes `records` as one `_bulk` body of `create` actions into their data streams.
 /// `now_rfc3339` is used as `@timestamp` for events without one (data streams need it).
+///
+/// Each record is written straight from its protobuf bytes ([`wire`]), without decoding
+/// it into an [`Event`]; a record the direct writer does not take (damaged, or unusual
+/// such as a map key given twice) goes through [`Event::decode`], which writes the same
+/// document or names why the record is not an event.
 pub fn encode(records: &[Record], queue_identity: &str, now_rfc3339: &str) -> EncodedBulk {
-    let mut body = Vec::with_capacity(records.iter().map(|r| r.payload.len() * 2 + 96).sum());
+    let mut body = Vec::with_capacity(records.iter().map(|r| r.payload.len() * 2 + 160).sum());
     let mut sent = Vec::with_capacity(records.len());
     let mut undecodable = Vec::new();
+    let mut writer = wire::Writer::new(queue_identity, now_rfc3339);
     for (i, record) in records.iter().enumerate() {
+        let mark = body.len();
+        if writer.write(&mut body, &record.payload, record.seq).is_ok() {
+            sent.push(i);
+            continue;
+        }
+        body.truncate(mark);
         match Event::decode(record.payload.as_ref()) {
             Ok(event) => {
                 write_action(&mut body, &event, queue_identity, record.seq);
@@ -400,6 +414,202 @@ mod tests {
         let again = encode(&records, "0123456789abcdef0123", "2026-11-22T00:00:00Z");
         let first_line = |body: &[u8]| body.split(|b| *b == b'\n').next().unwrap().to_vec();
         assert_eq!(first_line(&again.body), first_line(&encoded.body));
+    }
+
+    /// What the decoded-event writers produce: the reference for the direct writer.
+    fn reference(records: &[Record], identity: &str, now: &str) -> Vec<u8> {
+        let mut body = Vec::new();
+        for record in records {
+            let event = Event::decode(record.payload.as_ref()).unwrap();
+            write_action(&mut body, &event, identity, record.seq);
+            write_document(&mut body, &event, now);
+        }
+        body
+    }
+
+    fn json_lines(body: &[u8]) -> Vec<serde_json::Value> {
+        body.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    }
+
+    fn value(kind: Kind) -> Value {
+        Value { kind: Some(kind) }
+    }
+
+    fn rich_event() -> Event {
+        let mut inner = Struct::default();
+        inner.data.insert("n".into(), value(Kind::Int32Value(-7)));
+        inner.data.insert("z".into(), Value { kind: None });
+        let mut fields = Struct::default();
+        for (key, kind) in [
+            ("message", Kind::StringValue("line \u{1} \"q\" é\n".into())),
+            ("f64", Kind::Float64Value(1.5e300)),
+            ("nan", Kind::Float64Value(f64::NAN)),
+            ("f32", Kind::Float32Value(0.1)),
+            ("i64", Kind::Int64Value(i64::MIN)),
+            ("u32", Kind::Uint32Value(u32::MAX)),
+            ("u64", Kind::Uint64Value(u64::MAX)),
+            ("yes", Kind::BoolValue(true)),
+            ("no", Kind::BoolValue(false)),
+            ("null", Kind::NullValue(0)),
+            ("inner", Kind::StructValue(inner.clone())),
+            (
+                "list",
+                Kind::ListValue(crate::proto::shipper::messages::ListValue {
+                    values: vec![
+                        value(Kind::StringValue("a".into())),
+                        value(Kind::StructValue(inner)),
+                        value(Kind::ListValue(Default::default())),
+                    ],
+                }),
+            ),
+            (
+                "when",
+                Kind::TimestampValue(prost_types::Timestamp {
+                    seconds: 1_800_000_000,
+                    nanos: 5,
+                }),
+            ),
+            ("@timestamp", Kind::StringValue("ignored".into())),
+            ("", Kind::StringValue("empty key".into())),
+        ] {
+            fields.data.insert(key.into(), value(kind));
+        }
+        let mut metadata = Struct::default();
+        metadata.data.insert(
+            "pipeline".into(),
+            value(Kind::StringValue("my-pipe".into())),
+        );
+        metadata
+            .data
+            .insert("other".into(), value(Kind::BoolValue(true)));
+        Event {
+            timestamp: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 123_456_789,
+            }),
+            source: Some(crate::proto::shipper::messages::Source {
+                input_id: "in".into(),
+                stream_id: "s".into(),
+            }),
+            data_stream: Some(DataStream {
+                r#type: "metrics".into(),
+                dataset: "".into(),
+                namespace: "ns".into(),
+            }),
+            metadata: Some(metadata),
+            fields: Some(fields),
+        }
+    }
+
+    #[test]
+    fn the_direct_writer_writes_what_the_decoded_event_writes() {
+        let mut no_pipeline = rich_event();
+        no_pipeline
+            .metadata
+            .as_mut()
+            .unwrap()
+            .data
+            .insert("pipeline".into(), value(Kind::Int32Value(1)));
+        let events = [
+            rich_event(),
+            no_pipeline,
+            event("app"),
+            Event::default(),
+            Event {
+                fields: Some(Struct::default()),
+                ..Event::default()
+            },
+        ];
+        let records: Vec<Record> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| record(i as u64 * 1000, e))
+            .collect();
+        let identity = "ab\"cdef0123456789xyz";
+        let now = "2026-11-22T00:00:00Z";
+        let encoded = encode(&records, identity, now);
+        assert_eq!(encoded.sent, (0..events.len()).collect::<Vec<_>>());
+        assert_eq!(
+            json_lines(&encoded.body),
+            json_lines(&reference(&records, identity, now))
+        );
+        let lines = json_lines(&encoded.body);
+        assert_eq!(lines[0]["create"]["pipeline"], "my-pipe");
+        assert_eq!(lines[0]["create"]["_index"], "metrics-generic-ns");
+        assert!(lines[2]["create"].get("pipeline").is_none());
+        // Every record went the direct way: the body is byte for byte what the writer makes.
+        let mut writer = wire::Writer::new(identity, now);
+        let mut direct = Vec::new();
+        for r in &records {
+            writer.write(&mut direct, &r.payload, r.seq).unwrap();
+        }
+        assert_eq!(direct, encoded.body);
+    }
+
+    #[test]
+    fn unusual_or_damaged_records_take_the_decoding_path() {
+        let base = event("app").encode_to_vec();
+        // `fields` given twice: prost merges the two maps; so must the body.
+        let mut extra = Struct::default();
+        extra
+            .data
+            .insert("second".into(), value(Kind::BoolValue(true)));
+        let mut merged = base.clone();
+        prost::encoding::message::encode(5, &extra, &mut merged);
+        // A map key given twice: the last one wins.
+        let mut twice = base.clone();
+        let mut again = Struct::default();
+        again
+            .data
+            .insert("message".into(), value(Kind::StringValue("last".into())));
+        let mut entry = Vec::new();
+        prost::encoding::message::encode(5, &again, &mut entry);
+        twice.extend_from_slice(&entry);
+        let payloads = [
+            merged,
+            twice,
+            // Cut short, and not UTF-8 inside a string.
+            base[..base.len() - 3].to_vec(),
+            {
+                let mut bad = base.clone();
+                let at = bad.windows(2).position(|w| w == b"hi").unwrap();
+                bad[at] = 0xff;
+                bad
+            },
+        ];
+        let records: Vec<Record> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Record {
+                seq: i as u64,
+                generation: GenerationId(0),
+                payload: Bytes::from(p.clone()),
+            })
+            .collect();
+        let mut writer = wire::Writer::new("q", "now");
+        for r in &records {
+            assert!(writer.write(&mut Vec::new(), &r.payload, r.seq).is_err());
+        }
+        let encoded = encode(&records, "q", "2026-11-22T00:00:00Z");
+        assert_eq!(encoded.sent, vec![0, 1]);
+        assert_eq!(
+            encoded
+                .undecodable
+                .iter()
+                .map(|(i, _)| *i)
+                .collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert_eq!(
+            json_lines(&encoded.body),
+            json_lines(&reference(&records[..2], "q", "2026-11-22T00:00:00Z"))
+        );
+        let lines = json_lines(&encoded.body);
+        assert_eq!(lines[1]["second"], true);
+        assert_eq!(lines[3]["message"], "last");
     }
 
     #[test]
