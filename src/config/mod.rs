@@ -4,10 +4,13 @@
 //! file (standalone mode); both are turned into a `serde_json::Value` first and then into
 //! the typed structs here, so the two modes share one schema. Unknown keys are errors, and
 //! every error names the offending key with its full dotted path (`queue.max_events`).
+//! [`keys`] lists every key by walking these types; `docs/configuration.md` is checked
+//! against it.
 
 mod duration;
 mod elasticsearch;
 mod input;
+pub mod keys;
 mod output;
 mod secret;
 mod size;

@@ -11,6 +11,9 @@ use std::path::PathBuf;
 /// Keys every output type accepts, beside `type`.
 const SHARED_KEYS: &[&str] = &["queue", "dlq"];
 
+/// The key that picks the output; read by hand, as it decides which struct reads the rest.
+pub(crate) const TYPE_KEY: &str = "type";
+
 /// The parsed OUTPUT unit configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputConfig {
@@ -181,9 +184,10 @@ impl Default for MemoryQueueConfig {
     }
 }
 
+/// The keys of [`SHARED_KEYS`], read before the output type's own struct.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SharedKeys {
+pub(super) struct SharedKeys {
     #[serde(default)]
     queue: QueueConfig,
     #[serde(default)]
@@ -199,17 +203,17 @@ impl OutputConfig {
                 reason: "the output config must be a mapping of keys to values".into(),
             });
         };
-        let kind = match map.remove("type") {
+        let kind = match map.remove(TYPE_KEY) {
             Some(serde_json::Value::String(kind)) => kind,
             Some(other) => {
                 return Err(ConfigError::Invalid {
-                    key: "type".into(),
+                    key: TYPE_KEY.into(),
                     reason: format!("expected a string such as `file`, found {other}"),
                 })
             }
             None => {
                 return Err(ConfigError::Missing {
-                    key: "type".into(),
+                    key: TYPE_KEY.into(),
                     reason: "the output type, e.g. `file`".into(),
                 })
             }
@@ -248,7 +252,7 @@ impl OutputConfig {
             }
             other => {
                 return Err(ConfigError::Invalid {
-                    key: "type".into(),
+                    key: TYPE_KEY.into(),
                     reason: format!(
                     "unknown output type `{other}`; this build supports `elasticsearch` and `file`"
                 ),

@@ -4,6 +4,9 @@ use super::{ConfigError, HumanDuration, OutputConfig};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The one key a standalone file adds to the output block; read by hand before the rest.
+pub(crate) const SERVER_KEY: &str = "server";
+
 /// `agent-shipper run -c FILE`: the output unit's schema plus the Producer API address.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StandaloneConfig {
@@ -36,17 +39,17 @@ impl StandaloneConfig {
                 reason: "the file must hold a mapping of keys to values".into(),
             });
         };
-        let server = match map.remove("server") {
+        let server = match map.remove(SERVER_KEY) {
             Some(serde_json::Value::String(server)) if !server.trim().is_empty() => server,
             Some(other) => {
                 return Err(ConfigError::Invalid {
-                    key: "server".into(),
+                    key: SERVER_KEY.into(),
                     reason: format!("expected a unix socket path or host:port, found {other}"),
                 })
             }
             None => {
                 return Err(ConfigError::Missing {
-                    key: "server".into(),
+                    key: SERVER_KEY.into(),
                     reason: "where the Producer API listens, e.g. `unix:///tmp/shipper.sock`"
                         .into(),
                 })
@@ -60,7 +63,7 @@ impl StandaloneConfig {
 /// Process-wide settings given as Beats-style `-E key=value` overrides.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessSettings {
-    /// `path.data`: where the queue and DLQ live. Default: the working directory.
+    /// `path.data`: where the queue and DLQ live. Default: `data` under the working directory.
     pub data_path: Option<PathBuf>,
     /// `control.checkin_interval`: longest time between two check-ins. Default 20s; at
     /// most 25s, because the agent counts a miss for every 30 s without one.
@@ -90,6 +93,10 @@ impl Default for ProcessSettings {
 }
 
 impl ProcessSettings {
+    /// Every `-E` key `from_overrides` accepts; any other key is refused before the match
+    /// below, so this list is the whole truth (and the reference doc is checked against it).
+    pub const KNOWN_KEYS: &[&str] = &["path.data", "control.checkin_interval", "shutdown_timeout"];
+
     /// Applies `key=value` overrides in order; an unknown key is an error naming it.
     pub fn from_overrides<'a>(
         overrides: impl IntoIterator<Item = &'a str>,
@@ -100,7 +107,11 @@ impl ProcessSettings {
                 key: item.to_string(),
                 reason: "an -E override must look like key=value".into(),
             })?;
-            match key.trim() {
+            let key = key.trim();
+            if !Self::KNOWN_KEYS.contains(&key) {
+                return Err(unknown_setting(key));
+            }
+            match key {
                 "path.data" => settings.data_path = Some(PathBuf::from(value.trim())),
                 "control.checkin_interval" => {
                     let invalid = |reason: String| ConfigError::Invalid {
@@ -130,16 +141,20 @@ impl ProcessSettings {
                     }
                     settings.shutdown_timeout = timeout;
                 }
-                other => {
-                    return Err(ConfigError::Invalid {
-                        key: other.to_string(),
-                        reason: "unknown -E setting; known: path.data, control.checkin_interval, shutdown_timeout"
-                            .into(),
-                    })
-                }
+                other => return Err(unknown_setting(other)),
             }
         }
         Ok(settings)
+    }
+}
+
+fn unknown_setting(key: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        reason: format!(
+            "unknown -E setting; known: {}",
+            ProcessSettings::KNOWN_KEYS.join(", ")
+        ),
     }
 }
 
@@ -175,6 +190,11 @@ mod tests {
         assert_eq!(settings.data_path, Some(PathBuf::from("/var/lib/shipper")));
         let err = ProcessSettings::from_overrides(["path.dta=/x"]).unwrap_err();
         assert!(err.to_string().contains("path.dta"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("known: path.data, control.checkin_interval"),
+            "{err}"
+        );
         assert!(ProcessSettings::from_overrides(["path.data"]).is_err());
         let fast = ProcessSettings::from_overrides(["control.checkin_interval=200ms"]).unwrap();
         assert_eq!(fast.checkin_interval, Duration::from_millis(200));
@@ -183,5 +203,16 @@ mod tests {
             err.to_string().contains("control.checkin_interval"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn every_known_key_has_a_handler() {
+        // A key in KNOWN_KEYS without a match arm would be refused as unknown.
+        for key in ProcessSettings::KNOWN_KEYS {
+            let item = format!("{key}=1s");
+            if let Err(err) = ProcessSettings::from_overrides([item.as_str()]) {
+                assert!(!err.to_string().contains("unknown"), "{key}: {err}");
+            }
+        }
     }
 }
