@@ -57,6 +57,9 @@ struct Shared {
     metrics: Arc<OutputMetrics>,
 }
 
+/// Clients by (OUTPUT unit, config idx), the current generation's first.
+type GenerationClients = Vec<((String, u64), BulkClient)>;
+
 /// Builds the clients for the current generation and the earlier ones still known.
 ///
 /// # Errors
@@ -66,7 +69,7 @@ pub(crate) fn prepare(
     current: &OutputGeneration,
     config: &ElasticsearchConfig,
     earlier: &[OutputGeneration],
-) -> Result<Vec<((String, u64), BulkClient)>, ClientConfigError> {
+) -> Result<GenerationClients, ClientConfigError> {
     let mut clients = vec![(
         (current.unit_id.clone(), current.config_idx),
         BulkClient::new(config)?,
@@ -93,7 +96,7 @@ pub(crate) fn prepare(
 /// Runs the workers until cancelled or the queue is closed and empty.
 pub(crate) async fn run(
     config: ElasticsearchConfig,
-    clients: Vec<((String, u64), BulkClient)>,
+    clients: GenerationClients,
     context: LoopContext,
     health: Arc<HealthTracker>,
     metrics: Arc<OutputMetrics>,
