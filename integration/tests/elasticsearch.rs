@@ -565,3 +565,40 @@ async fn https_with_the_configured_ca_basic_auth_and_failover_past_a_dead_host()
     assert!(clean);
     es.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_max_bytes_and_bulk_max_size_bound_each_request() {
+    let es = mock_es().await;
+    let shipper = Shipper::start(es_output(
+        &es,
+        json!({"bulk_max_bytes": "16KiB", "bulk_max_size": 1600, "compression_level": 0}),
+    ))
+    .await;
+    let report = publish(&shipper.server(), "bytes", "loadgen", 2_000).await;
+    assert_indexed_once(&es, "bytes", &report).await;
+    let requests = es.requests();
+    assert!(
+        requests.len() > 2_000 * 400 / (16 << 10),
+        "{} requests",
+        requests.len()
+    );
+    for request in &requests {
+        assert!(
+            request.body_bytes <= 16 << 10,
+            "{} bytes in one request",
+            request.body_bytes
+        );
+    }
+    let (clean, _, _) = shipper.stop().await;
+    assert!(clean);
+
+    let es_small = mock_es().await;
+    let shipper = Shipper::start(es_output(&es_small, json!({"bulk_max_size": 50}))).await;
+    let report = publish(&shipper.server(), "count", "loadgen", 500).await;
+    assert_indexed_once(&es_small, "count", &report).await;
+    assert!(es_small.requests().iter().all(|r| r.items <= 50));
+    let (clean, _, _) = shipper.stop().await;
+    assert!(clean);
+    es.stop().await;
+    es_small.stop().await;
+}
