@@ -95,6 +95,14 @@ async fn message_of(agent: &MockAgent, id: &str, state: State) -> String {
     }
 }
 
+/// Makes mock-es answer every `_bulk` request after `ms` milliseconds.
+fn slow_down(es: &MockEs, ms: u64) {
+    es.set_faults(Faults {
+        latency_ms: ms,
+        ..Faults::default()
+    });
+}
+
 /// Waits until nothing promised is missing; returns the final counts.
 async fn delivered(es: &MockEs, data: &Path, promised: &[(String, Vec<u64>)]) -> DeliveryCheck {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -139,17 +147,11 @@ async fn seed_until_revision_2(h: &Harness, es: &MockEs, backlog: u64) -> Vec<(S
         )
         .await
         .unwrap();
-    es.set_faults(Faults {
-        latency_ms: 1_000,
-        ..Faults::default()
-    });
+    slow_down(&es, 1_000);
     let a = publish(&h.socket(), "filestream-a", "a", "app_a", 5_000).await;
     let b = publish(&h.socket(), "filestream-b", "b", "app_b", backlog).await;
     // Slow enough that the drain takes seconds.
-    es.set_faults(Faults {
-        latency_ms: 40,
-        ..Faults::default()
-    });
+    slow_down(&es, 40);
     h.agent.apply(&revision(
         2,
         vec![
@@ -391,10 +393,7 @@ async fn drain_timeout_moves_the_rest_to_the_dlq_and_stopped_says_how_many() {
         .wait_for_states(WAIT, &[("input-b", UnitType::Input)], State::Healthy)
         .await
         .unwrap();
-    es.set_faults(Faults {
-        latency_ms: 500,
-        ..Faults::default()
-    });
+    slow_down(&es, 500);
     let b = publish(&h.socket(), "filestream-b", "b", "app_b", 5_000).await;
     let removed = Instant::now();
     h.agent.apply(&revision(2, vec![out]));
@@ -439,10 +438,7 @@ async fn sigterm_under_load_exits_0_in_time_and_a_restart_ships_the_rest() {
         .wait_for_states(WAIT, &[("input-a", UnitType::Input)], State::Healthy)
         .await
         .unwrap();
-    es.set_faults(Faults {
-        latency_ms: 1_000,
-        ..Faults::default()
-    });
+    slow_down(&es, 1_000);
     let a = publish(&h.socket(), "filestream-a", "a", "app_a", 20_000).await;
     let Harness { agent, dir } = h;
     let asked = Instant::now();
@@ -494,10 +490,7 @@ async fn an_in_place_key_change_falls_back_to_the_new_key_after_a_401() {
         .wait_for_states(WAIT, &[("input-a", UnitType::Input)], State::Healthy)
         .await
         .unwrap();
-    es.set_faults(Faults {
-        latency_ms: 1_000,
-        ..Faults::default()
-    });
+    slow_down(&es, 1_000);
     let old = publish(&h.socket(), "filestream-a", "old", "app_a", 10_000).await;
     h.agent.apply(&revision(
         2,
