@@ -514,15 +514,14 @@ pub async fn run_through_restarts(
 mod raw {
     use super::LoadgenOptions;
     use agent_shipper::proto::shipper::PublishReply;
-    use agent_shipper::server::ServerAddress;
-    use anyhow::{anyhow, Result};
+    use anyhow::Result;
     use bytes::{BufMut, Bytes};
     use prost::encoding::encode_varint;
     use prost::Message;
     use std::time::SystemTime;
     use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
     use tonic::codegen::http::uri::PathAndQuery;
-    use tonic::transport::{Channel, Endpoint};
+    use tonic::transport::Channel;
     use tonic::Status;
 
     const PUBLISH_EVENTS: &str = "/elastic.agent.shipper.v1.Producer/PublishEvents";
@@ -700,26 +699,9 @@ mod raw {
     impl Publisher {
         /// Connects to `options.server` as [`super::connect`] does.
         pub(super) async fn connect(options: &LoadgenOptions) -> Result<Self> {
-            let server = &options.server;
-            let channel = match ServerAddress::parse(server).map_err(|e| anyhow!(e))? {
-                ServerAddress::Unix(path) => {
-                    Endpoint::from_static("http://localhost")
-                        .connect_with_connector(tower::service_fn(move |_| {
-                            let path = path.clone();
-                            async move {
-                                let stream = tokio::net::UnixStream::connect(path).await?;
-                                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                            }
-                        }))
-                        .await
-                }
-                ServerAddress::Tcp(addr) => {
-                    Endpoint::from_shared(format!("http://{addr}"))?
-                        .connect()
-                        .await
-                }
-            }
-            .map_err(|err| anyhow!("cannot connect to the Producer API at {server}: {err}"))?;
+            let channel = agent_shipper::server::client::connect_channel(&options.server)
+                .await
+                .map_err(anyhow::Error::msg)?;
             Ok(Publisher {
                 grpc: tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20),
                 template: EventTemplate::new(options),

@@ -147,11 +147,11 @@ async fn seed_until_revision_2(h: &Harness, es: &MockEs, backlog: u64) -> Vec<(S
         )
         .await
         .unwrap();
-    slow_down(&es, 1_000);
+    slow_down(es, 1_000);
     let a = publish(&h.socket(), "filestream-a", "a", "app_a", 5_000).await;
     let b = publish(&h.socket(), "filestream-b", "b", "app_b", backlog).await;
     // Slow enough that the drain takes seconds.
-    slow_down(&es, 40);
+    slow_down(es, 40);
     h.agent.apply(&revision(
         2,
         vec![

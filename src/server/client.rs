@@ -10,8 +10,18 @@ use tonic::transport::{Channel, Endpoint};
 /// # Errors
 /// A message naming the address when it is invalid or nothing answers there.
 pub async fn connect(server: &str) -> Result<ProducerClient<Channel>, String> {
+    Ok(ProducerClient::new(connect_channel(server).await?)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
+}
+
+/// The gRPC channel [`connect`] uses, for clients that bring their own codec.
+///
+/// # Errors
+/// A message naming the address when it is invalid or nothing answers there.
+pub async fn connect_channel(server: &str) -> Result<Channel, String> {
     let address = ServerAddress::parse(server)?;
-    let channel = match address {
+    match address {
         ServerAddress::Unix(path) => {
             connect_unix(&Endpoint::from_static("http://localhost"), path).await
         }
@@ -20,10 +30,7 @@ pub async fn connect(server: &str) -> Result<ProducerClient<Channel>, String> {
             Err(err) => return Err(format!("invalid address {server}: {err}")),
         },
     }
-    .map_err(|err| format!("cannot connect to the Producer API at {server}: {err}"))?;
-    Ok(ProducerClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20))
+    .map_err(|err| format!("cannot connect to the Producer API at {server}: {err}"))
 }
 
 /// Connects `endpoint` (its TLS settings included) over the unix socket at `path`; the

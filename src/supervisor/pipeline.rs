@@ -155,13 +155,7 @@ impl Pipeline {
                 config_idx: old.config_idx,
                 kind: old.config.kind.clone(),
             };
-            self.earlier_outputs.retain(|g| {
-                (&g.unit_id, g.config_idx) != (&generation.unit_id, generation.config_idx)
-            });
-            self.earlier_outputs.push(generation);
-            if self.earlier_outputs.len() > EARLIER_OUTPUTS_KEPT {
-                self.earlier_outputs.remove(0);
-            }
+            self.keep_earlier_output(generation);
         }
         self.earlier_outputs
             .retain(|g| (&g.unit_id, g.config_idx) != (&current.unit_id, current.config_idx));
@@ -288,6 +282,17 @@ impl Pipeline {
         self.diversions.diverted(unit_id)
     }
 
+    /// Adds `generation` to the earlier outputs (newest last, replacing an entry of the same
+    /// unit and idx), keeping at most [`EARLIER_OUTPUTS_KEPT`].
+    fn keep_earlier_output(&mut self, generation: OutputGeneration) {
+        self.earlier_outputs
+            .retain(|g| (&g.unit_id, g.config_idx) != (&generation.unit_id, generation.config_idx));
+        self.earlier_outputs.push(generation);
+        if self.earlier_outputs.len() > EARLIER_OUTPUTS_KEPT {
+            self.earlier_outputs.remove(0);
+        }
+    }
+
     /// Keeps an OUTPUT unit's config that is expected STOPPED (the agent resends it after
     /// a restart) so its queued records go with its credentials; restarts the running
     /// output so it knows them.
@@ -309,14 +314,11 @@ impl Pipeline {
         if known || running {
             return Ok(());
         }
-        self.earlier_outputs.push(OutputGeneration {
+        self.keep_earlier_output(OutputGeneration {
             unit_id: unit_id.to_string(),
             config_idx,
-            kind: config.kind.clone(),
+            kind: config.kind,
         });
-        if self.earlier_outputs.len() > EARLIER_OUTPUTS_KEPT {
-            self.earlier_outputs.remove(0);
-        }
         tracing::info!(
             unit_id,
             config_idx,

@@ -354,16 +354,7 @@ async fn bulk(
     }
     let decoded = match decompress(&parts.headers, body, faults.max_request_bytes) {
         Ok(decoded) => decoded,
-        Err(Decompress::TooLarge) => {
-            return whole(
-                413,
-                error(
-                    413,
-                    "content_too_long_exception",
-                    "request body is too large (mock-es max_request_bytes)",
-                ),
-            )
-        }
+        Err(Decompress::TooLarge) => return whole(413, too_large()),
         Err(Decompress::Invalid(reason)) => {
             return whole(400, error(400, "illegal_argument_exception", &reason))
         }
@@ -372,14 +363,7 @@ async fn bulk(
         .max_request_bytes
         .is_some_and(|max| decoded.len() > max)
     {
-        return whole(
-            413,
-            error(
-                413,
-                "content_too_long_exception",
-                "request body is too large (mock-es max_request_bytes)",
-            ),
-        );
+        return whole(413, too_large());
     }
     match shared.dice.request_fault(&faults) {
         Some(RequestFault::TooManyRequests) => {
@@ -448,6 +432,15 @@ async fn bulk(
             items: items.len(),
         },
     ))
+}
+
+/// The 413 answer for a body over `max_request_bytes`.
+fn too_large() -> Reply {
+    error(
+        413,
+        "content_too_long_exception",
+        "request body is too large (mock-es max_request_bytes)",
+    )
 }
 
 enum Decompress {

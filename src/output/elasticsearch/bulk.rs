@@ -139,7 +139,12 @@ fn write_document(out: &mut Vec<u8>, event: &Event, now_rfc3339: &str) {
         Some(ts) => write_str(out, &rfc3339(ts)),
         None => write_str(out, now_rfc3339),
     }
-    let name = data_stream_name(event);
+    write_data_stream_and_close(out, &data_stream_name(event));
+}
+
+/// `,"data_stream":{type,dataset,namespace}}` and the newline that end a document line;
+/// `name` is `{type}-{dataset}-{namespace}`, split at its first two dashes.
+fn write_data_stream_and_close(out: &mut Vec<u8>, name: &str) {
     let mut parts = name.splitn(3, '-');
     out.extend_from_slice(br#","data_stream":{"type":"#);
     write_str(out, parts.next().unwrap_or_default());

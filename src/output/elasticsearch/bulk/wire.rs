@@ -7,7 +7,7 @@
 //! `Value` kind given twice, group wire types, nesting deeper than [`MAX_DEPTH`], and
 //! anything malformed. The caller then decodes the record instead.
 
-use super::{write_float, write_str, DEFAULT_DATA_STREAM};
+use super::{write_data_stream_and_close, write_float, write_str, DEFAULT_DATA_STREAM};
 use crate::output::document::rfc3339;
 use std::io::Write;
 
@@ -418,15 +418,7 @@ impl<'a> Writer<'a> {
             Some(ts) => write_str(out, &rfc3339(ts)),
             None => write_str(out, self.now),
         }
-        // As write_document: the parts of the name, split at the first two dashes.
-        let mut parts = self.name.splitn(3, '-');
-        out.extend_from_slice(br#","data_stream":{"type":"#);
-        write_str(out, parts.next().unwrap_or_default());
-        out.extend_from_slice(br#","dataset":"#);
-        write_str(out, parts.next().unwrap_or_default());
-        out.extend_from_slice(br#","namespace":"#);
-        write_str(out, parts.next().unwrap_or_default());
-        out.extend_from_slice(b"}}\n");
+        write_data_stream_and_close(out, &self.name);
         Ok(())
     }
 }
