@@ -1,6 +1,6 @@
 //! Durations written as `<integer><unit>`: `500ms`, `90s`, `30m`, `12h`, `7d`.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -64,6 +64,13 @@ impl fmt::Display for HumanDuration {
             }
         }
         write!(f, "{millis}ms")
+    }
+}
+
+/// Written back as it would be configured (`30s`, `250ms`), for the effective config.
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 

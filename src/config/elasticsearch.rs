@@ -5,11 +5,11 @@
 //! a config error.
 
 use super::{ByteSize, ConfigError, HumanDuration, Secret};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// The parsed `type: elasticsearch` block.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchConfig {
     /// Cluster nodes, `https://host:9200` or `host:9200` (http); at least one.
@@ -51,7 +51,7 @@ pub struct ElasticsearchConfig {
 }
 
 /// `ssl:` for the Elasticsearch connection.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SslConfig {
     /// CA certificates to trust instead of the built-in roots: file paths or inline PEM.
@@ -61,7 +61,7 @@ pub struct SslConfig {
 }
 
 /// How the server's certificate is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VerificationMode {
     /// Chain and hostname (the default).
@@ -76,7 +76,7 @@ pub enum VerificationMode {
 }
 
 /// `backoff:` delays between retries: exponential from `init` to `max`, with jitter.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackoffConfig {
     /// First delay. Default 1s, as Beats.

@@ -5,10 +5,10 @@
 //! `source.input_id`; `server` is the Producer API address for this input component.
 
 use super::{from_value, ConfigError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The parsed INPUT unit configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputUnitConfig {
     /// The input component's id.
@@ -22,7 +22,7 @@ pub struct InputUnitConfig {
     /// Where the Producer API listens: `unix:///path`, `/path` or `host:port`.
     pub server: String,
     /// TLS material the agent hands us for the Producer API (used on TCP listeners).
-    #[serde(default)]
+    #[serde(default, serialize_with = "super::secret::redact_present")]
     pub ssl: Option<serde_json::Value>,
     /// What to do with this input's queued events when the unit is stopped. Default `drain`.
     #[serde(default)]
@@ -34,18 +34,19 @@ pub struct InputUnitConfig {
 }
 
 /// One input unit of the component that publishes through this INPUT unit.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputSourceUnit {
     /// The id events carry in `source.input_id`.
     pub id: String,
-    /// The input's own configuration; not ours to interpret.
-    #[serde(default)]
+    /// The input's own configuration; not ours to interpret (and never echoed: it may hold
+    /// the input's credentials).
+    #[serde(default, skip_serializing)]
     pub config: Option<serde_json::Value>,
 }
 
 /// Policy for an input's queued events when its unit is stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnRemove {
     /// Deliver every queued event, then report STOPPED.

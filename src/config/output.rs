@@ -5,7 +5,7 @@
 //! (shared keys, then the output type's keys) so that each step can refuse unknown keys.
 
 use super::{from_value, ByteSize, ConfigError, ElasticsearchConfig, HumanDuration};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Keys every output type accepts, beside `type`.
@@ -26,7 +26,7 @@ pub struct OutputConfig {
 }
 
 /// `dlq:` the dead letter queue, with Logstash's setting names.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DlqConfig {
     /// Keep undeliverable events (default true). When false they are dropped and counted.
@@ -44,7 +44,7 @@ pub struct DlqConfig {
 }
 
 /// `dlq.retain`.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DlqRetain {
     /// Delete entries older than this (`7d`, `12h`, `30m`, `90s`); none by default.
@@ -84,7 +84,7 @@ impl OutputKind {
 }
 
 /// `type: file`: one JSON document per line.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileOutputConfig {
     /// File to append to; rotated files get `.1`, `.2`, … suffixes.
@@ -106,7 +106,7 @@ fn default_number_of_files() -> u32 {
 }
 
 /// `queue:` exactly one of `mem` (bounded, lost on crash) or `disk` (durable, the default).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub enum QueueConfig {
     /// `queue.mem`: held in memory only; its content is lost if the process dies.
@@ -124,7 +124,7 @@ impl Default for QueueConfig {
 }
 
 /// When disk queue appends become durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DurabilityMode {
     /// One fdatasync per write batch, before PublishEvents is answered (the default).
@@ -135,7 +135,7 @@ pub enum DurabilityMode {
 }
 
 /// `queue.disk` settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiskQueueConfig {
     /// Queue directory. Default: `<path.data>/queue`.
@@ -166,7 +166,7 @@ impl Default for DiskQueueConfig {
 }
 
 /// `queue.mem` settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryQueueConfig {
     /// Most events held at once. Default 65536.
@@ -265,6 +265,29 @@ impl OutputConfig {
             dlq: shared.dlq,
         })
     }
+
+    /// The block as [`OutputConfig::from_value`] would read it, defaults filled in and every
+    /// secret written as `[redacted]`: the "effective config" of diagnostics.
+    pub fn effective(&self) -> serde_json::Value {
+        let kind = match &self.kind {
+            OutputKind::File(file) => serde_json::to_value(file),
+            OutputKind::Elasticsearch(es) => serde_json::to_value(es),
+        };
+        let mut block = match kind {
+            Ok(serde_json::Value::Object(map)) => map,
+            // Config types serialize to maps; anything else would be a bug worth seeing.
+            Ok(other) => return serde_json::json!({ "error": format!("unexpected {other}") }),
+            Err(err) => return serde_json::json!({ "error": err.to_string() }),
+        };
+        block.insert(TYPE_KEY.into(), self.kind.type_name().into());
+        for (key, value) in [
+            ("queue", serde_json::to_value(&self.queue)),
+            ("dlq", serde_json::to_value(&self.dlq)),
+        ] {
+            block.insert(key.into(), value.unwrap_or_else(|err| err.to_string().into()));
+        }
+        serde_json::Value::Object(block)
+    }
 }
 
 fn invalid(key: &str, reason: String) -> ConfigError {
@@ -361,6 +384,29 @@ mod tests {
             ConfigError::Invalid { key, .. } | ConfigError::Missing { key, .. } => key,
             other => panic!("no key in {other:?}"),
         }
+    }
+
+    #[test]
+    fn effective_config_reads_back_and_hides_secrets() {
+        let file = OutputConfig::from_value(json!({
+            "type": "file", "path": "/tmp/o.ndjson",
+            "queue": {"disk": {"max_size": "1GiB", "sync_interval": "250ms"}},
+            "dlq": {"retain": {"age": "7d"}}
+        }))
+        .unwrap();
+        assert_eq!(OutputConfig::from_value(file.effective()).unwrap(), file);
+        let es = OutputConfig::from_value(json!({
+            "type": "elasticsearch", "hosts": ["http://127.0.0.1:9200"],
+            "api_key": "id:very-secret-key"
+        }))
+        .unwrap();
+        let effective = es.effective();
+        let text = effective.to_string();
+        assert!(!text.contains("very-secret-key"), "{text}");
+        assert_eq!(effective["api_key"], "[redacted]");
+        assert_eq!(effective["bulk_max_size"], 1600);
+        assert_eq!(effective["timeout"], "90s");
+        assert_eq!(effective["queue"]["disk"]["max_size"], 4u64 << 30);
     }
 
     #[test]

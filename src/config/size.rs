@@ -1,6 +1,6 @@
 //! Byte sizes written as integers or with a unit: `65536`, `512KiB`, `64MiB`, `1GiB`, `1GB`.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::str::FromStr;
 
 /// A number of bytes, accepted as a plain integer or a string with a binary or decimal unit.
@@ -46,6 +46,13 @@ impl FromStr for ByteSize {
             .checked_mul(multiplier)
             .map(ByteSize)
             .ok_or_else(|| format!("`{text}` is too large"))
+    }
+}
+
+/// Written back as a plain byte count, which every reader of the effective config accepts.
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(self.0)
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 pub const HEAD_NAME: &str = "head.dlq.tmp";
 
 /// What to do when an entry does not fit in `max_bytes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StoragePolicy {
     /// Refuse the new entry (and count it): older entries are worth more. The default.
