@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod dlq;
 pub mod logging;
+pub mod metrics;
 pub mod output;
 pub mod proto;
 pub mod queue;

@@ -4,8 +4,9 @@ use agent_shipper::config::{HumanDuration, ProcessSettings, StandaloneConfig};
 use agent_shipper::control::{read_startup_info, ControlClient};
 use agent_shipper::dlq;
 use agent_shipper::logging::{self, LogFormat};
+use agent_shipper::metrics::{self, http::MonitoringServer, SnapshotRequest, StatsWatch};
 use agent_shipper::server::ServerAddress;
-use agent_shipper::supervisor::{Pipeline, Supervisor};
+use agent_shipper::supervisor::{Pipeline, Supervisor, SupervisorCommand};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -152,9 +153,20 @@ async fn managed(settings: ProcessSettings, log_control: logging::LogControl) ->
         Pipeline::new(false, settings.data_path()),
         Some(log_control),
     );
+    let commands = link.commands.clone();
+    let observability = Observability::start(
+        &settings,
+        Box::new(move |reply| {
+            commands
+                .try_send(SupervisorCommand::Snapshot(reply))
+                .is_ok()
+        }),
+    )
+    .await?;
     let supervisor = tokio::spawn(supervisor.run(shutdown.clone()));
     let control = ControlClient::new(info, link, shutdown.clone())
-        .with_checkin_interval(settings.checkin_interval);
+        .with_checkin_interval(settings.checkin_interval)
+        .with_stats(observability.stats.clone());
     let control = tokio::spawn(control.run());
     let outcome = tokio::select! {
         signal = terminate_signal() => {
@@ -175,6 +187,7 @@ async fn managed(settings: ProcessSettings, log_control: logging::LogControl) ->
         Duration::from_secs(2)
     };
     pipeline.shutdown(timeout).await;
+    observability.stop().await;
     outcome
 }
 
@@ -183,6 +196,12 @@ async fn standalone(settings: ProcessSettings, path: PathBuf) -> Result<()> {
     let address = ServerAddress::parse(&config.server)
         .map_err(|reason| anyhow::anyhow!("invalid config key `server`: {reason}"))
         .with_context(|| format!("standalone mode: {}", path.display()))?;
+    let (ask, mut asked) = tokio::sync::mpsc::channel::<SnapshotRequest>(4);
+    let observability = Observability::start(
+        &settings,
+        Box::new(move |reply| ask.try_send(reply).is_ok()),
+    )
+    .await?;
     let mut pipeline = Pipeline::new(true, settings.data_path());
     pipeline
         .configure_output("standalone", 0, 0, config.output)
@@ -193,10 +212,62 @@ async fn standalone(settings: ProcessSettings, path: PathBuf) -> Result<()> {
         .await
         .map_err(anyhow::Error::msg)?;
     tracing::info!(config = %path.display(), %address, "running standalone");
-    let signal = terminate_signal().await;
+    let signal = terminate_signal();
+    tokio::pin!(signal);
+    let signal = loop {
+        tokio::select! {
+            signal = &mut signal => break signal,
+            Some(reply) = asked.recv() => {
+                let _ = reply.send(pipeline.snapshot());
+            }
+        }
+    };
     tracing::info!(signal, "stop requested; delivering what is queued");
     pipeline.shutdown(settings.shutdown_timeout).await;
+    observability.stop().await;
     Ok(())
+}
+
+/// The metrics sampler (and its log line) and the optional monitoring endpoint.
+struct Observability {
+    stats: StatsWatch,
+    stop: CancellationToken,
+    sampler: tokio::task::JoinHandle<()>,
+    server: Option<MonitoringServer>,
+}
+
+impl Observability {
+    async fn start(settings: &ProcessSettings, ask: metrics::sampler::Ask) -> Result<Self> {
+        let stop = CancellationToken::new();
+        let period = settings
+            .metrics_log_enabled
+            .then_some(settings.metrics_log_period);
+        let (stats, sampler) = metrics::sampler::spawn(ask, period, stop.clone());
+        let mut server = None;
+        if settings.monitoring_enabled {
+            let address = ServerAddress::parse(&settings.monitoring_address)
+                .map_err(|reason| anyhow::anyhow!("invalid -E monitoring.address: {reason}"))?;
+            // Shipping goes on without the endpoint: a port in use must not stop delivery.
+            match MonitoringServer::start(&address, stats.clone(), stop.clone()).await {
+                Ok(started) => server = Some(started),
+                Err(err) => tracing::error!(error = %err, "monitoring endpoint not started"),
+            }
+        }
+        Ok(Observability {
+            stats,
+            stop,
+            sampler,
+            server,
+        })
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.sampler.await;
+        if let Some(server) = self.server {
+            server.stopped().await;
+        }
+    }
 }
 
 async fn dlq_command(dir: &std::path::Path, action: DlqAction) -> Result<()> {

@@ -71,6 +71,16 @@ pub struct ProcessSettings {
     /// `shutdown_timeout`: how long SIGTERM may spend delivering queued events before the
     /// queue state is saved and the process exits. Default 20s, below the agent's 25 s kill.
     pub shutdown_timeout: Duration,
+    /// `monitoring.enabled`: serve `/stats`, `/metrics` and `/health` over HTTP. Default false.
+    pub monitoring_enabled: bool,
+    /// `monitoring.address`: where that endpoint listens: `unix:///path`, `/path` or
+    /// `host:port`. Default `127.0.0.1:5066` (the Beats port), never all interfaces unless
+    /// written here.
+    pub monitoring_address: String,
+    /// `logging.metrics.enabled`: log a `metrics` line every period. Default true, as Beats.
+    pub metrics_log_enabled: bool,
+    /// `logging.metrics.period`: how often that line is logged. Default 30s, as Beats.
+    pub metrics_log_period: Duration,
 }
 
 impl ProcessSettings {
@@ -88,6 +98,10 @@ impl Default for ProcessSettings {
             data_path: None,
             checkin_interval: Duration::from_secs(20),
             shutdown_timeout: Duration::from_secs(20),
+            monitoring_enabled: false,
+            monitoring_address: "127.0.0.1:5066".into(),
+            metrics_log_enabled: true,
+            metrics_log_period: Duration::from_secs(30),
         }
     }
 }
@@ -95,7 +109,15 @@ impl Default for ProcessSettings {
 impl ProcessSettings {
     /// Every `-E` key `from_overrides` accepts; any other key is refused before the match
     /// below, so this list is the whole truth (and the reference doc is checked against it).
-    pub const KNOWN_KEYS: &[&str] = &["path.data", "control.checkin_interval", "shutdown_timeout"];
+    pub const KNOWN_KEYS: &[&str] = &[
+        "path.data",
+        "control.checkin_interval",
+        "shutdown_timeout",
+        "monitoring.enabled",
+        "monitoring.address",
+        "logging.metrics.enabled",
+        "logging.metrics.period",
+    ];
 
     /// Applies `key=value` overrides in order; an unknown key is an error naming it.
     pub fn from_overrides<'a>(
@@ -141,10 +163,48 @@ impl ProcessSettings {
                     }
                     settings.shutdown_timeout = timeout;
                 }
+                "monitoring.enabled" => {
+                    settings.monitoring_enabled = parse_bool("monitoring.enabled", value)?
+                }
+                "monitoring.address" => {
+                    let address = value.trim();
+                    if address.is_empty() {
+                        return Err(ConfigError::Invalid {
+                            key: "monitoring.address".into(),
+                            reason: "expected `unix:///path`, `/path` or `host:port`".into(),
+                        });
+                    }
+                    settings.monitoring_address = address.to_string();
+                }
+                "logging.metrics.enabled" => {
+                    settings.metrics_log_enabled = parse_bool("logging.metrics.enabled", value)?
+                }
+                "logging.metrics.period" => {
+                    let invalid = |reason: String| ConfigError::Invalid {
+                        key: "logging.metrics.period".into(),
+                        reason,
+                    };
+                    let period = value.parse::<HumanDuration>().map_err(invalid)?.get();
+                    if period < Duration::from_millis(100) {
+                        return Err(invalid(format!("`{}` is shorter than 100ms", value.trim())));
+                    }
+                    settings.metrics_log_period = period;
+                }
                 other => return Err(unknown_setting(other)),
             }
         }
         Ok(settings)
+    }
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(ConfigError::Invalid {
+            key: key.into(),
+            reason: format!("expected `true` or `false`, found `{other}`"),
+        }),
     }
 }
 
@@ -203,6 +263,26 @@ mod tests {
             err.to_string().contains("control.checkin_interval"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn monitoring_and_metrics_log_settings() {
+        let settings = ProcessSettings::from_overrides([
+            "monitoring.enabled=true",
+            "monitoring.address=unix:///run/shipper-monitor.sock",
+            "logging.metrics.period=1s",
+        ])
+        .unwrap();
+        assert!(settings.monitoring_enabled);
+        assert_eq!(
+            settings.monitoring_address,
+            "unix:///run/shipper-monitor.sock"
+        );
+        assert_eq!(settings.metrics_log_period, Duration::from_secs(1));
+        let err = ProcessSettings::from_overrides(["monitoring.enabled=yes"]).unwrap_err();
+        assert!(err.to_string().contains("monitoring.enabled"), "{err}");
+        let err = ProcessSettings::from_overrides(["logging.metrics.period=10ms"]).unwrap_err();
+        assert!(err.to_string().contains("logging.metrics.period"), "{err}");
     }
 
     #[test]

@@ -3,12 +3,13 @@
 use super::chunk::ExpectedAssembler;
 use super::convert;
 use super::ControlError;
+use crate::metrics::{History, StatsWatch};
 use crate::proto::agent::elastic_agent_client::ElasticAgentClient;
 use crate::proto::agent::{
     action_request, action_response, ActionDiagnosticUnitResult, ActionRequest, ActionResponse,
     CheckinExpected, CheckinObserved, CheckinObservedVersionInfo, ConnectionSupports, StartUpInfo,
 };
-use crate::supervisor::{SupervisorCommand, SupervisorLink};
+use crate::supervisor::{DiagnosticsReport, SupervisorCommand, SupervisorLink};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
@@ -31,6 +32,8 @@ pub struct ControlClient {
     link: SupervisorLink,
     shutdown: CancellationToken,
     checkin_interval: Duration,
+    /// The sampler's figures, for DIAGNOSTICS' `stats.json`.
+    stats: Option<StatsWatch>,
 }
 
 /// Why a session ended without a fatal error.
@@ -56,7 +59,15 @@ impl ControlClient {
             link,
             shutdown,
             checkin_interval: CHECKIN_INTERVAL,
+            stats: None,
         }
+    }
+
+    /// Serves DIAGNOSTICS' `stats.json` from the metrics sampler (rates and ages included)
+    /// instead of a bare snapshot.
+    pub fn with_stats(mut self, stats: StatsWatch) -> Self {
+        self.stats = Some(stats);
+        self
     }
 
     /// Checks in at least this often (default [`CHECKIN_INTERVAL`]).
@@ -182,6 +193,7 @@ impl ControlClient {
             client.clone(),
             self.info.token.clone(),
             self.link.commands.clone(),
+            self.stats.clone(),
             addr.clone(),
         );
         tokio::pin!(actions);
@@ -244,6 +256,7 @@ async fn run_actions(
     mut client: ElasticAgentClient<Channel>,
     token: String,
     commands: mpsc::Sender<SupervisorCommand>,
+    stats: Option<StatsWatch>,
     addr: String,
 ) -> Result<SessionEnd, ControlError> {
     let (action_tx, action_rx) = mpsc::channel::<ActionResponse>(8);
@@ -261,7 +274,7 @@ async fn run_actions(
     loop {
         match requests.message().await {
             Ok(Some(request)) => {
-                let response = answer_action(&token, &commands, request).await;
+                let response = answer_action(&token, &commands, stats.as_ref(), request).await;
                 if action_tx.send(response).await.is_err() {
                     return Ok(SessionEnd::Broken(
                         "the Actions stream closed while answering".into(),
@@ -281,6 +294,7 @@ async fn run_actions(
 async fn answer_action(
     token: &str,
     commands: &mpsc::Sender<SupervisorCommand>,
+    stats: Option<&StatsWatch>,
     request: ActionRequest,
 ) -> ActionResponse {
     let mut response = ActionResponse {
@@ -299,7 +313,7 @@ async fn answer_action(
         return response;
     }
     let (reply_tx, reply_rx) = oneshot::channel();
-    let snapshot = match commands
+    let report = match commands
         .send(SupervisorCommand::Diagnostics(reply_tx))
         .await
     {
@@ -309,23 +323,73 @@ async fn answer_action(
             .and_then(Result::ok),
         Err(_) => None,
     };
-    let Some(snapshot) = snapshot else {
+    let Some(report) = report else {
         response.result = br#"{"error":"the supervisor did not answer in time"}"#.to_vec();
         return response;
     };
-    let now = SystemTime::now();
     response.status = action_response::Status::Success as i32;
     response.result = b"{}".to_vec();
-    response.diagnostic = vec![ActionDiagnosticUnitResult {
-        name: "units".into(),
-        filename: "units.json".into(),
-        description: "state, message and drain progress of every unit".into(),
-        content_type: "application/json".into(),
-        content: serde_json::to_vec_pretty(&snapshot).unwrap_or_default(),
-        generated: Some(now.into()),
-    }];
+    response.diagnostic = diagnostic_files(report, stats);
     tracing::info!(id = %request.id, "answered diagnostics request");
     response
+}
+
+/// The DIAGNOSTICS files: every one JSON, none holding a secret (configs come redacted).
+fn diagnostic_files(
+    report: DiagnosticsReport,
+    stats: Option<&StatsWatch>,
+) -> Vec<ActionDiagnosticUnitResult> {
+    let now = SystemTime::now();
+    let sampled = stats.and_then(|s| s.borrow().clone());
+    let stats = match sampled {
+        Some(stats) => serde_json::to_value(&*stats),
+        // No sample yet: the figures of this instant, without rates.
+        None => serde_json::to_value(
+            History::new(std::time::Instant::now())
+                .observe(std::time::Instant::now(), report.snapshot),
+        ),
+    }
+    .unwrap_or_else(|err| serde_json::json!({ "error": err.to_string() }));
+    let transitions = serde_json::to_value(&report.transitions)
+        .unwrap_or_else(|err| serde_json::json!({ "error": err.to_string() }));
+    [
+        (
+            "units",
+            "units.json",
+            "state, message and drain progress of every unit",
+            report.units,
+        ),
+        (
+            "stats",
+            "stats.json",
+            "units, queue, output, dead letter queue and drains, as GET /stats serves them",
+            stats,
+        ),
+        (
+            "config",
+            "config.json",
+            "the effective configuration with secrets redacted",
+            report.config,
+        ),
+        (
+            "transitions",
+            "transitions.json",
+            "the most recent unit state changes, oldest first",
+            transitions,
+        ),
+    ]
+    .into_iter()
+    .map(
+        |(name, filename, description, content)| ActionDiagnosticUnitResult {
+            name: name.into(),
+            filename: filename.into(),
+            description: description.into(),
+            content_type: "application/json".into(),
+            content: serde_json::to_vec_pretty(&content).unwrap_or_default(),
+            generated: Some(now.into()),
+        },
+    )
+    .collect()
 }
 
 fn endpoint(info: &StartUpInfo) -> Result<Endpoint, ControlError> {

@@ -30,6 +30,8 @@ pub struct OutputMetricsSnapshot {
     pub request_failures: u64,
     /// Mean request latency in milliseconds.
     pub mean_latency_ms: u64,
+    /// Sum of request latencies in milliseconds.
+    pub latency_ms_total: u64,
     /// Events acknowledged to the queue (delivered or dead-lettered).
     pub events_acked: u64,
     /// Event sends that will be retried.
@@ -101,14 +103,12 @@ impl OutputMetrics {
     /// The counters now.
     pub fn snapshot(&self) -> OutputMetricsSnapshot {
         let requests = self.requests.load(Ordering::Relaxed);
+        let latency_ms_total = self.latency_ms_total.load(Ordering::Relaxed);
         OutputMetricsSnapshot {
             requests,
+            latency_ms_total,
             request_failures: self.request_failures.load(Ordering::Relaxed),
-            mean_latency_ms: self
-                .latency_ms_total
-                .load(Ordering::Relaxed)
-                .checked_div(requests)
-                .unwrap_or(0),
+            mean_latency_ms: latency_ms_total.checked_div(requests).unwrap_or(0),
             events_acked: self.events_acked.load(Ordering::Relaxed),
             events_retried: self.events_retried.load(Ordering::Relaxed),
             events_dead_lettered: self.events_dead_lettered.load(Ordering::Relaxed),

@@ -66,7 +66,8 @@ impl OutputTask {
     /// Starts the output `current` describes, reading from `queue`. Records accepted under
     /// one of the `earlier` generations are sent with that generation's credentials where
     /// the output supports it. Records it rejects for good go to `dead_letters` (or are
-    /// dropped and counted when there is no DLQ).
+    /// dropped and counted when there is no DLQ). It counts into `metrics`, which outlives
+    /// it: the process's counters span every output generation.
     ///
     /// # Errors
     /// The output cannot be built from its config (e.g. an unreadable CA file); the message
@@ -78,9 +79,9 @@ impl OutputTask {
         dead_letters: Option<DeadLetters>,
         diversions: Arc<Diversions>,
         revision: u64,
+        metrics: Arc<OutputMetrics>,
     ) -> Result<Self, String> {
         let cancel = CancellationToken::new();
-        let metrics = Arc::new(OutputMetrics::default());
         let degraded_after = match &current.kind {
             OutputKind::File(_) => Duration::ZERO,
             OutputKind::Elasticsearch(es) => es.degraded_timeout.get(),

@@ -108,7 +108,8 @@ impl Listener {
     }
 }
 
-fn remove_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
+/// Removes a socket left by an earlier run; refuses to remove anything that is not a socket.
+pub(crate) fn remove_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),

@@ -12,6 +12,7 @@ mod listener;
 mod producer;
 
 pub use address::ServerAddress;
+pub(crate) use listener::remove_stale_socket;
 pub use listener::Listener;
 pub use producer::ProducerService;
 

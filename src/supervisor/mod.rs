@@ -126,11 +126,26 @@ pub struct ObservedUnit {
     pub payload: Option<serde_json::Value>,
 }
 
-/// Requests from `control` to the supervisor that need an answer.
+/// Requests to the supervisor that need an answer.
 #[derive(Debug)]
 pub enum SupervisorCommand {
-    /// A JSON snapshot for a DIAGNOSTICS action.
-    Diagnostics(oneshot::Sender<serde_json::Value>),
+    /// What a DIAGNOSTICS action returns.
+    Diagnostics(oneshot::Sender<DiagnosticsReport>),
+    /// Figures for the metrics sampler.
+    Snapshot(crate::metrics::SnapshotRequest),
+}
+
+/// The supervisor's part of a DIAGNOSTICS answer; `control` turns it into files.
+#[derive(Debug, Clone)]
+pub struct DiagnosticsReport {
+    /// Units, log level and pipeline figures (`units.json`).
+    pub units: serde_json::Value,
+    /// The figures of this instant, for when the sampler has none yet.
+    pub snapshot: crate::metrics::PipelineSnapshot,
+    /// The effective configuration, secrets redacted (`config.json`).
+    pub config: serde_json::Value,
+    /// The most recent unit state changes, oldest first (`transitions.json`).
+    pub transitions: Vec<crate::metrics::Transition>,
 }
 
 /// The latest complete set of expected units (a reassembled CheckinExpected); `None`

@@ -2,7 +2,10 @@
 
 use crate::config::{DlqConfig, DurabilityMode, InputUnitConfig, OutputConfig, QueueConfig};
 use crate::dlq::{DeadLetterQueue, DeadLetters, DlqSettings, SystemClock};
-use crate::output::{Diversions, DivertTo, OutputGeneration, OutputHealth, OutputTask};
+use crate::metrics::{OutputSnapshot, PipelineSnapshot};
+use crate::output::{
+    Diversions, DivertTo, OutputGeneration, OutputHealth, OutputMetrics, OutputTask,
+};
 use crate::queue::{
     Barrier, DiskOptions, DiskQueue, Durability, Generation, MemoryQueue, Queue, Seq,
 };
@@ -46,6 +49,8 @@ pub struct Pipeline {
     earlier_outputs: Vec<OutputGeneration>,
     /// Records of stopped inputs that go to the DLQ or are dropped instead of sent.
     diversions: Arc<Diversions>,
+    /// Output counters of the whole process run, shared by every output generation.
+    output_metrics: Arc<OutputMetrics>,
 }
 
 /// How many earlier output configs are kept for their queued records.
@@ -68,6 +73,7 @@ impl Pipeline {
             dlq_timer: None,
             earlier_outputs: Vec::new(),
             diversions: Arc::new(Diversions::default()),
+            output_metrics: Arc::new(OutputMetrics::default()),
         }
     }
 
@@ -171,6 +177,7 @@ impl Pipeline {
             self.dead_letters.clone(),
             self.diversions.clone(),
             revision,
+            self.output_metrics.clone(),
         )?;
         self.output = Some(ActiveOutput {
             unit_id: unit_id.to_string(),
@@ -392,6 +399,51 @@ impl Pipeline {
                 "type": o.config.kind.type_name(),
                 "metrics": o.task.metrics(),
             })),
+            "listeners": self.listeners.keys().map(|a| a.to_string()).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The pipeline's figures now (units are the supervisor's to add).
+    pub fn snapshot(&self) -> PipelineSnapshot {
+        PipelineSnapshot {
+            units: Vec::new(),
+            drains: Vec::new(),
+            queue: self.queue.as_ref().map(|q| q.stats()),
+            output: self.output.as_ref().map(|o| {
+                let health = o.task.health().borrow().clone();
+                OutputSnapshot {
+                    unit_id: o.unit_id.clone(),
+                    config_idx: o.config_idx,
+                    kind: o.config.kind.type_name(),
+                    health: match health {
+                        OutputHealth::Healthy => "healthy",
+                        OutputHealth::Degraded(_) => "degraded",
+                    },
+                    health_reason: match health {
+                        OutputHealth::Healthy => None,
+                        OutputHealth::Degraded(reason) => Some(reason),
+                    },
+                }
+            }),
+            output_metrics: self.output_metrics.snapshot(),
+            dlq: self.dead_letters.as_ref().map(|d| d.metrics()),
+        }
+    }
+
+    /// The effective configuration, secrets redacted: the output block, the inputs and the
+    /// addresses listened on (for DIAGNOSTICS).
+    pub fn effective_config(&self) -> serde_json::Value {
+        serde_json::json!({
+            "output": self.output.as_ref().map(|o| serde_json::json!({
+                "unit_id": o.unit_id,
+                "config_idx": o.config_idx,
+                "config": o.config.effective(),
+            })),
+            "inputs": self.inputs.iter().map(|(unit_id, input)| serde_json::json!({
+                "unit_id": unit_id,
+                "config": input.config,
+            })).collect::<Vec<_>>(),
+            "data_path": self.data_path,
             "listeners": self.listeners.keys().map(|a| a.to_string()).collect::<Vec<_>>(),
         })
     }

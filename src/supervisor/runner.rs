@@ -3,12 +3,13 @@
 
 use super::state::{self, Action, Phase, UnitEvent};
 use super::{
-    ExpectedSet, ExpectedUnit, LogLevel, ObservedUnit, Pipeline, SupervisorCommand, SupervisorLink,
-    UnitConfig, UnitKey, UnitKind,
+    DiagnosticsReport, ExpectedSet, ExpectedUnit, LogLevel, ObservedUnit, Pipeline,
+    SupervisorCommand, SupervisorLink, UnitConfig, UnitKey, UnitKind,
 };
 use crate::config::{InputUnitConfig, OnRemove, OutputConfig};
 use crate::dlq::Reason;
 use crate::logging::LogControl;
+use crate::metrics::{DrainSnapshot, PipelineSnapshot, Transition, UnitSnapshot};
 use crate::output::DivertTo;
 use crate::output::OutputHealth;
 use crate::queue::{Barrier, Seq};
@@ -28,7 +29,12 @@ struct UnitRecord {
     drain_timed_out: bool,
     /// When drain progress was last logged (at most once a second).
     progress_logged: Option<std::time::Instant>,
+    /// When the current drain began.
+    drain_started: Option<std::time::Instant>,
 }
+
+/// How many unit state changes DIAGNOSTICS keeps.
+const TRANSITIONS_KEPT: usize = 256;
 
 /// Owns the units and the pipeline; see the module docs of [`crate::supervisor`].
 pub struct Supervisor {
@@ -43,6 +49,8 @@ pub struct Supervisor {
     health: Option<watch::Receiver<OutputHealth>>,
     expected: watch::Receiver<ExpectedSet>,
     commands: mpsc::Receiver<SupervisorCommand>,
+    /// The last [`TRANSITIONS_KEPT`] unit state changes, oldest first.
+    transitions: VecDeque<Transition>,
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -77,6 +85,7 @@ impl Supervisor {
             health: None,
             expected,
             commands,
+            transitions: VecDeque::new(),
         };
         let link = SupervisorLink {
             expected: expected_tx,
@@ -104,7 +113,15 @@ impl Supervisor {
                 }
                 Some(command) = self.commands.recv() => match command {
                     SupervisorCommand::Diagnostics(reply) => {
-                        let _ = reply.send(self.snapshot());
+                        let _ = reply.send(DiagnosticsReport {
+                            units: self.snapshot(),
+                            snapshot: self.pipeline_snapshot(),
+                            config: self.pipeline.effective_config(),
+                            transitions: self.transitions.iter().cloned().collect(),
+                        });
+                    }
+                    SupervisorCommand::Snapshot(reply) => {
+                        let _ = reply.send(self.pipeline_snapshot());
                     }
                 },
                 alive = changed(&mut self.acked) => {
@@ -162,6 +179,7 @@ impl Supervisor {
                 drain_deadline: None,
                 drain_timed_out: false,
                 progress_logged: None,
+                drain_started: None,
             }
         });
         record.log_level = unit.log_level;
@@ -213,6 +231,22 @@ impl Supervisor {
             if step.next != record.phase && !drain_progress_only {
                 let revision = record.config.as_ref().map(|c| c.revision).unwrap_or(0);
                 log_transition(key, &record.phase, &step.next, revision);
+                if self.transitions.len() == TRANSITIONS_KEPT {
+                    self.transitions.pop_front();
+                }
+                self.transitions.push_back(Transition {
+                    at_unix_ms: crate::metrics::unix_ms_now(),
+                    unit_id: key.id.clone(),
+                    unit_type: key.kind,
+                    from: record.phase.reported(),
+                    to: step.next.reported(),
+                    reason: step.next.message(),
+                    revision,
+                    pending_events: match &step.next {
+                        Phase::Stopping { pending } => Some(*pending),
+                        _ => None,
+                    },
+                });
             }
             record.phase = step.next;
             for action in step.actions {
@@ -251,6 +285,7 @@ impl Supervisor {
                         }
                         if let Some(record) = self.units.get_mut(key) {
                             record.drain = Some(barrier);
+                            record.drain_started = Some(std::time::Instant::now());
                             record.drain_timed_out = false;
                             record.drain_deadline =
                                 drain_timeout.map(|t| (tokio::time::Instant::now() + t, t));
@@ -514,6 +549,46 @@ impl Supervisor {
             }
             changed
         });
+    }
+
+    fn pipeline_snapshot(&self) -> PipelineSnapshot {
+        let mut snapshot = self.pipeline.snapshot();
+        snapshot.units = self
+            .units
+            .iter()
+            .map(|(key, record)| UnitSnapshot {
+                id: key.id.clone(),
+                kind: key.kind,
+                state: record.phase.reported(),
+                message: record.phase.message(),
+                config_idx: record.applied_idx,
+                revision: record.config.as_ref().map(|c| c.revision).unwrap_or(0),
+            })
+            .collect();
+        snapshot.drains = self
+            .units
+            .iter()
+            .filter_map(|(key, record)| {
+                let Phase::Stopping { pending } = record.phase else {
+                    return None;
+                };
+                let barrier = record.drain?;
+                let (on_remove, timeout) = self.input_drain_policy(key);
+                Some(DrainSnapshot {
+                    unit_id: key.id.clone(),
+                    unit_type: key.kind,
+                    pending_events: pending,
+                    barrier: barrier.seq,
+                    running_ms: record
+                        .drain_started
+                        .map(|t| t.elapsed().as_millis() as u64)
+                        .unwrap_or(0),
+                    on_remove,
+                    timeout_ms: timeout.map(|t| t.as_millis() as u64),
+                })
+            })
+            .collect();
+        snapshot
     }
 
     fn snapshot(&self) -> serde_json::Value {

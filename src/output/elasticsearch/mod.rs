@@ -148,7 +148,7 @@ pub(crate) async fn run(
         context.queue.rewind();
     }
     tracing::info!(
-        delivered = shared.metrics.snapshot().events_acked,
+        acked_since_start = shared.metrics.snapshot().events_acked,
         "elasticsearch output stopped"
     );
 }
