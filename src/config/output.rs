@@ -284,7 +284,10 @@ impl OutputConfig {
             ("queue", serde_json::to_value(&self.queue)),
             ("dlq", serde_json::to_value(&self.dlq)),
         ] {
-            block.insert(key.into(), value.unwrap_or_else(|err| err.to_string().into()));
+            block.insert(
+                key.into(),
+                value.unwrap_or_else(|err| err.to_string().into()),
+            );
         }
         serde_json::Value::Object(block)
     }
