@@ -10,10 +10,12 @@ mod address;
 pub mod client;
 mod listener;
 mod producer;
+pub mod tls;
 
 pub use address::ServerAddress;
 pub use listener::Listener;
 pub use producer::ProducerService;
+pub use tls::ListenSecurity;
 
 use crate::queue::{GenerationId, Queue};
 use std::collections::HashMap;
