@@ -10,6 +10,7 @@ pub mod control;
 pub mod dlq;
 pub mod logging;
 pub mod output;
+pub mod private_fs;
 pub mod proto;
 pub mod queue;
 pub mod server;
