@@ -83,6 +83,7 @@ async fn tcp_producer_api_admits_only_clients_with_a_certificate_of_the_configur
     });
     let port = free_port();
     let server = format!("127.0.0.1:{port}");
+    let unix_server = format!("unix://{}/tls.sock", h.data().display());
     h.agent.apply(&revision(
         1,
         vec![
@@ -91,6 +92,12 @@ async fn tcp_producer_api_admits_only_clients_with_a_certificate_of_the_configur
                 "input-tls",
                 "filestream-tls",
                 json!({"server": server, "ssl": ssl}),
+            ),
+            // The agent hands ssl for unix sockets too: applied there as well.
+            input(
+                "input-unix",
+                "filestream-unix",
+                json!({"server": unix_server, "ssl": ssl}),
             ),
             // Not loopback and no ssl: refused before anything is bound.
             input(
@@ -101,7 +108,14 @@ async fn tcp_producer_api_admits_only_clients_with_a_certificate_of_the_configur
         ],
     ));
     h.agent
-        .wait_for_states(WAIT, &[("input-tls", UnitType::Input)], State::Healthy)
+        .wait_for_states(
+            WAIT,
+            &[
+                ("input-tls", UnitType::Input),
+                ("input-unix", UnitType::Input),
+            ],
+            State::Healthy,
+        )
         .await
         .unwrap();
     let failed = h
@@ -149,6 +163,21 @@ async fn tcp_producer_api_admits_only_clients_with_a_certificate_of_the_configur
         other_ca.is_err(),
         "a certificate of another CA is refused: {other_ca:?}"
     );
+    assert_eq!(
+        publish_tls(
+            &unix_server,
+            "filestream-unix",
+            trust_ours().identity(Identity::from_pem(
+                &ours.client_cert_pem,
+                &ours.client_key_pem
+            ))
+        )
+        .await,
+        Ok(10),
+        "mTLS over the unix socket"
+    );
+    let unix_without = publish_tls(&unix_server, "filestream-unix", trust_ours()).await;
+    assert!(unix_without.is_err(), "{unix_without:?}");
     let mut plain = LoadgenOptions::new(&server, "filestream-tls", 10);
     plain.patience = Duration::from_secs(2);
     assert!(
