@@ -11,6 +11,7 @@ pub mod dlq;
 pub mod logging;
 pub mod metrics;
 pub mod output;
+pub mod private_fs;
 pub mod proto;
 pub mod queue;
 pub mod server;

@@ -2,10 +2,13 @@
 //!
 //! Shape as Elastic Agent writes it for a shipper: `{id, type: shipper, units: [{id,
 //! config}], server, ssl}`. `units[].id` are the input ids that events carry in
-//! `source.input_id`; `server` is the Producer API address for this input component.
+//! `source.input_id`; `server` is the Producer API address for this input component;
+//! `ssl` is the Producer API's TLS material (server identity + the CA that client
+//! certificates must chain to); `socket_mode` is the unix socket's permission bits.
 
-use super::{from_value, ConfigError};
-use serde::{Deserialize, Serialize};
+use super::{from_value, ConfigError, Secret};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
 
 /// The parsed INPUT unit configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -21,9 +24,13 @@ pub struct InputUnitConfig {
     pub units: Vec<InputSourceUnit>,
     /// Where the Producer API listens: `unix:///path`, `/path` or `host:port`.
     pub server: String,
-    /// TLS material the agent hands us for the Producer API (used on TCP listeners).
-    #[serde(default, serialize_with = "super::secret::redact_present")]
-    pub ssl: Option<serde_json::Value>,
+    /// TLS material the agent hands us for the Producer API: mTLS when given, required on
+    /// TCP addresses other than loopback.
+    #[serde(default)]
+    pub ssl: Option<InputSslConfig>,
+    /// Permission bits of a unix socket `server`. Default `0600` (owner only).
+    #[serde(default)]
+    pub socket_mode: SocketMode,
     /// What to do with this input's queued events when the unit is stopped. Default `drain`.
     #[serde(default)]
     pub on_remove: OnRemove,
@@ -43,6 +50,157 @@ pub struct InputSourceUnit {
     /// the input's credentials).
     #[serde(default, skip_serializing)]
     pub config: Option<serde_json::Value>,
+}
+
+/// `ssl:` of an INPUT unit, as the agent writes it for the Producer API. Each value is a
+/// file path or inline PEM. With a certificate, clients must present a certificate that
+/// chains to `certificate_authorities` (mutual TLS, as the agent's inputs do). Serialized
+/// for the effective config with the key as `[redacted]`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputSslConfig {
+    /// The CAs that client certificates must chain to.
+    pub certificate_authorities: Vec<String>,
+    /// The server's certificate (chain).
+    pub certificate: Option<String>,
+    /// The server certificate's private key; never printed.
+    pub key: Option<Secret>,
+}
+
+impl InputSslConfig {
+    /// True when the block carries no material at all (`ssl: {}` or empty lists): plaintext.
+    pub fn is_empty(&self) -> bool {
+        self.certificate_authorities.is_empty() && self.certificate.is_none() && self.key.is_none()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let missing = |key: &str, what: &str| {
+            ConfigError::Missing {
+            key: format!("ssl.{key}"),
+            reason: format!("mutual TLS needs {what} (ssl.certificate, ssl.key and ssl.certificate_authorities go together)"),
+        }
+        };
+        if self
+            .certificate
+            .as_deref()
+            .is_none_or(|c| c.trim().is_empty())
+        {
+            return Err(missing("certificate", "the server certificate"));
+        }
+        if self
+            .key
+            .as_ref()
+            .is_none_or(|k| k.expose().trim().is_empty())
+        {
+            return Err(missing("key", "the server certificate's key"));
+        }
+        if self.certificate_authorities.is_empty() {
+            return Err(missing(
+                "certificate_authorities",
+                "the CA that client certificates must chain to",
+            ));
+        }
+        for (i, ca) in self.certificate_authorities.iter().enumerate() {
+            if ca.trim().is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: format!("ssl.certificate_authorities.{i}"),
+                    reason: "is empty; give a file path or a PEM certificate".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Permission bits of the Producer API's unix socket, written as an octal string (`"0660"`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SocketMode(pub u32);
+
+impl SocketMode {
+    /// Owner read and write only.
+    pub const DEFAULT: SocketMode = SocketMode(0o600);
+
+    fn validate(self) -> Result<(), ConfigError> {
+        let invalid = |reason: &str| ConfigError::Invalid {
+            key: "socket_mode".into(),
+            reason: format!("{self}: {reason}"),
+        };
+        if self.0 & !0o777 != 0 {
+            return Err(invalid("only permission bits (at most 0777) may be set"));
+        }
+        if self.0 & 0o600 != 0o600 {
+            return Err(invalid("the owner must keep read and write (0600)"));
+        }
+        if self.0 & 0o007 != 0 {
+            return Err(invalid(
+                "must not grant other users access: anyone who can connect can publish events",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for SocketMode {
+    fn default() -> Self {
+        SocketMode::DEFAULT
+    }
+}
+
+impl fmt::Display for SocketMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl fmt::Debug for SocketMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SocketMode({self})")
+    }
+}
+
+/// Written back as configured: a quoted octal string such as `"0600"`.
+impl Serialize for SocketMode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SocketMode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // A string only: YAML reads an unquoted 0660 as a decimal or an octal number
+        // depending on the version, and 660 decimal is a very different mode.
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SocketMode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an octal mode as a quoted string, e.g. \"0660\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<SocketMode, E> {
+                let digits = value.trim().trim_start_matches("0o");
+                if digits.is_empty()
+                    || digits.len() > 4
+                    || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+                {
+                    return Err(E::custom(format!(
+                        "`{value}` is not an octal mode such as \"0660\""
+                    )));
+                }
+                u32::from_str_radix(digits, 8)
+                    .map(SocketMode)
+                    .map_err(|err| E::custom(format!("`{value}`: {err}")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<SocketMode, E> {
+                Err(E::custom(format!("found the number {value}; write the mode as a quoted octal string, e.g. \"0660\"")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<SocketMode, E> {
+                Err(E::custom(format!("found the number {value}; write the mode as a quoted octal string, e.g. \"0660\"")))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// Policy for an input's queued events when its unit is stopped.
@@ -74,6 +232,10 @@ impl InputUnitConfig {
                 reason: "must name a unix socket path or host:port".into(),
             });
         }
+        if let Some(ssl) = &config.ssl {
+            ssl.validate()?;
+        }
+        config.socket_mode.validate()?;
         for (index, unit) in config.units.iter().enumerate() {
             if unit.id.is_empty() {
                 return Err(ConfigError::Invalid {
@@ -140,5 +302,57 @@ mod tests {
             matches!(&err, ConfigError::Invalid { key, .. } if key == "on_remove"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn ssl_material_goes_together_and_the_key_never_prints() {
+        let base = || json!({"id": "x", "type": "shipper", "server": "127.0.0.1:1"});
+        let mut value = base();
+        value["ssl"] =
+            json!({"certificate": "/c.pem", "key": "-----BEGIN PRIVATE KEY-----hunter2"});
+        let err = InputUnitConfig::from_value(value).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Missing { key, .. } if key == "ssl.certificate_authorities"),
+            "{err}"
+        );
+        let mut value = base();
+        value["ssl"] = json!({"certificate_authorities": ["/ca.pem"], "certificate": "/c.pem", "key": "hunter2"});
+        let config = InputUnitConfig::from_value(value).unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("[redacted]"), "{printed}");
+        let mut value = base();
+        value["ssl"] = json!({"certificate_authorities": ["/ca.pem"], "certificate": "/c.pem"});
+        let err = InputUnitConfig::from_value(value).unwrap_err();
+        assert!(err.to_string().contains("ssl.key"), "{err}");
+    }
+
+    #[test]
+    fn socket_mode_is_an_owner_only_octal_string() {
+        let with = |mode: serde_json::Value| {
+            InputUnitConfig::from_value(
+                json!({"id": "x", "type": "shipper", "server": "/s", "socket_mode": mode}),
+            )
+        };
+        assert_eq!(
+            InputUnitConfig::from_value(json!({"id": "x", "type": "shipper", "server": "/s"}))
+                .unwrap()
+                .socket_mode,
+            SocketMode(0o600)
+        );
+        assert_eq!(with(json!("0660")).unwrap().socket_mode, SocketMode(0o660));
+        for bad in [
+            json!("0666"),
+            json!("0400"),
+            json!("9"),
+            json!(660),
+            json!("01600"),
+        ] {
+            let err = with(bad.clone()).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key, .. } if key == "socket_mode"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

@@ -20,7 +20,7 @@ pub use duration::HumanDuration;
 pub use elasticsearch::{
     normalize_host, BackoffConfig, Credentials, ElasticsearchConfig, SslConfig, VerificationMode,
 };
-pub use input::{InputUnitConfig, OnRemove};
+pub use input::{InputSslConfig, InputUnitConfig, OnRemove, SocketMode};
 pub use output::{
     DiskQueueConfig, DlqConfig, DlqRetain, DurabilityMode, FileOutputConfig, MemoryQueueConfig,
     OutputConfig, OutputKind, QueueConfig,

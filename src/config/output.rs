@@ -473,4 +473,29 @@ mod tests {
             assert_eq!(key_of(err.clone()), expected_key, "{value} gave {err}");
         }
     }
+
+    #[test]
+    fn debug_of_an_output_config_and_its_credentials_prints_no_secret() {
+        for (auth, secret) in [
+            (json!({"api_key": "id:Api-K3y-Secret"}), "Api-K3y-Secret"),
+            (
+                json!({"username": "u", "password": "Pa55-Secret"}),
+                "Pa55-Secret",
+            ),
+        ] {
+            let mut value = json!({"type": "elasticsearch", "hosts": ["http://127.0.0.1:9200"]});
+            for (key, v) in auth.as_object().unwrap() {
+                value[key] = v.clone();
+            }
+            let config = OutputConfig::from_value(value).unwrap();
+            let printed = format!("{config:?} {config:#?}");
+            assert!(!printed.contains(secret), "{printed}");
+            assert!(printed.contains("[redacted]"), "{printed}");
+            let OutputKind::Elasticsearch(es) = &config.kind else {
+                panic!("{config:?}")
+            };
+            let credentials = format!("{:?}", es.credentials().unwrap());
+            assert!(!credentials.contains(secret), "{credentials}");
+        }
+    }
 }

@@ -41,18 +41,6 @@ impl Serialize for Secret {
     }
 }
 
-/// For `serialize_with` on optional opaque blocks that may hold key material (an input's
-/// `ssl`): says whether one was given, never what it holds.
-pub(crate) fn redact_present<T, S: Serializer>(
-    value: &Option<T>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(_) => serializer.serialize_str(REDACTED),
-        None => serializer.serialize_none(),
-    }
-}
-
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         // A serde error message quotes a wrong value; for a secret only the type is named.

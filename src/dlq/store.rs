@@ -171,7 +171,7 @@ impl DeadLetterQueue {
     /// Opens the DLQ in `settings.dir`, sealing a head left by a crash (its torn end cut).
     pub fn open(settings: DlqSettings, clock: Arc<dyn Clock>) -> Result<Self, DlqError> {
         let dir = settings.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|err| DlqError::io(&dir, err))?;
+        crate::private_fs::create_private_dir(&dir).map_err(|err| DlqError::io(&dir, err))?;
         let sealed: BTreeMap<u64, SealedSegment> = list_sealed(&dir)?
             .into_iter()
             .map(|s| (s.first_seq, s))

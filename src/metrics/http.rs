@@ -47,13 +47,8 @@ impl MonitoringServer {
         let (bound, join) = match address {
             ServerAddress::Unix(path) => {
                 crate::server::remove_stale_socket(path).map_err(bind_error)?;
-                let listener = tokio::net::UnixListener::bind(path).map_err(bind_error)?;
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    // The figures are no secret, but only the owner has any business here.
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                        .map_err(bind_error)?;
-                }
+                // The figures are no secret, but only the owner has any business here.
+                let listener = crate::server::bind_private(path, 0o600).map_err(bind_error)?;
                 let join = tokio::spawn(async move {
                     loop {
                         tokio::select! {

@@ -1,9 +1,12 @@
-//! Output health: healthy on success, degraded after a grace period of failures.
+//! Output health: healthy on success, degraded after a grace period of failures, and
+//! degraded at once while the queue cannot store events (a full disk).
 
 use super::OutputHealth;
+use crate::queue::QueueHealth;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Turns successes and failures of an output's workers into [`OutputHealth`].
 ///
@@ -97,9 +100,59 @@ impl HealthTracker {
     }
 }
 
+/// The health the OUTPUT unit reports: the queue's failure, when it has one, comes first
+/// (`queue: <reason>`), as no event can be accepted until it is fixed; otherwise the
+/// output's own health.
+pub fn combine(output: &OutputHealth, queue: &QueueHealth) -> OutputHealth {
+    match queue {
+        QueueHealth::Failing(reason) => {
+            OutputHealth::Degraded(format!("queue: {reason}; new events are refused"))
+        }
+        QueueHealth::Healthy => output.clone(),
+    }
+}
+
+/// Keeps `combined` equal to [`combine`] of the two watches until `cancel` or until the
+/// output's watch closes. The queue's watch may close at once (the memory queue never
+/// fails); it is then treated as healthy for good.
+pub async fn merge(
+    mut output: watch::Receiver<OutputHealth>,
+    mut queue: watch::Receiver<QueueHealth>,
+    combined: watch::Sender<OutputHealth>,
+    cancel: CancellationToken,
+) {
+    let mut queue_open = true;
+    loop {
+        let next = combine(&output.borrow_and_update(), &queue.borrow_and_update());
+        combined.send_if_modified(|current| {
+            let changed = *current != next;
+            *current = next;
+            changed
+        });
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = output.changed() => if changed.is_err() { return },
+            changed = queue.changed(), if queue_open => if changed.is_err() { queue_open = false },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_queue_degrades_the_output_with_its_reason() {
+        let full = QueueHealth::Failing("No space left on device (os error 28)".into());
+        match combine(&OutputHealth::Healthy, &full) {
+            OutputHealth::Degraded(message) => {
+                assert!(message.starts_with("queue: No space left"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let degraded = OutputHealth::Degraded("401".into());
+        assert_eq!(combine(&degraded, &QueueHealth::Healthy), degraded);
+    }
 
     #[test]
     fn degraded_only_after_the_grace_period_and_healthy_on_success() {

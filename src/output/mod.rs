@@ -2,7 +2,8 @@
 //!
 //! An output runs as one owned task per OUTPUT unit config. It never drops a record: a
 //! batch is acknowledged only once delivered; a failed delivery is retried with backoff
-//! and turns the output's health to degraded with the reason. Stopping an output lets the
+//! and turns the output's health to degraded with the reason; so does a queue that cannot
+//! store events (a full disk: `queue: <reason>`, see `health::merge`). Stopping an output lets the
 //! batch in hand finish or hands it back to the queue ([`crate::queue::Queue::rewind`]).
 
 mod backoff;
@@ -58,6 +59,8 @@ pub struct OutputGeneration {
 pub struct OutputTask {
     cancel: CancellationToken,
     join: JoinHandle<()>,
+    /// Merges the queue's health into the output's; stopped with `cancel`.
+    health_merge: JoinHandle<()>,
     health: watch::Receiver<OutputHealth>,
     metrics: Arc<OutputMetrics>,
 }
@@ -86,8 +89,9 @@ impl OutputTask {
             OutputKind::File(_) => Duration::ZERO,
             OutputKind::Elasticsearch(es) => es.degraded_timeout.get(),
         };
-        let (tracker, health) = HealthTracker::new(degraded_after);
+        let (tracker, output_health) = HealthTracker::new(degraded_after);
         let tracker = Arc::new(tracker);
+        let queue_health = queue.health();
         let context = LoopContext {
             queue,
             health: tracker.clone(),
@@ -113,9 +117,18 @@ impl OutputTask {
                 ))
             }
         };
+        // Spawned once the output is built, so a config error leaves no task behind.
+        let (combined, health) = watch::channel(OutputHealth::Healthy);
+        let health_merge = tokio::spawn(health::merge(
+            output_health,
+            queue_health,
+            combined,
+            cancel.clone(),
+        ));
         Ok(OutputTask {
             cancel,
             join,
+            health_merge,
             health,
             metrics,
         })
@@ -137,6 +150,7 @@ impl OutputTask {
         if let Err(err) = self.join.await {
             tracing::error!(error = %err, "output task ended abnormally");
         }
+        let _ = self.health_merge.await;
     }
 }
 

@@ -25,7 +25,7 @@ pub mod disk;
 mod generations;
 mod memory;
 
-pub use disk::{DiskError, DiskOptions, DiskQueue, Durability};
+pub use disk::{DiskError, DiskOptions, DiskQueue, Durability, SegmentIo};
 pub use memory::MemoryQueue;
 
 use async_trait::async_trait;
@@ -76,6 +76,22 @@ pub enum AppendStop {
         /// Its size.
         bytes: usize,
     },
+    /// The queue's storage failed (no space left on device, an I/O error): nothing after
+    /// the accepted prefix was written; try the rest again later.
+    Storage {
+        /// The OS error, e.g. `no space left on device (os error 28)`.
+        reason: String,
+    },
+}
+
+/// Whether the queue can store what it is given.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum QueueHealth {
+    /// Writes succeed (or none was tried since the last success).
+    #[default]
+    Healthy,
+    /// The last write failed, and why; appends are refused until a write succeeds again.
+    Failing(String),
 }
 
 /// The result of an append.
@@ -187,6 +203,12 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Watches the persisted index reported to inputs.
     fn persisted(&self) -> watch::Receiver<Seq>;
+
+    /// Watches whether the queue can store appends. The memory queue never fails: its
+    /// watch stays [`QueueHealth::Healthy`] (and its sender is gone at once).
+    fn health(&self) -> watch::Receiver<QueueHealth> {
+        watch::channel(QueueHealth::Healthy).1
+    }
 
     /// Stops accepting appends; readers drain what is left, then get `None`.
     fn close(&self);

@@ -3,7 +3,7 @@
 
 use super::ServerAddress;
 use crate::proto::shipper::producer_client::ProducerClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Connects to a Producer API at `unix:///path`, `/path` or `host:port`.
 ///
@@ -20,17 +20,63 @@ pub async fn connect(server: &str) -> Result<ProducerClient<Channel>, String> {
 /// # Errors
 /// A message naming the address when it is invalid or nothing answers there.
 pub async fn connect_channel(server: &str) -> Result<Channel, String> {
+    connect_channel_tls(server, None).await
+}
+
+/// [`connect`] over TLS: `tls` names the CA to trust, the server name and (for a shipper
+/// that requires mutual TLS) the client certificate to present.
+///
+/// # Errors
+/// A message naming the address when it is invalid, nothing answers there, or the TLS
+/// handshake fails (e.g. the server refuses the client certificate).
+pub async fn connect_tls(
+    server: &str,
+    tls: ClientTlsConfig,
+) -> Result<ProducerClient<Channel>, String> {
+    Ok(
+        ProducerClient::new(connect_channel_tls(server, Some(tls)).await?)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20),
+    )
+}
+
+/// The gRPC channel of [`connect_tls`], plaintext when `tls` is `None`.
+///
+/// # Errors
+/// As [`connect_tls`].
+pub async fn connect_channel_tls(
+    server: &str,
+    tls: Option<ClientTlsConfig>,
+) -> Result<Channel, String> {
     let address = ServerAddress::parse(server)?;
-    match address {
-        ServerAddress::Unix(path) => {
-            connect_unix(&Endpoint::from_static("http://localhost"), path).await
-        }
-        ServerAddress::Tcp(addr) => match Endpoint::from_shared(format!("http://{addr}")) {
-            Ok(endpoint) => endpoint.connect().await,
-            Err(err) => return Err(format!("invalid address {server}: {err}")),
-        },
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    // For a unix socket the authority only names the TLS server.
+    let authority = match &address {
+        ServerAddress::Unix(_) => "localhost".to_string(),
+        ServerAddress::Tcp(addr) => addr.to_string(),
+    };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{authority}"))
+        .map_err(|err| format!("invalid address {server}: {err}"))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|err| format!("invalid TLS settings for {server}: {err}"))?;
     }
-    .map_err(|err| format!("cannot connect to the Producer API at {server}: {err}"))
+    match address {
+        ServerAddress::Unix(path) => connect_unix(&endpoint, path).await,
+        ServerAddress::Tcp(_) => endpoint.connect().await,
+    }
+    .map_err(|err| {
+        // The transport error alone says "transport error"; its sources say why.
+        let mut message = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        format!("cannot connect to the Producer API at {server}: {message}")
+    })
 }
 
 /// Connects `endpoint` (its TLS settings included) over the unix socket at `path`; the

@@ -10,11 +10,13 @@ mod address;
 pub mod client;
 mod listener;
 mod producer;
+pub mod tls;
 
 pub use address::ServerAddress;
-pub(crate) use listener::remove_stale_socket;
 pub use listener::Listener;
+pub(crate) use listener::{bind_private, remove_stale_socket};
 pub use producer::ProducerService;
+pub use tls::ListenSecurity;
 
 use crate::queue::{GenerationId, Queue};
 use std::collections::HashMap;

@@ -129,6 +129,12 @@ impl Producer for ProducerService {
                         "event 0 is {bytes} bytes encoded, more than a queue record can hold"
                     )))
                 }
+                // Backpressure that names the cause: the disk, not the queue's own limit.
+                Some(AppendStop::Storage { reason }) => {
+                    return Err(Status::resource_exhausted(format!(
+                        "queue: {reason}; nothing of this request was accepted, retry later"
+                    )))
+                }
                 Some(AppendStop::Full) | None => {}
             }
         }

@@ -9,7 +9,7 @@ use crate::output::{
 use crate::queue::{
     Barrier, DiskOptions, DiskQueue, Durability, Generation, MemoryQueue, Queue, Seq,
 };
-use crate::server::{Listener, Routes, ServerAddress};
+use crate::server::{ListenSecurity, Listener, Routes, ServerAddress};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -229,7 +229,8 @@ impl Pipeline {
     ) -> Result<(), String> {
         let address = ServerAddress::parse(&config.server)
             .map_err(|reason| format!("invalid config key `server`: {reason}"))?;
-        self.listen(&address).await?;
+        let security = ListenSecurity::from_input(config.ssl.as_ref(), config.socket_mode);
+        self.listen_secured(&address, &security).await?;
         if let Some(queue) = &self.queue {
             queue.unseal_input(unit_id);
         }
@@ -244,12 +245,30 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Binds a standalone listener whose events go to the output.
+    /// Binds a standalone listener whose events go to the output (socket mode 0600, no
+    /// TLS: refused on TCP addresses other than loopback).
     pub async fn listen(&mut self, address: &ServerAddress) -> Result<(), String> {
+        self.listen_secured(address, &ListenSecurity::default())
+            .await
+    }
+
+    /// Binds a listener secured as `security` says; an address already bound keeps the
+    /// settings it was bound with.
+    async fn listen_secured(
+        &mut self,
+        address: &ServerAddress,
+        security: &ListenSecurity,
+    ) -> Result<(), String> {
         if self.listeners.contains_key(address) {
             return Ok(());
         }
-        let listener = Listener::bind(address.clone(), &self.uuid, self.routes.subscribe()).await?;
+        let listener = Listener::bind(
+            address.clone(),
+            &self.uuid,
+            self.routes.subscribe(),
+            security,
+        )
+        .await?;
         self.listeners.insert(address.clone(), listener);
         Ok(())
     }

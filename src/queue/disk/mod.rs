@@ -18,6 +18,15 @@
 //!    records are all acknowledged deleted. After a crash, up to a second of acknowledged
 //!    records is delivered again (the Elasticsearch output's `_id` makes that a 409).
 //!
+//! # When the disk fails (full disk, I/O error)
+//! A failed write or sync is cut back (the segment stays a clean prefix of whole frames),
+//! nothing of that batch is answered as accepted, the appends stop with
+//! `AppendStop::Storage` naming the OS error (the Producer API answers it as
+//! backpressure), and [`Queue::health`] turns `Failing` with the reason; the output
+//! reports that as DEGRADED. Records written before stay readable and are delivered.
+//! The next append is the probe: the first write that works turns the health back to
+//! `Healthy`. The data I/O goes through [`SegmentIo`] so tests can inject `ENOSPC`.
+//!
 //! # Invariants
 //! - Record `n` is answered to its producer only after it is in the file (and, by default,
 //!   synced). `persisted` never passes what is synced.
@@ -39,13 +48,17 @@
 
 mod checkpoint;
 pub(crate) mod frame;
+mod io;
 mod reader;
 pub(crate) mod segment;
 mod writer;
 
+pub use io::{OsIo, SegmentIo};
+
 use super::generations::GenerationTable;
 use super::{
-    Appended, Barrier, Generation, GenerationId, Queue, QueueError, QueueStats, Record, Seq,
+    Appended, Barrier, Generation, GenerationId, Queue, QueueError, QueueHealth, QueueStats,
+    Record, Seq,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -229,6 +242,10 @@ struct Shared {
     records_ready: Notify,
     persisted_tx: watch::Sender<Seq>,
     acked_tx: watch::Sender<Seq>,
+    /// Whether the last write worked (a full disk makes it `Failing`).
+    health_tx: watch::Sender<QueueHealth>,
+    /// The writer's data I/O (fault injection in tests).
+    io: Arc<dyn SegmentIo>,
     /// The writer's inbox, for readers that acknowledge unreadable records.
     writer_tx: Mutex<std_mpsc::Sender<WriterMsg>>,
 }
@@ -276,7 +293,7 @@ fn read_or_create_identity(dir: &Path) -> Result<String, DiskError> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let temp = dir.join("queue.id.tmp");
     let write = || -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
+        let mut file = crate::private_fs::private_file()
             .create(true)
             .truncate(true)
             .write(true)
@@ -310,10 +327,19 @@ impl DiskQueue {
     /// The directory cannot be created or locked, or a file cannot be read. Damaged data
     /// is not an error: it is truncated or quarantined and logged.
     pub fn open(options: DiskOptions) -> Result<Self, DiskError> {
+        Self::open_with_io(options, Arc::new(OsIo))
+    }
+
+    /// [`DiskQueue::open`] with the writer's data I/O going through `io`: how tests make
+    /// the disk fill up or fail.
+    ///
+    /// # Errors
+    /// As [`DiskQueue::open`].
+    pub fn open_with_io(options: DiskOptions, io: Arc<dyn SegmentIo>) -> Result<Self, DiskError> {
         let dir = options.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|err| DiskError::io(&dir, err))?;
+        crate::private_fs::create_private_dir(&dir).map_err(|err| DiskError::io(&dir, err))?;
         let lock_path = dir.join("lock");
-        let lock = std::fs::OpenOptions::new()
+        let lock = crate::private_fs::private_file()
             .create(true)
             .truncate(false)
             .write(true)
@@ -333,6 +359,8 @@ impl DiskQueue {
             records_ready: Notify::new(),
             persisted_tx,
             acked_tx,
+            health_tx: watch::channel(QueueHealth::Healthy).0,
+            io,
             writer_tx: Mutex::new(writer_tx.clone()),
         });
         let writer_shared = shared.clone();
@@ -494,6 +522,10 @@ impl Queue for DiskQueue {
 
     fn persisted(&self) -> watch::Receiver<Seq> {
         self.shared.persisted_tx.subscribe()
+    }
+
+    fn health(&self) -> watch::Receiver<QueueHealth> {
+        self.shared.health_tx.subscribe()
     }
 
     fn close(&self) {

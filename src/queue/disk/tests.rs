@@ -1,7 +1,7 @@
 //! Disk queue tests, by concern: basics, recovery, corruption, limits, ordering.
 
 use super::*;
-use crate::queue::{AppendStop, Queue};
+use crate::queue::{AppendStop, Queue, QueueHealth};
 use segment::HEADER_LEN;
 use std::io::Write;
 use std::time::Duration;
@@ -563,4 +563,89 @@ mod model {
             runtime.block_on(play(dir.path(), actions))?;
         }
     }
+}
+
+/// File I/O that fails like a full disk while `full` is set: half of the write lands, then
+/// `ENOSPC` (what a filesystem that runs out mid-write does).
+#[derive(Default)]
+struct FullDisk {
+    full: std::sync::atomic::AtomicBool,
+}
+
+impl SegmentIo for FullDisk {
+    fn write_all_at(&self, file: &std::fs::File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            OsIo.write_all_at(file, &buf[..buf.len() / 2], offset)?;
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        OsIo.write_all_at(file, buf, offset)
+    }
+
+    fn sync_data(&self, file: &std::fs::File) -> std::io::Result<()> {
+        OsIo.sync_data(file)
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_appends_reports_it_loses_nothing_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FullDisk::default());
+    let queue = DiskQueue::open_with_io(options(dir.path()), io.clone()).unwrap();
+    let gen = queue.register(generation("a"));
+    let mut health = queue.health();
+    assert_eq!(queue.append(events(gen, 0..50)).await.unwrap().accepted, 50);
+
+    io.full.store(true, std::sync::atomic::Ordering::SeqCst);
+    let refused = queue.append(events(gen, 50..60)).await.unwrap();
+    assert_eq!((refused.accepted, refused.last_seq), (0, None));
+    match &refused.stopped_by {
+        Some(AppendStop::Storage { reason }) => {
+            assert!(reason.contains("No space left on device"), "{reason}")
+        }
+        other => panic!("expected a storage stop, got {other:?}"),
+    }
+    within(health.wait_for(
+        |h| matches!(h, QueueHealth::Failing(r) if r.contains("No space left on device")),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        *queue.persisted().borrow(),
+        50,
+        "persisted never covers a failed write"
+    );
+    // Everything confirmed before the disk filled is still there, in order.
+    assert_eq!(
+        payloads(&read_n(&queue, 50).await),
+        (0..50).map(|i| format!("event-{i:06}")).collect::<Vec<_>>()
+    );
+
+    io.full.store(false, std::sync::atomic::Ordering::SeqCst);
+    let appended = queue.append(events(gen, 50..60)).await.unwrap();
+    assert_eq!(
+        (appended.accepted, appended.last_seq, appended.stopped_by),
+        (10, Some(60), None)
+    );
+    within(health.wait_for(|h| *h == QueueHealth::Healthy))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_n(&queue, 10)
+            .await
+            .iter()
+            .map(|r| r.seq)
+            .collect::<Vec<_>>(),
+        (51..=60).collect::<Vec<_>>()
+    );
+
+    // The half-written frames were cut back: a reopen finds exactly the 60 records.
+    queue.close();
+    queue.persist().await;
+    drop(queue);
+    let reopened = DiskQueue::open(options(dir.path())).unwrap();
+    assert_eq!(reopened.stats().corrupted_events, 0);
+    assert_eq!(
+        payloads(&read_n(&reopened, 60).await),
+        (0..60).map(|i| format!("event-{i:06}")).collect::<Vec<_>>()
+    );
 }

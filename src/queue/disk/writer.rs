@@ -8,12 +8,11 @@ use super::{
     WriterMsg,
 };
 use crate::queue::generations::GenerationTable;
-use crate::queue::{AppendStop, Appended, GenerationId, QueueError, Record, Seq};
+use crate::queue::{AppendStop, Appended, GenerationId, QueueError, QueueHealth, Record, Seq};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -270,6 +269,7 @@ pub(super) fn run(shared: Arc<Shared>, mut active: ActiveSegment, rx: Receiver<W
         acked_moved: false,
         last_checkpoint: Instant::now(),
         full: false,
+        failure: None,
     };
     loop {
         let first = match rx.recv_timeout(TICK) {
@@ -330,6 +330,8 @@ struct Writer {
     last_checkpoint: Instant,
     /// An append was refused for space since the last checkpoint.
     full: bool,
+    /// Why the last write failed, until one works again.
+    failure: Option<String>,
 }
 
 /// One producer's append as the writer receives it: the events and where to answer.
@@ -427,7 +429,12 @@ impl Writer {
                 .take_while(|seq| committed_head.is_some_and(|h| **seq <= h))
                 .count();
             let stopped_by = if accepted < plan.seqs.len() {
-                Some(AppendStop::Full)
+                Some(AppendStop::Storage {
+                    reason: self
+                        .failure
+                        .clone()
+                        .unwrap_or_else(|| "the queue write failed".into()),
+                })
             } else {
                 plan.stop
             };
@@ -492,15 +499,17 @@ impl Writer {
         let path = segment::segment_path(self.dir(), active.meta.first_seq);
         let before = active.meta.bytes - buf.len() as u64;
         // Positional: after a failed write the file position is unknown, the summary's is not.
-        let result = active.file.write_all_at(buf, before).and_then(|()| {
+        let io = &self.shared.io;
+        let result = io.write_all_at(&active.file, buf, before).and_then(|()| {
             if sync {
-                active.file.sync_data()
+                io.sync_data(&active.file)
             } else {
                 Ok(())
             }
         });
         if let Err(err) = result {
             tracing::error!(path = %path.display(), error = %err, "queue write failed: appends are refused (backpressure) until it works again");
+            self.failed(format!("cannot write {}: {err}", path.display()));
             // Cut back whatever part of the chunk landed, so the file stays a clean prefix.
             let _ = active.file.set_len(before);
             let mut restored = recount(&active.meta, cached.len() as u64);
@@ -513,6 +522,7 @@ impl Writer {
         if !sync {
             self.unsynced = true;
         }
+        self.recovered();
         let written = buf.len() as u64;
         buf.clear();
         let Some(last) = cached.last().map(|c| c.record.seq) else {
@@ -579,11 +589,35 @@ impl Writer {
             }
             Err(err) => {
                 tracing::error!(error = %err, "cannot start a new queue segment: appends are refused until it works");
+                self.failed(format!("cannot start a new segment: {err}"));
                 // The old segment stays active: its summary must not claim it is complete.
                 let _ = std::fs::remove_file(segment::meta_path(&dir, active.meta.first_seq));
                 false
             }
         }
+    }
+
+    /// A write failed: remember why and report the queue as failing.
+    fn failed(&mut self, reason: String) {
+        self.shared.health_tx.send_if_modified(|health| {
+            let new = QueueHealth::Failing(reason.clone());
+            let changed = *health != new;
+            *health = new;
+            changed
+        });
+        self.failure = Some(reason);
+    }
+
+    /// A write worked: the queue is healthy again.
+    fn recovered(&mut self) {
+        if self.failure.take().is_some() {
+            tracing::info!("queue writes work again: appends are accepted");
+        }
+        self.shared.health_tx.send_if_modified(|health| {
+            let changed = *health != QueueHealth::Healthy;
+            *health = QueueHealth::Healthy;
+            changed
+        });
     }
 
     /// Undoes the assignment of frames that were not written.
@@ -630,7 +664,7 @@ impl Writer {
         if !(due && self.unsynced) {
             return;
         }
-        match active.file.sync_data() {
+        match self.shared.io.sync_data(&active.file) {
             Ok(()) => {
                 self.unsynced = false;
                 self.last_sync = Instant::now();

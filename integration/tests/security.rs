@@ -1,0 +1,436 @@
+//! End-to-end security: mTLS on TCP, owner-only sockets and files, no secret in any output.
+
+mod common;
+
+use agent_shipper::proto::agent::{State, UnitLogLevel, UnitType};
+use agent_shipper::proto::shipper::PublishRequest;
+use agent_shipper::server::client::connect_tls;
+use base64::Engine;
+use common::{output_unit, revision, Harness, WAIT};
+use integration::agent::{AgentEvent, UnitSpec};
+use integration::certs::AgentCerts;
+use integration::loadgen::{self, LoadgenOptions};
+use integration::mock_es::{MockEs, MockEsOptions};
+use serde_json::json;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+fn input(id: &str, input_id: &str, extra: serde_json::Value) -> UnitSpec {
+    let mut config = json!({"id": id, "type": "shipper", "units": [{"id": input_id}]});
+    for (key, value) in extra.as_object().unwrap() {
+        config[key] = value.clone();
+    }
+    UnitSpec {
+        id: id.into(),
+        kind: UnitType::Input,
+        config,
+        log_level: UnitLogLevel::Info,
+    }
+}
+
+/// A loopback port nobody listens on right now (the shipper's config needs a number).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Publishes 10 events of `input_id` over `tls`; the error text when refused.
+async fn publish_tls(server: &str, input_id: &str, tls: ClientTlsConfig) -> Result<u64, String> {
+    let mut client = connect_tls(server, tls).await?;
+    let options = LoadgenOptions::new(server, input_id, 10);
+    let events = (0..10)
+        .map(|seq| loadgen::make_event(&options, seq))
+        .collect();
+    let reply = tokio::time::timeout(
+        WAIT,
+        client.publish_events(PublishRequest {
+            uuid: String::new(),
+            events,
+        }),
+    )
+    .await
+    .map_err(|_| "publish timed out".to_string())?
+    .map_err(|status| status.to_string())?
+    .into_inner();
+    Ok(u64::from(reply.accepted_count))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_producer_api_admits_only_clients_with_a_certificate_of_the_configured_ca() {
+    let ours = AgentCerts::mint().unwrap();
+    let theirs = AgentCerts::mint().unwrap();
+    let h = Harness::start(|_| {}).await;
+    let pki = tempfile::tempdir().unwrap();
+    let write = |name: &str, pem: &str| {
+        let path = pki.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    };
+    let ssl = json!({
+        "certificate": write("server.pem", &ours.server_cert_pem),
+        "key": write("server.key", &ours.server_key_pem),
+        "certificate_authorities": [write("ca.pem", &ours.ca_pem)],
+    });
+    let port = free_port();
+    let server = format!("127.0.0.1:{port}");
+    let unix_server = format!("unix://{}/tls.sock", h.data().display());
+    h.agent.apply(&revision(
+        1,
+        vec![
+            h.output_unit(),
+            input(
+                "input-tls",
+                "filestream-tls",
+                json!({"server": server, "ssl": ssl}),
+            ),
+            // The agent hands ssl for unix sockets too: applied there as well.
+            input(
+                "input-unix",
+                "filestream-unix",
+                json!({"server": unix_server, "ssl": ssl}),
+            ),
+            // Not loopback and no ssl: refused before anything is bound.
+            input(
+                "input-open",
+                "filestream-open",
+                json!({"server": format!("0.0.0.0:{}", free_port())}),
+            ),
+        ],
+    ));
+    h.agent
+        .wait_for_states(
+            WAIT,
+            &[
+                ("input-tls", UnitType::Input),
+                ("input-unix", UnitType::Input),
+            ],
+            State::Healthy,
+        )
+        .await
+        .unwrap();
+    let failed = h
+        .agent
+        .wait_for(WAIT, "input-open FAILED", |e| {
+            matches!(e, AgentEvent::UnitObserved { id, state: State::Failed, .. } if id == "input-open")
+        })
+        .await
+        .unwrap();
+    let AgentEvent::UnitObserved { message, .. } = failed else {
+        unreachable!()
+    };
+    assert!(message.contains("`ssl`"), "the error names ssl: {message}");
+
+    let trust_ours = || {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&ours.ca_pem))
+            .domain_name("localhost")
+    };
+    let signed_by_ours = Identity::from_pem(&ours.client_cert_pem, &ours.client_key_pem);
+    let signed_by_theirs = Identity::from_pem(&theirs.client_cert_pem, &theirs.client_key_pem);
+
+    assert_eq!(
+        publish_tls(
+            &server,
+            "filestream-tls",
+            trust_ours().identity(signed_by_ours)
+        )
+        .await,
+        Ok(10),
+        "a client certificate signed by the configured CA is admitted"
+    );
+    let without = publish_tls(&server, "filestream-tls", trust_ours()).await;
+    assert!(
+        without.is_err(),
+        "a client without a certificate is refused: {without:?}"
+    );
+    let other_ca = publish_tls(
+        &server,
+        "filestream-tls",
+        trust_ours().identity(signed_by_theirs),
+    )
+    .await;
+    assert!(
+        other_ca.is_err(),
+        "a certificate of another CA is refused: {other_ca:?}"
+    );
+    assert_eq!(
+        publish_tls(
+            &unix_server,
+            "filestream-unix",
+            trust_ours().identity(Identity::from_pem(
+                &ours.client_cert_pem,
+                &ours.client_key_pem
+            ))
+        )
+        .await,
+        Ok(10),
+        "mTLS over the unix socket"
+    );
+    let unix_without = publish_tls(&unix_server, "filestream-unix", trust_ours()).await;
+    assert!(unix_without.is_err(), "{unix_without:?}");
+    let mut plain = LoadgenOptions::new(&server, "filestream-tls", 10);
+    plain.patience = Duration::from_secs(2);
+    assert!(
+        loadgen::run(&plain).await.is_err(),
+        "a plaintext client gets nothing through"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_the_queue_and_the_dlq_are_owner_only() {
+    let es = MockEs::start(MockEsOptions::default()).await.unwrap();
+    es.add_api_key("modes", "modes-secret", &["logs-*-default"]);
+    let h = Harness::start(|_| {}).await;
+    let group_socket = h.data().join("group.sock");
+    h.agent.apply(&revision(
+        1,
+        vec![
+            output_unit(json!({
+                "type": "elasticsearch", "hosts": [es.url()], "api_key": "modes:modes-secret",
+                "dlq": {"flush_interval": "200ms"},
+            })),
+            h.input_unit("input-a", "filestream-a"),
+            input(
+                "input-g",
+                "filestream-g",
+                json!({"server": format!("unix://{}", group_socket.display()), "socket_mode": "0660"}),
+            ),
+        ],
+    ));
+    h.agent
+        .wait_for_states(
+            WAIT,
+            &[
+                ("output-default", UnitType::Output),
+                ("input-a", UnitType::Input),
+                ("input-g", UnitType::Input),
+            ],
+            State::Healthy,
+        )
+        .await
+        .unwrap();
+    let socket = h.data().join("shipper.sock");
+    assert!(std::fs::symlink_metadata(&socket)
+        .unwrap()
+        .file_type()
+        .is_socket());
+    assert_eq!(mode(&socket), 0o600, "the default socket mode");
+    assert_eq!(mode(&group_socket), 0o660, "socket_mode applies");
+
+    // Events in the queue, and one in the DLQ (its namespace is not allowed: 403).
+    let options = LoadgenOptions::new(&h.socket(), "filestream-a", 20);
+    let mut events: Vec<_> = (0..20)
+        .map(|seq| loadgen::make_event(&options, seq))
+        .collect();
+    if let Some(ds) = events[5].data_stream.as_mut() {
+        ds.namespace = "forbidden".into();
+    }
+    let mut client = loadgen::connect(&h.socket()).await.unwrap();
+    let reply = client
+        .publish_events(PublishRequest {
+            uuid: String::new(),
+            events,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.accepted_count, 20);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let dlq = h.data().join("dlq");
+    while !std::fs::read_dir(&dlq)
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".dlq"))
+        })
+        .unwrap_or(false)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no sealed DLQ segment appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(client);
+    let data = h.data().to_path_buf();
+    h.agent
+        .stop(Duration::from_secs(25))
+        .await
+        .expect("shipper exits after SIGTERM");
+
+    let mut seen = Vec::new();
+    let mut stack = vec![data.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                assert_eq!(
+                    mode(&path),
+                    0o700,
+                    "{} is a directory the shipper made",
+                    path.display()
+                );
+                stack.push(path);
+            } else if kind.is_file() {
+                assert_eq!(mode(&path), 0o600, "{}", path.display());
+                seen.push(path.strip_prefix(&data).unwrap().display().to_string());
+            }
+        }
+    }
+    seen.sort();
+    for expected in ["queue/lock", "queue/queue.id", "queue/checkpoint.json"] {
+        assert!(
+            seen.iter().any(|p| p == expected),
+            "{expected} not in {seen:?}"
+        );
+    }
+    assert!(
+        seen.iter()
+            .any(|p| p.starts_with("queue/") && p.ends_with(".seg")),
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|p| p.starts_with("dlq/")), "{seen:?}");
+    es.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_logs_the_unit_messages_the_diagnostics_or_the_data_dir() {
+    const KEY_ID: &str = "leak-key";
+    const WRONG_KEY: &str = "Wr0ng-K3y-5ecret-e1f2";
+    const USER: &str = "leak-user";
+    const PASSWORD: &str = "Pa55-w0rd-Secret-a9b8";
+    let es = MockEs::start(MockEsOptions::default()).await.unwrap();
+    es.add_user(USER, PASSWORD, &["logs-*-default"]);
+    let h = Harness::start(|_| {}).await;
+    let output = |auth: serde_json::Value| {
+        let mut config = json!({
+            "type": "elasticsearch", "hosts": [es.url()], "degraded_timeout": "1s",
+            "backoff": {"init": "100ms", "max": "300ms"},
+        });
+        for (key, value) in auth.as_object().unwrap() {
+            config[key] = value.clone();
+        }
+        UnitSpec {
+            log_level: UnitLogLevel::Trace,
+            ..output_unit(config)
+        }
+    };
+    let api_key = format!("{KEY_ID}:{WRONG_KEY}");
+    let input = UnitSpec {
+        log_level: UnitLogLevel::Trace,
+        ..h.input_unit("input-a", "filestream-a")
+    };
+
+    // Both credentials at once: a config error that must not quote either.
+    h.agent.apply(&revision(
+        1,
+        vec![
+            output(json!({"api_key": api_key, "username": USER, "password": PASSWORD})),
+            input.clone(),
+        ],
+    ));
+    h.agent
+        .wait_for(WAIT, "output FAILED", |e| {
+            matches!(e, AgentEvent::UnitObserved { id, state: State::Failed, .. } if id == "output-default")
+        })
+        .await
+        .unwrap();
+
+    // An api key Elasticsearch does not know: 401 on every request, DEGRADED.
+    h.agent.apply(&revision(
+        2,
+        vec![output(json!({"api_key": api_key})), input.clone()],
+    ));
+    h.agent
+        .wait_for_states(WAIT, &[("input-a", UnitType::Input)], State::Healthy)
+        .await
+        .unwrap();
+    let mut options = LoadgenOptions::new(&h.socket(), "filestream-a", 50);
+    options.run = "secrets".into();
+    let report = loadgen::run(&options).await.unwrap();
+    assert_eq!(report.promised.len(), 50);
+    h.agent
+        .wait_for(WAIT, "output DEGRADED by the 401", |e| {
+            matches!(e, AgentEvent::UnitObserved { id, state: State::Degraded, .. } if id == "output-default")
+        })
+        .await
+        .unwrap();
+    let diagnostics_401 = h.agent.diagnostics().await.unwrap();
+
+    // Basic auth that works: the queued events go out.
+    h.agent.apply(&revision(
+        3,
+        vec![
+            output(json!({"username": USER, "password": PASSWORD})),
+            input,
+        ],
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while es.loadgen_counts("secrets").len() < 50 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events not delivered after the fix"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let diagnostics = h.agent.diagnostics().await.unwrap();
+    let data = h.data().to_path_buf();
+    let history = h.agent.history();
+    let exit = h.agent.stop(Duration::from_secs(25)).await.unwrap();
+
+    let b64 = |text: String| base64::engine::general_purpose::STANDARD.encode(text);
+    let secrets = [
+        WRONG_KEY.to_string(),
+        PASSWORD.to_string(),
+        b64(api_key.clone()),
+        b64(format!("{USER}:{PASSWORD}")),
+    ];
+    let mut places: Vec<(String, Vec<u8>)> = vec![(
+        "the mock agent's record of the run (shipper stderr, unit messages)".into(),
+        format!("{history:?} {exit:?}").into_bytes(),
+    )];
+    for (label, response) in [
+        ("diagnostics during the 401s", &diagnostics_401),
+        ("diagnostics", &diagnostics),
+    ] {
+        places.push((format!("{label}: result"), response.result.clone()));
+        for file in &response.diagnostic {
+            places.push((format!("{label}: {}", file.filename), file.content.clone()));
+        }
+    }
+    let mut stack = vec![data];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.is_file() {
+                places.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    assert!(
+        places.len() > 5,
+        "the run left files and diagnostics to check"
+    );
+    let logs = String::from_utf8_lossy(&places[0].1).into_owned();
+    assert!(logs.contains("401"), "the 401 path was taken and logged");
+    for (place, bytes) in &places {
+        for secret in &secrets {
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "a secret ({}…) is in {place}", &secret[..4]);
+        }
+    }
+    es.stop().await;
+}
