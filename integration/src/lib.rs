@@ -6,6 +6,7 @@ pub mod certs;
 pub mod loadgen;
 pub mod mock_es;
 pub mod scenario;
+pub mod timeline;
 
 use std::path::PathBuf;
 
