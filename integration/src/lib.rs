@@ -5,6 +5,7 @@ pub mod agent;
 pub mod certs;
 pub mod loadgen;
 pub mod mock_es;
+pub mod progress;
 pub mod scenario;
 pub mod timeline;
 

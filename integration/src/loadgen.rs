@@ -33,6 +33,9 @@ pub struct LoadgenOptions {
     pub patience: Duration,
     /// Wait until every accepted event is persisted before returning.
     pub wait_persisted: bool,
+    /// [`run`] and [`run_concurrent`]: add the count of each accepted batch here, for a
+    /// progress display that reads it now and then.
+    pub accepted_counter: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl LoadgenOptions {
@@ -48,6 +51,7 @@ impl LoadgenOptions {
             run: "run".into(),
             patience: Duration::from_secs(60),
             wait_persisted: true,
+            accepted_counter: None,
         }
     }
 }
@@ -247,6 +251,9 @@ async fn publish_range(options: &LoadgenOptions, seqs: std::ops::Range<u64>) -> 
                     let first_id = reply.accepted_index + 1 - count;
                     published.ids.extend(first_id..=reply.accepted_index);
                     next += count;
+                    if let Some(counter) = &options.accepted_counter {
+                        counter.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                    }
                     stalled_since = None;
                 } else {
                     wait_or_give_up(&mut stalled_since, options.patience, "the queue stays full")
