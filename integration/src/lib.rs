@@ -7,6 +7,7 @@ pub mod loadgen;
 pub mod mock_es;
 pub mod progress;
 pub mod scenario;
+pub mod soak;
 pub mod timeline;
 
 use std::path::PathBuf;

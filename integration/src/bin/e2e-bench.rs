@@ -24,8 +24,8 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use integration::loadgen::{self, LoadgenOptions};
-use integration::progress::Progress;
 use integration::mock_es::{LoadgenMissing, MockEsStats};
+use integration::progress::Progress;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
