@@ -3,8 +3,23 @@
 # integrations A and B publish; revision 2 removes B and rotates the API key. The log shows
 # B STOPPING with its backlog, drain progress, STOPPED, "revision 2 acknowledged", the old
 # key invalidated, and the final delivery check ("lost 0").
+# The shipper logs its metrics line every second (queue depth for the timeline).
+# Afterwards the shipper's own log is turned into a unit timeline (text and SVG) under
+# target/demo/ (or $DEMO_OUT).
 # Extra arguments go to mock-agent, e.g. --ack-immediately (the real agent's behaviour).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --quiet --release --bin agent-shipper && cargo build --quiet --release -p integration --bin mock-agent
-exec ./target/release/mock-agent --scenario integration/scenarios/policy-change.yml "$@"
+target="${CARGO_TARGET_DIR:-target}/release"
+out="${DEMO_OUT:-target/demo}"
+cargo build --quiet --release --bin agent-shipper
+cargo build --quiet --release -p integration --bin mock-agent --bin timeline
+mkdir -p "$out"
+rm -f "$out/shipper.log"
+"$target/mock-agent" --scenario integration/scenarios/policy-change.yml \
+  --shipper-log "$out/shipper.log" --shipper-arg=-E --shipper-arg=logging.metrics.period=1s "$@"
+"$target/timeline" "$out/shipper.log" --text "$out/timeline.txt" --svg "$out/timeline.svg"
+cat "$out/timeline.txt"
+echo
+echo "shipper log:   $out/shipper.log"
+echo "timeline text: $out/timeline.txt"
+echo "timeline SVG:  $out/timeline.svg"

@@ -5,7 +5,10 @@ pub mod agent;
 pub mod certs;
 pub mod loadgen;
 pub mod mock_es;
+pub mod progress;
 pub mod scenario;
+pub mod soak;
+pub mod timeline;
 
 use std::path::PathBuf;
 

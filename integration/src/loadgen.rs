@@ -33,6 +33,12 @@ pub struct LoadgenOptions {
     pub patience: Duration,
     /// Wait until every accepted event is persisted before returning.
     pub wait_persisted: bool,
+    /// [`run_through_restarts`] only: at most this many new events per second (resends
+    /// are not paced); `None` publishes as fast as the server takes them.
+    pub rate_per_s: Option<u64>,
+    /// [`run`] and [`run_concurrent`]: add the count of each accepted batch here, for a
+    /// progress display that reads it now and then.
+    pub accepted_counter: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl LoadgenOptions {
@@ -48,6 +54,8 @@ impl LoadgenOptions {
             run: "run".into(),
             patience: Duration::from_secs(60),
             wait_persisted: true,
+            rate_per_s: None,
+            accepted_counter: None,
         }
     }
 }
@@ -247,6 +255,9 @@ async fn publish_range(options: &LoadgenOptions, seqs: std::ops::Range<u64>) -> 
                     let first_id = reply.accepted_index + 1 - count;
                     published.ids.extend(first_id..=reply.accepted_index);
                     next += count;
+                    if let Some(counter) = &options.accepted_counter {
+                        counter.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                    }
                     stalled_since = None;
                 } else {
                     wait_or_give_up(&mut stalled_since, options.patience, "the queue stays full")
@@ -399,6 +410,7 @@ pub async fn run_through_restarts(
     let mut awaiting: Vec<(u64, u64)> = Vec::new();
     let mut next_new: u64 = 0;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
+    let started = tokio::time::Instant::now();
     'connect: loop {
         // A new connection may be a new server run: whatever was unconfirmed goes again.
         for (seq, _) in awaiting.drain(..) {
@@ -433,11 +445,15 @@ pub async fn run_through_restarts(
             if draining && to_send.is_empty() && awaiting.is_empty() {
                 break 'connect;
             }
+            // Paced: no more new events than the rate allows by now.
+            let allowed = options.rate_per_s.map_or(u64::MAX, |rate| {
+                (started.elapsed().as_secs_f64() * rate as f64) as u64
+            });
             let mut seqs: Vec<u64> = Vec::with_capacity(options.batch);
             while seqs.len() < options.batch {
                 match to_send.pop_front() {
                     Some(seq) => seqs.push(seq),
-                    None if !draining => {
+                    None if !draining && next_new < allowed => {
                         seqs.push(next_new);
                         next_new += 1;
                     }
@@ -453,10 +469,12 @@ pub async fn run_through_restarts(
                 let reply = match client.publish_events(request).await {
                     Ok(reply) => reply.into_inner(),
                     Err(_) => {
-                        // Down, restarting, or a new run: reconnect and send these again.
+                        // Down, restarting, a new run, or the input is not (yet) a unit:
+                        // reconnect shortly and send these again.
                         for seq in seqs.into_iter().rev() {
                             to_send.push_front(seq);
                         }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
                         continue 'connect;
                     }
                 };
@@ -499,7 +517,8 @@ pub async fn run_through_restarts(
                 }
                 !confirmed
             });
-            if seqs.is_empty() && !awaiting.is_empty() {
+            if seqs.is_empty() {
+                // Waiting for confirmations, or for the rate to allow more.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }

@@ -174,6 +174,9 @@ pub struct MockAgentOptions {
     pub echo_shipper_logs: bool,
     /// Extra command-line arguments for the shipper (after the agent's `-E path.data`).
     pub shipper_args: Vec<String>,
+    /// Also append the shipper's stderr lines, as they are, to this file (across
+    /// restarts), e.g. for the `timeline` tool.
+    pub shipper_log: Option<PathBuf>,
 }
 
 impl MockAgentOptions {
@@ -190,6 +193,7 @@ impl MockAgentOptions {
             restart_on_exit: true,
             echo_shipper_logs: false,
             shipper_args: Vec::new(),
+            shipper_log: None,
         }
     }
 }

@@ -25,6 +25,21 @@ pub(crate) async fn supervise(
     startup: Vec<u8>,
     stop: CancellationToken,
 ) {
+    let mut log_file = match &options.shipper_log {
+        Some(path) => match tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await
+        {
+            Ok(file) => Some(tokio::io::BufWriter::new(file)),
+            Err(err) => {
+                tracing::warn!(target: "mock_agent", path = %path.display(), error = %err, "cannot open the shipper log file; not writing it");
+                None
+            }
+        },
+        None => None,
+    };
     loop {
         let mut child = match Command::new(&options.shipper_bin)
             .arg("-E")
@@ -65,8 +80,18 @@ pub(crate) async fn supervise(
             if let Some(stderr) = stderr {
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(file) = log_file.as_mut() {
+                        let written = file.write_all(line.as_bytes()).await;
+                        if written.and(file.write_all(b"\n").await).is_err() {
+                            tracing::warn!(target: "mock_agent", "writing the shipper log file failed; not writing it any more");
+                            log_file = None;
+                        }
+                    }
                     shared.emit(AgentEvent::ShipperLog(line));
                 }
+            }
+            if let Some(file) = log_file.as_mut() {
+                let _ = file.flush().await;
             }
         };
         let (_, status) = tokio::join!(relay, child.wait());

@@ -25,6 +25,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use integration::loadgen::{self, LoadgenOptions};
 use integration::mock_es::{LoadgenMissing, MockEsStats};
+use integration::progress::Progress;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -364,9 +365,15 @@ fn unix_ms(at: SystemTime) -> u64 {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     build_peers()?;
+    // A bar of events indexed in mock-es, on a terminal only; the figures stay on stdout.
+    let progress = if cli.quiet {
+        Progress::hidden()
+    } else {
+        Progress::new(cli.events, "e2e-bench: indexed", "events")
+    };
     let say = |text: String| {
         if !cli.quiet {
-            println!("{text}");
+            progress.suspend(|| println!("{text}"));
         }
     };
     let dir = tempfile::Builder::new().prefix("e2e-bench-").tempdir()?;
@@ -459,6 +466,7 @@ async fn main() -> Result<()> {
             0
         };
         let missing: LoadgenMissing = get_json(&mock_es.addr, &missing_path(limit)).await?;
+        progress.set(missing.distinct);
         if last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             say(format!(
@@ -491,6 +499,7 @@ async fn main() -> Result<()> {
             break;
         }
     }
+    progress.finish();
     let elapsed_wall = started.elapsed();
     let cpu_at_end = [
         cpu_seconds(self_pid),

@@ -3,6 +3,9 @@
 use anyhow::Result;
 use clap::Parser;
 use integration::loadgen::{self, LoadgenOptions};
+use integration::progress::Progress;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -34,7 +37,21 @@ async fn main() -> Result<()> {
     options.batch = cli.batch;
     options.event_bytes = cli.event_bytes;
     let started = std::time::Instant::now();
-    let report = loadgen::run(&options).await?;
+    // A progress bar on a terminal, fed from loadgen's counter five times per second.
+    let progress = Progress::new(cli.events, "loadgen", "events");
+    let counter = Arc::new(AtomicU64::new(0));
+    options.accepted_counter = Some(counter.clone());
+    let publishing = loadgen::run(&options);
+    tokio::pin!(publishing);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    let report = loop {
+        tokio::select! {
+            report = &mut publishing => break report,
+            _ = tick.tick() => progress.set(counter.load(Ordering::Relaxed)),
+        }
+    };
+    progress.finish();
+    let report = report?;
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{}",

@@ -28,6 +28,12 @@ struct Cli {
     /// Relay the shipper's JSON log lines.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     shipper_logs: bool,
+    /// Also append the shipper's raw stderr (JSON log lines) to this file, e.g. for `timeline`.
+    #[arg(long)]
+    shipper_log: Option<PathBuf>,
+    /// An extra argument for the shipper (repeatable), e.g. `--shipper-arg=-E --shipper-arg=logging.metrics.period=1s`.
+    #[arg(long = "shipper-arg", allow_hyphen_values = true)]
+    shipper_args: Vec<String>,
 }
 
 #[tokio::main]
@@ -57,6 +63,8 @@ async fn main() -> Result<()> {
     let data = cli.data.unwrap_or_else(|| temp.path().to_path_buf());
     let mut options = MockAgentOptions::new(shipper, data.clone());
     options.echo_shipper_logs = cli.shipper_logs;
+    options.shipper_log = cli.shipper_log;
+    options.shipper_args = cli.shipper_args;
     if cli.ack_immediately {
         options.ack_mode = AckMode::Immediately;
     }
