@@ -5,7 +5,7 @@
 # the revision is acknowledged), removes and re-adds an input, and SIGKILLs the shipper at
 # random (seeded; the seed is printed). At the end every event the shipper confirmed
 # persisted must be indexed or in the dead letter queue: the last line prints the counts and
-# the script fails if any was lost.
+# the script fails if any was lost, or if more events were indexed twice than loadgen sent twice.
 #   scripts/soak.sh                      # 3 minutes
 #   SOAK_DURATION=30s scripts/soak.sh    # or --duration 30s; other options go to `soak`
 set -euo pipefail

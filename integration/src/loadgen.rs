@@ -386,8 +386,14 @@ pub async fn wait_for_seqs_in_files(
 pub struct RestartReport {
     /// Loadgen seqs the shipper confirmed persisted (id ≤ persisted_index, same uuid).
     pub promised: std::collections::BTreeSet<u64>,
-    /// Events sent more than once because their confirmation was lost with a server run.
+    /// Events sent more than once because their first send may have been queued: accepted
+    /// but not confirmed persisted by a server run that went away, or sent in a publish
+    /// whose answer was lost with the connection (`unanswered`). Each can be indexed
+    /// twice (under two queue sequence numbers), so duplicates never exceed this.
     pub resent: u64,
+    /// Of `resent`: events of a publish that failed without an answer from the server,
+    /// the connection broken mid-request; they may or may not have been queued.
+    pub unanswered: u64,
     /// Distinct server runs (uuids) seen.
     pub server_runs: usize,
     /// Connection attempts that failed (the server was down).
@@ -468,9 +474,20 @@ pub async fn run_through_restarts(
                 };
                 let reply = match client.publish_events(request).await {
                     Ok(reply) => reply.into_inner(),
-                    Err(_) => {
+                    Err(status) => {
                         // Down, restarting, a new run, or the input is not (yet) a unit:
-                        // reconnect shortly and send these again.
+                        // reconnect shortly and send these again. If the answer was lost
+                        // with the connection (the shipper SIGKILLed after queueing the
+                        // batch, before answering), the batch may be queued already: the
+                        // second send can be indexed a second time, so it counts as resent.
+                        if maybe_queued(&status) {
+                            tracing::debug!(
+                                run = %options.run, first = seqs[0], events = seqs.len(), %status,
+                                "publish unanswered, the events may be queued: sending them again"
+                            );
+                            report.resent += seqs.len() as u64;
+                            report.unanswered += seqs.len() as u64;
+                        }
                         for seq in seqs.into_iter().rev() {
                             to_send.push_front(seq);
                         }
@@ -525,6 +542,53 @@ pub async fn run_through_restarts(
     }
     report.server_runs = uuids.len();
     Ok(report)
+}
+
+/// Whether a failed PublishEvents may still have queued its events: true when the
+/// request went out but the connection broke before an answer came (reset, broken pipe);
+/// false when the server answered with an error status (it queues nothing then) or when
+/// no connection was made (refused, no socket).
+fn maybe_queued(status: &tonic::Status) -> bool {
+    // A status decoded from the server's answer has no source; a transport failure has.
+    let mut source = std::error::Error::source(status);
+    if source.is_none() {
+        return false;
+    }
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ) {
+                return false;
+            }
+        }
+        source = err.source();
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::maybe_queued;
+    use std::io::{Error, ErrorKind};
+
+    // Regression (soak duplicates not explained by `resent`): a SIGKILLed shipper had
+    // queued a batch whose answer was lost with the connection; loadgen sent it again
+    // without counting it, and mock-es indexed those events twice.
+    #[test]
+    fn an_unanswered_publish_may_have_been_queued() {
+        for kind in [ErrorKind::ConnectionReset, ErrorKind::BrokenPipe] {
+            let status = tonic::Status::from_error(Box::new(Error::new(kind, "gone")));
+            assert!(maybe_queued(&status), "{kind:?}");
+        }
+        for kind in [ErrorKind::ConnectionRefused, ErrorKind::NotFound] {
+            let status = tonic::Status::from_error(Box::new(Error::new(kind, "nobody there")));
+            assert!(!maybe_queued(&status), "{kind:?}");
+        }
+        assert!(!maybe_queued(&tonic::Status::failed_precondition("input removed")));
+        assert!(!maybe_queued(&tonic::Status::unavailable("no output is running")));
+    }
 }
 
 /// Publishing without building [`Event`]s: each request is written straight to protobuf

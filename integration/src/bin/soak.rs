@@ -1,6 +1,6 @@
 //! `soak`: steady load through agent-shipper under mock-agent with Elasticsearch faults,
 //! API key rotations, input removals and random SIGKILLs; exits non-zero if an event the
-//! shipper promised was lost.
+//! shipper promised was lost, or if more events were indexed twice than loadgen sent twice.
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -69,7 +69,7 @@ async fn main() -> Result<()> {
     let d = &report.delivery;
     println!(
         "soak: {:.0} s, seed {seed}: promised {}, indexed {}, dead-lettered {}, duplicates {}, lost {}; \
-         kills {}, faults injected {}, key rotations {}, input removals/additions {}, resent {}",
+         kills {}, faults injected {}, key rotations {}, input removals/additions {}, resent {} ({} unanswered)",
         report.elapsed.as_secs_f64(),
         d.promised,
         d.indexed,
@@ -80,8 +80,18 @@ async fn main() -> Result<()> {
         report.faults,
         report.rotations,
         report.input_changes,
-        report.resent
+        report.resent,
+        report.unanswered
     );
+    if report.unexplained_duplicates() > 0 {
+        let kept = data.keep();
+        anyhow::bail!(
+            "{} events were indexed twice but loadgen sent only {} again (seed {seed}; data kept in {})",
+            d.duplicates,
+            report.resent,
+            kept.display()
+        );
+    }
     if d.lost > 0 {
         let kept = data.keep();
         anyhow::bail!(
