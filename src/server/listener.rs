@@ -1,6 +1,7 @@
 //! One running gRPC server for the Producer API on one address, owned by whoever bound it.
 
-use super::{ProducerService, Routes, ServerAddress};
+use super::{LimitsLayer, ProducerService, Routes, ServerAddress};
+use crate::config::ProducerLimits;
 use crate::proto::shipper::producer_server::ProducerServer;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ pub struct Listener {
 
 impl Listener {
     /// Binds `address` and serves the Producer API for server run `uuid` there, routing by
-    /// the latest `routes`.
+    /// the latest `routes`, under `limits` (validated; see `limits.rs`).
     ///
     /// # Errors
     /// A message naming the address when it cannot be bound (in use, no permission,
@@ -27,13 +28,18 @@ impl Listener {
         address: ServerAddress,
         uuid: &str,
         routes: watch::Receiver<Arc<Routes>>,
+        limits: ProducerLimits,
     ) -> Result<Self, String> {
         // One token ends both the server and its open PersistedIndex streams: a graceful
         // shutdown waits for every connection, and inputs keep those streams open.
         let cancel = CancellationToken::new();
-        let service = ProducerService::new(uuid, routes, cancel.clone());
+        let service = ProducerService::new(uuid, routes, cancel.clone()).with_limits(limits);
         let router = tonic::transport::Server::builder()
-            .add_service(ProducerServer::new(service).max_decoding_message_size(64 << 20));
+            .layer(LimitsLayer::new(limits))
+            .add_service(
+                ProducerServer::new(service)
+                    .max_decoding_message_size(limits.max_request_bytes as usize),
+            );
         let shutdown = cancel.clone().cancelled_owned();
         let join = match &address {
             ServerAddress::Unix(path) => {

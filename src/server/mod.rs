@@ -8,10 +8,12 @@
 
 mod address;
 pub mod client;
+mod limits;
 mod listener;
 mod producer;
 
 pub use address::ServerAddress;
+pub use limits::{CallPermit, LimitsLayer, LimitsService};
 pub use listener::Listener;
 pub use producer::ProducerService;
 

@@ -1,6 +1,8 @@
 //! The data path the supervisor configures: queue, output task, listeners and routes.
 
-use crate::config::{DlqConfig, DurabilityMode, InputUnitConfig, OutputConfig, QueueConfig};
+use crate::config::{
+    DlqConfig, DurabilityMode, InputUnitConfig, OutputConfig, ProducerLimits, QueueConfig,
+};
 use crate::dlq::{DeadLetterQueue, DeadLetters, DlqSettings, SystemClock};
 use crate::output::{Diversions, DivertTo, OutputGeneration, OutputHealth, OutputTask};
 use crate::queue::{
@@ -222,7 +224,7 @@ impl Pipeline {
     ) -> Result<(), String> {
         let address = ServerAddress::parse(&config.server)
             .map_err(|reason| format!("invalid config key `server`: {reason}"))?;
-        self.listen(&address).await?;
+        self.listen_with_limits(&address, config.limits()).await?;
         if let Some(queue) = &self.queue {
             queue.unseal_input(unit_id);
         }
@@ -237,12 +239,24 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Binds a standalone listener whose events go to the output.
+    /// Binds a standalone listener whose events go to the output, with the default limits.
     pub async fn listen(&mut self, address: &ServerAddress) -> Result<(), String> {
+        self.listen_with_limits(address, ProducerLimits::default())
+            .await
+    }
+
+    /// Binds a listener under `limits`; an address already bound keeps the limits it was
+    /// bound with.
+    async fn listen_with_limits(
+        &mut self,
+        address: &ServerAddress,
+        limits: ProducerLimits,
+    ) -> Result<(), String> {
         if self.listeners.contains_key(address) {
             return Ok(());
         }
-        let listener = Listener::bind(address.clone(), &self.uuid, self.routes.subscribe()).await?;
+        let listener =
+            Listener::bind(address.clone(), &self.uuid, self.routes.subscribe(), limits).await?;
         self.listeners.insert(address.clone(), listener);
         Ok(())
     }
