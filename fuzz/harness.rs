@@ -60,7 +60,8 @@ pub fn queue_frame(data: &[u8]) -> Outcome {
 /// Builds segment bytes from a little program; the first byte picks raw or built.
 ///
 /// Raw (first byte even): the rest is the whole file. Built: a valid header for sequence
-/// 1, then for each op byte `op`: `< 128` a frame (next sequence number) whose payload is
+/// 1 (or `u64::MAX - 2` when bit 1 of the first byte is set, to reach the top of the
+/// sequence space), then for each op byte `op`: `< 128` a frame (next sequence number) whose payload is
 /// the next `op` bytes; `128..192` the next `op - 127` bytes as garbage; `>= 192` skips
 /// `op - 191` sequence numbers.
 pub fn build_segment(data: &[u8]) -> Vec<u8> {
@@ -70,8 +71,8 @@ pub fn build_segment(data: &[u8]) -> Vec<u8> {
     if mode % 2 == 0 {
         return rest.to_vec();
     }
-    let mut out = segment_header(1).to_vec();
-    let mut seq = 1u64;
+    let mut seq = if mode & 2 == 0 { 1 } else { u64::MAX - 2 };
+    let mut out = segment_header(seq).to_vec();
     let mut at = 0;
     // Each op consumes at least one byte: bounded by the input length.
     while let Some(&op) = rest.get(at) {
@@ -80,7 +81,7 @@ pub fn build_segment(data: &[u8]) -> Vec<u8> {
             0..=127 => {
                 let end = (at + op as usize).min(rest.len());
                 encode_frame(&mut out, seq, u32::from(mode), &rest[at..end]);
-                seq += 1;
+                seq = seq.wrapping_add(1);
                 at = end;
             }
             128..=191 => {
@@ -88,7 +89,7 @@ pub fn build_segment(data: &[u8]) -> Vec<u8> {
                 out.extend_from_slice(&rest[at..end]);
                 at = end;
             }
-            _ => seq += u64::from(op - 191),
+            _ => seq = seq.wrapping_add(u64::from(op - 191)),
         }
     }
     out
@@ -118,7 +119,7 @@ pub fn queue_segment(data: &[u8]) -> Outcome {
                 scan.valid_len <= file.len() as u64,
                 "valid prefix within the file"
             );
-            assert!(scan.meta.last_seq + 1 >= scan.meta.first_seq);
+            assert!(scan.meta.last_seq >= scan.meta.first_seq.saturating_sub(1));
             Ok(format!(
                 "segment to seq {}, {} valid bytes, damage {:?}",
                 scan.meta.last_seq, scan.valid_len, scan.damage
