@@ -27,8 +27,11 @@ use std::sync::Arc;
 /// A target's verdict on one input: a summary, or the typed error it gave.
 pub type Outcome = Result<String, String>;
 
+/// A target: bytes in, verdict out.
+pub type Target = fn(&[u8]) -> Outcome;
+
 /// Every target by name (the names of `fuzz/fuzz_targets/*.rs`).
-pub const TARGETS: &[(&str, fn(&[u8]) -> Outcome)] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("queue_frame", queue_frame),
     ("queue_segment", queue_segment),
     ("dlq_entry", dlq_entry),

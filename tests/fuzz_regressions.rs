@@ -13,7 +13,7 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
 }
 
-fn target(name: &str) -> fn(&[u8]) -> harness::Outcome {
+fn target(name: &str) -> harness::Target {
     harness::TARGETS
         .iter()
         .find(|(target, _)| *target == name)
