@@ -124,3 +124,108 @@ fn too_large_is_resource_exhausted(
     ))
     .into_http()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{Layer, Service, ServiceExt};
+
+    fn limits(streams: u32) -> ProducerLimits {
+        ProducerLimits {
+            max_concurrent_streams: streams,
+            max_request_bytes: 1024,
+            ..ProducerLimits::default()
+        }
+    }
+
+    fn code(response: &http::Response<tonic::body::Body>) -> Option<Code> {
+        response.extensions().get::<Status>().map(Status::code)
+    }
+
+    fn answering(
+        status: Status,
+    ) -> impl Service<
+        http::Request<()>,
+        Response = http::Response<tonic::body::Body>,
+        Error = std::convert::Infallible,
+        Future = std::future::Ready<
+            Result<http::Response<tonic::body::Body>, std::convert::Infallible>,
+        >,
+    > + Clone {
+        tower::service_fn(move |_: http::Request<()>| {
+            std::future::ready(Ok(status.clone().into_http()))
+        })
+    }
+
+    #[tokio::test]
+    async fn only_tonics_message_too_large_becomes_resource_exhausted() {
+        let too_large = Status::out_of_range(
+            "Error, decoded message length too large: found 2048 bytes, the limit is: 1024 bytes",
+        );
+        let response = LimitsLayer::new(limits(4))
+            .layer(answering(too_large))
+            .oneshot(http::Request::new(()))
+            .await
+            .unwrap();
+        assert_eq!(code(&response), Some(Code::ResourceExhausted));
+        let message = response
+            .extensions()
+            .get::<Status>()
+            .unwrap()
+            .message()
+            .to_string();
+        assert!(
+            message.contains("max_request_bytes (1024 bytes)"),
+            "{message}"
+        );
+
+        let other = LimitsLayer::new(limits(4))
+            .layer(answering(Status::out_of_range("some other range")))
+            .oneshot(http::Request::new(()))
+            .await
+            .unwrap();
+        assert_eq!(code(&other), Some(Code::OutOfRange));
+    }
+
+    #[tokio::test]
+    async fn a_call_over_the_limit_is_refused_until_a_permit_is_released() {
+        // The inner service keeps each call's permit, as an open stream does.
+        let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = held.clone();
+        let inner = tower::service_fn(move |request: http::Request<()>| {
+            let permit = request.extensions().get::<CallPermit>().cloned();
+            keep.lock().unwrap().push(permit);
+            std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(
+                tonic::body::Body::default(),
+            )))
+        });
+        let mut service = LimitsLayer::new(limits(2)).layer(inner);
+        for _ in 0..2 {
+            let response = service
+                .ready()
+                .await
+                .unwrap()
+                .call(http::Request::new(()))
+                .await
+                .unwrap();
+            assert_eq!(code(&response), None);
+        }
+        let refused = service
+            .ready()
+            .await
+            .unwrap()
+            .call(http::Request::new(()))
+            .await
+            .unwrap();
+        assert_eq!(code(&refused), Some(Code::ResourceExhausted));
+        held.lock().unwrap().pop();
+        let again = service
+            .ready()
+            .await
+            .unwrap()
+            .call(http::Request::new(()))
+            .await
+            .unwrap();
+        assert_eq!(code(&again), None, "a released permit is usable again");
+    }
+}
