@@ -586,8 +586,12 @@ mod tests {
             let status = tonic::Status::from_error(Box::new(Error::new(kind, "nobody there")));
             assert!(!maybe_queued(&status), "{kind:?}");
         }
-        assert!(!maybe_queued(&tonic::Status::failed_precondition("input removed")));
-        assert!(!maybe_queued(&tonic::Status::unavailable("no output is running")));
+        assert!(!maybe_queued(&tonic::Status::failed_precondition(
+            "input removed"
+        )));
+        assert!(!maybe_queued(&tonic::Status::unavailable(
+            "no output is running"
+        )));
     }
 }
 

@@ -6,7 +6,11 @@
 //! `ssl` is the Producer API's TLS material (server identity + the CA that client
 //! certificates must chain to); `socket_mode` is the unix socket's permission bits.
 
-use super::{from_value, ConfigError, Secret};
+use super::limits::{
+    default_max_concurrent_streams, default_max_event_bytes, default_max_events_per_request,
+    default_max_request_bytes,
+};
+use super::{from_value, ByteSize, ConfigError, ProducerLimits, Secret};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
@@ -38,6 +42,18 @@ pub struct InputUnitConfig {
     /// Default: no limit (the agent sets none per unit).
     #[serde(default)]
     pub drain_timeout: Option<super::HumanDuration>,
+    /// Largest encoded event the Producer API accepts (see `limits.rs`). Default 10MiB.
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: ByteSize,
+    /// Largest encoded PublishRequest. Default 64MiB.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: ByteSize,
+    /// Most events in one PublishRequest. Default 16384.
+    #[serde(default = "default_max_events_per_request")]
+    pub max_events_per_request: u32,
+    /// Most calls in progress at once on this unit's listener. Default 1024.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
 }
 
 /// One input unit of the component that publishes through this INPUT unit.
@@ -236,6 +252,7 @@ impl InputUnitConfig {
             ssl.validate()?;
         }
         config.socket_mode.validate()?;
+        config.limits().validate()?;
         for (index, unit) in config.units.iter().enumerate() {
             if unit.id.is_empty() {
                 return Err(ConfigError::Invalid {
@@ -245,6 +262,16 @@ impl InputUnitConfig {
             }
         }
         Ok(config)
+    }
+
+    /// The Producer API limits this unit asks for (validated by [`Self::from_value`]).
+    pub fn limits(&self) -> ProducerLimits {
+        ProducerLimits {
+            max_event_bytes: self.max_event_bytes.bytes(),
+            max_request_bytes: self.max_request_bytes.bytes(),
+            max_events_per_request: self.max_events_per_request,
+            max_concurrent_streams: self.max_concurrent_streams,
+        }
     }
 
     /// The input ids whose events this unit accepts; the component id when `units` is empty.
@@ -274,6 +301,42 @@ mod tests {
         .unwrap();
         assert_eq!(config.input_ids(), vec!["filestream-a".to_string()]);
         assert_eq!(config.on_remove, OnRemove::Drain);
+        assert_eq!(config.limits(), ProducerLimits::default());
+    }
+
+    #[test]
+    fn limits_parse_with_units_and_are_checked_together() {
+        let config = InputUnitConfig::from_value(json!({
+            "id": "x", "type": "shipper", "server": "s",
+            "max_event_bytes": "64KiB", "max_request_bytes": 1048576,
+            "max_events_per_request": 10, "max_concurrent_streams": 4
+        }))
+        .unwrap();
+        assert_eq!(
+            config.limits(),
+            ProducerLimits {
+                max_event_bytes: 64 << 10,
+                max_request_bytes: 1 << 20,
+                max_events_per_request: 10,
+                max_concurrent_streams: 4,
+            }
+        );
+        let err = InputUnitConfig::from_value(
+            json!({"id": "x", "type": "shipper", "server": "s", "max_event_bytes": "2MiB", "max_request_bytes": "1MiB"}),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, .. } if key == "max_event_bytes"),
+            "{err}"
+        );
+        let err = InputUnitConfig::from_value(
+            json!({"id": "x", "type": "shipper", "server": "s", "max_concurrent_streams": -1}),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, .. } if key == "max_concurrent_streams"),
+            "{err}"
+        );
     }
 
     #[test]

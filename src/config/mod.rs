@@ -11,6 +11,7 @@ mod duration;
 mod elasticsearch;
 mod input;
 pub mod keys;
+mod limits;
 mod output;
 mod secret;
 mod size;
@@ -21,6 +22,7 @@ pub use elasticsearch::{
     normalize_host, BackoffConfig, Credentials, ElasticsearchConfig, SslConfig, VerificationMode,
 };
 pub use input::{InputSslConfig, InputUnitConfig, OnRemove, SocketMode};
+pub use limits::ProducerLimits;
 pub use output::{
     DiskQueueConfig, DlqConfig, DlqRetain, DurabilityMode, FileOutputConfig, MemoryQueueConfig,
     OutputConfig, OutputKind, QueueConfig,

@@ -34,7 +34,11 @@ pub fn read_entries(path: &Path) -> Result<SegmentEntries, DlqError> {
             }
             FrameStatus::Incomplete | FrameStatus::Corrupted(_) => {
                 // Skip the damage: entries after it are still worth reading.
-                let after = out.last().map(|(seq, _)| seq + 1).unwrap_or(0);
+                // Nothing can follow an entry with the last sequence number there is.
+                let Some(after) = out.last().map_or(Some(0), |(seq, _)| seq.checked_add(1)) else {
+                    tracing::warn!(path = %path.display(), offset = at, "DLQ segment damaged after its last possible entry");
+                    break;
+                };
                 let file = std::fs::File::open(path).map_err(|err| DlqError::io(path, err))?;
                 match segment::find_next_frame(&file, at as u64 + 1, after, u64::MAX) {
                     Some((next, _)) => {

@@ -1,6 +1,7 @@
 //! One running gRPC server for the Producer API on one address, owned by whoever bound it.
 
-use super::{ListenSecurity, ProducerService, Routes, ServerAddress};
+use super::{LimitsLayer, ListenSecurity, ProducerService, Routes, ServerAddress};
+use crate::config::ProducerLimits;
 use crate::proto::shipper::producer_server::ProducerServer;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -18,7 +19,8 @@ pub struct Listener {
 
 impl Listener {
     /// Binds `address` and serves the Producer API for server run `uuid` there, routing by
-    /// the latest `routes`, secured as `security` says (see [`super::tls`]).
+    /// the latest `routes`, secured as `security` says (see [`super::tls`]), under `limits`
+    /// (validated; see `limits.rs`).
     ///
     /// # Errors
     /// A message naming the address when it cannot be bound (in use, no permission,
@@ -28,20 +30,23 @@ impl Listener {
         uuid: &str,
         routes: watch::Receiver<Arc<Routes>>,
         security: &ListenSecurity,
+        limits: ProducerLimits,
     ) -> Result<Self, String> {
         let tls = security.server_tls(&address)?;
         // One token ends both the server and its open PersistedIndex streams: a graceful
         // shutdown waits for every connection, and inputs keep those streams open.
         let cancel = CancellationToken::new();
-        let service = ProducerService::new(uuid, routes, cancel.clone());
+        let service = ProducerService::new(uuid, routes, cancel.clone()).with_limits(limits);
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = tls {
             builder = builder
                 .tls_config(tls)
                 .map_err(|err| format!("invalid config key `ssl`: unusable TLS material: {err}"))?;
         }
-        let router =
-            builder.add_service(ProducerServer::new(service).max_decoding_message_size(64 << 20));
+        let router = builder.layer(LimitsLayer::new(limits)).add_service(
+            ProducerServer::new(service)
+                .max_decoding_message_size(limits.max_request_bytes as usize),
+        );
         let shutdown = cancel.clone().cancelled_owned();
         let join = match &address {
             ServerAddress::Unix(path) => {

@@ -8,11 +8,13 @@
 
 mod address;
 pub mod client;
+mod limits;
 mod listener;
 mod producer;
 pub mod tls;
 
 pub use address::ServerAddress;
+pub use limits::{CallPermit, LimitsLayer, LimitsService};
 pub use listener::Listener;
 pub(crate) use listener::{bind_private, remove_stale_socket};
 pub use producer::ProducerService;

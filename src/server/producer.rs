@@ -2,9 +2,14 @@
 //!
 //! Status codes are chosen on purpose: InvalidArgument = this request can never be
 //! accepted as is; FailedPrecondition = wrong server run or a stopped input, do not retry
-//! as is; Unavailable = retry later (no output yet, shutting down).
+//! as is; Unavailable = retry later (no output yet, shutting down); ResourceExhausted =
+//! over a listener-wide limit, send less or later (`limits.rs`). A request breaking a
+//! per-request limit (`max_events_per_request`, `max_event_bytes`) is InvalidArgument and
+//! none of its events is accepted.
 
+use super::limits::CallPermit;
 use super::Routes;
+use crate::config::ProducerLimits;
 use crate::proto::shipper::messages::Event;
 use crate::proto::shipper::producer_server::Producer;
 use crate::proto::shipper::{
@@ -28,6 +33,7 @@ pub struct ProducerService {
     uuid: Arc<str>,
     routes: watch::Receiver<Arc<Routes>>,
     shutdown: CancellationToken,
+    limits: ProducerLimits,
 }
 
 impl ProducerService {
@@ -42,7 +48,37 @@ impl ProducerService {
             uuid: uuid.into(),
             routes,
             shutdown,
+            limits: ProducerLimits::default(),
         }
+    }
+
+    /// The same service enforcing `limits` (validated) on each request; the default is
+    /// [`ProducerLimits::default`].
+    pub fn with_limits(mut self, limits: ProducerLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Checks the request-wide limits and each event's size; the message names the limit.
+    fn check_limits(&self, events: &[Event]) -> Result<(), Status> {
+        let limits = &self.limits;
+        if events.len() > limits.max_events_per_request as usize {
+            return Err(Status::invalid_argument(format!(
+                "the request holds {} events, more than max_events_per_request ({}); split it",
+                events.len(),
+                limits.max_events_per_request
+            )));
+        }
+        for (index, event) in events.iter().enumerate() {
+            let bytes = event.encoded_len();
+            if bytes as u64 > limits.max_event_bytes {
+                return Err(Status::invalid_argument(format!(
+                    "event {index} is {bytes} bytes encoded, more than max_event_bytes ({}); no event of this request was accepted",
+                    limits.max_event_bytes
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -88,6 +124,7 @@ impl Producer for ProducerService {
                 "PublishEvents needs at least one event",
             ));
         }
+        self.check_limits(&request.events)?;
         let routes = self.routes.borrow().clone();
         let (Some(queue), true) = (routes.queue.clone(), routes.output_ready) else {
             return Err(Status::unavailable("no output is running; retry later"));
@@ -156,6 +193,8 @@ impl Producer for ProducerService {
         &self,
         request: Request<PersistedIndexRequest>,
     ) -> Result<Response<Self::PersistedIndexStream>, Status> {
+        // Open streams count against max_concurrent_streams until they end.
+        let permit = request.extensions().get::<CallPermit>().cloned();
         let interval = request
             .into_inner()
             .polling_interval
@@ -180,7 +219,12 @@ impl Producer for ProducerService {
         };
         if interval.is_zero() {
             return Ok(Response::new(
-                stream::once(async move { Ok(first) }).boxed(),
+                stream::once(async move { Ok(first) })
+                    .map(move |reply| {
+                        let _held = &permit;
+                        reply
+                    })
+                    .boxed(),
             ));
         }
         let shutdown = self.shutdown.clone();
@@ -211,6 +255,10 @@ impl Producer for ProducerService {
         Ok(Response::new(
             stream::once(async move { Ok(first) })
                 .chain(updates)
+                .map(move |reply| {
+                    let _held = &permit;
+                    reply
+                })
                 .boxed(),
         ))
     }
@@ -346,6 +394,36 @@ mod tests {
             "{}",
             refused.message()
         );
+    }
+
+    #[tokio::test]
+    async fn per_request_limits_are_invalid_argument_and_accept_nothing() {
+        let queue = Arc::new(MemoryQueue::new(100, 1 << 20));
+        let limited = service(Some(queue.clone()), true).with_limits(ProducerLimits {
+            max_event_bytes: 200,
+            max_events_per_request: 3,
+            ..ProducerLimits::default()
+        });
+        let too_many = publish(&limited, "", vec![event(); 4]).await.unwrap_err();
+        assert_eq!(too_many.code(), tonic::Code::InvalidArgument);
+        assert!(
+            too_many.message().contains("max_events_per_request (3)"),
+            "{}",
+            too_many.message()
+        );
+        let mut big = event();
+        big.source.as_mut().unwrap().stream_id = "x".repeat(300);
+        let too_big = publish(&limited, "", vec![event(), big]).await.unwrap_err();
+        assert_eq!(too_big.code(), tonic::Code::InvalidArgument);
+        assert!(
+            too_big.message().starts_with("event 1 is ")
+                && too_big.message().contains("max_event_bytes (200)"),
+            "{}",
+            too_big.message()
+        );
+        // Nothing of the refused requests was queued: the next event gets id 1.
+        let reply = publish(&limited, "", vec![event(); 3]).await.unwrap();
+        assert_eq!((reply.accepted_count, reply.accepted_index), (3, 3));
     }
 
     #[test]

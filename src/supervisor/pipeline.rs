@@ -1,6 +1,8 @@
 //! The data path the supervisor configures: queue, output task, listeners and routes.
 
-use crate::config::{DlqConfig, DurabilityMode, InputUnitConfig, OutputConfig, QueueConfig};
+use crate::config::{
+    DlqConfig, DurabilityMode, InputUnitConfig, OutputConfig, ProducerLimits, QueueConfig,
+};
 use crate::dlq::{DeadLetterQueue, DeadLetters, DlqSettings, SystemClock};
 use crate::metrics::{OutputSnapshot, PipelineSnapshot};
 use crate::output::{
@@ -230,7 +232,8 @@ impl Pipeline {
         let address = ServerAddress::parse(&config.server)
             .map_err(|reason| format!("invalid config key `server`: {reason}"))?;
         let security = ListenSecurity::from_input(config.ssl.as_ref(), config.socket_mode);
-        self.listen_secured(&address, &security).await?;
+        self.listen_with(&address, &security, config.limits())
+            .await?;
         if let Some(queue) = &self.queue {
             queue.unseal_input(unit_id);
         }
@@ -246,18 +249,23 @@ impl Pipeline {
     }
 
     /// Binds a standalone listener whose events go to the output (socket mode 0600, no
-    /// TLS: refused on TCP addresses other than loopback).
+    /// TLS: refused on TCP addresses other than loopback; the default limits).
     pub async fn listen(&mut self, address: &ServerAddress) -> Result<(), String> {
-        self.listen_secured(address, &ListenSecurity::default())
-            .await
+        self.listen_with(
+            address,
+            &ListenSecurity::default(),
+            ProducerLimits::default(),
+        )
+        .await
     }
 
-    /// Binds a listener secured as `security` says; an address already bound keeps the
-    /// settings it was bound with.
-    async fn listen_secured(
+    /// Binds a listener secured as `security` says, under `limits`; an address already
+    /// bound keeps the settings it was bound with.
+    async fn listen_with(
         &mut self,
         address: &ServerAddress,
         security: &ListenSecurity,
+        limits: ProducerLimits,
     ) -> Result<(), String> {
         if self.listeners.contains_key(address) {
             return Ok(());
@@ -267,6 +275,7 @@ impl Pipeline {
             &self.uuid,
             self.routes.subscribe(),
             security,
+            limits,
         )
         .await?;
         self.listeners.insert(address.clone(), listener);

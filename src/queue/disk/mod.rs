@@ -55,6 +55,15 @@ mod writer;
 
 pub use io::{OsIo, SegmentIo};
 
+/// The on-disk decoders, public only so that fuzz targets (`fuzz/`) and the regression
+/// test over their findings (`tests/fuzz_regressions.rs`) reach them. Whatever the bytes,
+/// they return a status or a typed error, and allocate no more than the bytes given
+/// (frames) or the file's length (segments).
+pub mod codec {
+    pub use super::frame::{decode as decode_frame, encode as encode_frame, Frame, FrameStatus};
+    pub use super::segment::{header as segment_header, scan as scan_segment, Scan, SegmentMeta};
+}
+
 use super::generations::GenerationTable;
 use super::{
     Appended, Barrier, Generation, GenerationId, Queue, QueueError, QueueHealth, QueueStats,

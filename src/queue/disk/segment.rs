@@ -205,7 +205,12 @@ pub fn scan(path: &Path) -> Result<Scan, DiskError> {
             };
             let here = offset + at as u64;
             damage.get_or_insert(reason);
-            match find_next_frame(&file, here + 1, meta.last_seq + 1, u64::MAX) {
+            // Nothing can follow the last sequence number there is.
+            let next = match meta.last_seq.checked_add(1) {
+                Some(min_seq) => find_next_frame(&file, here + 1, min_seq, u64::MAX),
+                None => None,
+            };
+            match next {
                 Some((next, _)) => {
                     offset = next;
                     continue 'chunks;
