@@ -16,7 +16,9 @@
 //! - Each record is sent with the credentials of the output generation it was accepted
 //!   under (its OUTPUT unit and config idx, from the queue's generation table). A
 //!   generation this process has no config for (restarted since) uses the newest. A 401
-//!   with an older generation's credentials is retried at once with the newest ones.
+//!   with an older generation's credentials is retried at once with the newest ones, and
+//!   that generation's later records go straight to the newest (an invalidated key does
+//!   not come back), so a rotated key costs one 401, not one per batch.
 //! - A 413 (or a 400 for the whole request) splits the request in halves until the item
 //!   at fault is alone; that item is dead-lettered with the status.
 //! - Health: DEGRADED after `degraded_timeout` without a successful request, with the
@@ -43,6 +45,9 @@ struct Target {
     unit_id: String,
     config_idx: u64,
     client: BulkClient,
+    /// Shared mutable state by design: set by the first worker that got a 401 with these
+    /// (earlier) credentials; from then on this generation's records use the newest.
+    refused: std::sync::atomic::AtomicBool,
 }
 
 /// What every worker of one output shares: read-only after start.
@@ -108,6 +113,7 @@ pub(crate) async fn run(
             unit_id: unit_id.clone(),
             config_idx,
             client,
+            refused: std::sync::atomic::AtomicBool::new(false),
         });
         newest.get_or_insert_with(|| target.clone());
         targets.insert((unit_id, config_idx), target);
@@ -190,7 +196,7 @@ struct Pass {
 impl Shared {
     fn target_for(&self, context: &LoopContext, generation: GenerationId) -> Arc<Target> {
         let mut cache = self.by_generation.lock().unwrap_or_else(|p| p.into_inner());
-        cache
+        let target = cache
             .entry(generation)
             .or_insert_with(|| {
                 context
@@ -203,7 +209,12 @@ impl Shared {
                     })
                     .unwrap_or_else(|| self.newest.clone())
             })
-            .clone()
+            .clone();
+        if target.refused.load(std::sync::atomic::Ordering::Relaxed) {
+            self.newest.clone()
+        } else {
+            target
+        }
     }
 }
 
@@ -422,14 +433,27 @@ async fn send_pass(shared: &Shared, context: &LoopContext, pending: Vec<Pending>
                     }
                 }
                 Some(401) if !Arc::ptr_eq(&target, &shared.newest) => {
-                    tracing::warn!(
-                        unit_id = %target.unit_id,
-                        config_idx = target.config_idx,
-                        credentials = target.client.credentials(),
-                        newest = shared.newest.client.credentials(),
-                        events = sent.len(),
-                        "401 with an earlier generation's credentials; retrying with the newest"
-                    );
+                    let first = !target
+                        .refused
+                        .swap(true, std::sync::atomic::Ordering::Relaxed);
+                    if first {
+                        tracing::warn!(
+                            unit_id = %target.unit_id,
+                            config_idx = target.config_idx,
+                            credentials = target.client.credentials(),
+                            newest = shared.newest.client.credentials(),
+                            events = sent.len(),
+                            "401 with an earlier generation's credentials; retrying with the newest, and sending that generation's later events with the newest too"
+                        );
+                    } else {
+                        // A batch that was already on its way with the old credentials.
+                        tracing::debug!(
+                            unit_id = %target.unit_id,
+                            config_idx = target.config_idx,
+                            events = sent.len(),
+                            "401 with an earlier generation's credentials; retrying with the newest"
+                        );
+                    }
                     groups.push((shared.newest.clone(), sent));
                 }
                 _ => {
