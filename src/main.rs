@@ -5,6 +5,7 @@ use agent_shipper::control::{read_startup_info, ControlClient};
 use agent_shipper::dlq;
 use agent_shipper::logging::{self, LogFormat};
 use agent_shipper::metrics::{self, http::MonitoringServer, SnapshotRequest, StatsWatch};
+use agent_shipper::server::client::ClientTlsFiles;
 use agent_shipper::server::ServerAddress;
 use agent_shipper::supervisor::{Pipeline, Supervisor, SupervisorCommand};
 use anyhow::{Context, Result};
@@ -97,6 +98,18 @@ enum DlqAction {
         /// Publish under this input id instead of the original one (for removed inputs).
         #[arg(long)]
         input_id: Option<String>,
+        /// For a shipper whose input has `ssl` (mutual TLS): the CA of its certificate.
+        #[arg(long, value_name = "FILE", requires_all = ["ssl_cert", "ssl_key"])]
+        ssl_ca: Option<PathBuf>,
+        /// The client certificate to present (PEM).
+        #[arg(long, value_name = "FILE", requires_all = ["ssl_ca", "ssl_key"])]
+        ssl_cert: Option<PathBuf>,
+        /// The client certificate's key (PEM).
+        #[arg(long, value_name = "FILE", requires_all = ["ssl_ca", "ssl_cert"])]
+        ssl_key: Option<PathBuf>,
+        /// The name the shipper's certificate must hold.
+        #[arg(long, value_name = "NAME", default_value = "localhost")]
+        ssl_server_name: String,
     },
     /// Delete every entry.
     Purge,
@@ -290,8 +303,30 @@ async fn dlq_command(dir: &std::path::Path, action: DlqAction) -> Result<()> {
             tracing::info!(listed, path = %dir.display(), "dlq list done");
             Ok(())
         }
-        DlqAction::Replay { server, input_id } => {
-            let replayed = dlq::cli::replay(dir, &server, input_id.as_deref(), &mut out).await?;
+        DlqAction::Replay {
+            server,
+            input_id,
+            ssl_ca,
+            ssl_cert,
+            ssl_key,
+            ssl_server_name,
+        } => {
+            let tls = match (ssl_ca, ssl_cert, ssl_key) {
+                (Some(ca), Some(cert), Some(key)) => Some(
+                    ClientTlsFiles {
+                        ca,
+                        cert,
+                        key,
+                        server_name: ssl_server_name,
+                    }
+                    .load()
+                    .map_err(anyhow::Error::msg)?,
+                ),
+                // clap requires all three together.
+                _ => None,
+            };
+            let replayed =
+                dlq::cli::replay(dir, &server, input_id.as_deref(), tls, &mut out).await?;
             tracing::info!(replayed, path = %dir.display(), "dlq replay done");
             Ok(())
         }

@@ -184,6 +184,88 @@ async fn tcp_producer_api_admits_only_clients_with_a_certificate_of_the_configur
         loadgen::run(&plain).await.is_err(),
         "a plaintext client gets nothing through"
     );
+
+    // `dlq replay` reaches such a shipper only with a client certificate.
+    let dlq = pki.path().join("dlq");
+    let mut options = LoadgenOptions::new(&unix_server, "filestream-unix", 20);
+    options.run = "replay-tls".into();
+    {
+        use agent_shipper::dlq::{
+            DeadLetterQueue, DlqEntry, DlqSettings, Reason, StoragePolicy, SystemClock,
+        };
+        use prost::Message;
+        let store = DeadLetterQueue::open(
+            DlqSettings {
+                dir: dlq.clone(),
+                max_bytes: 1 << 30,
+                storage_policy: StoragePolicy::DropNewer,
+                retain_age: None,
+                flush_interval: Duration::from_secs(5),
+            },
+            std::sync::Arc::new(SystemClock),
+        )
+        .unwrap();
+        let entries: Vec<DlqEntry> = (0..20)
+            .map(|seq| DlqEntry {
+                event: loadgen::make_event(&options, seq).encode_to_vec().into(),
+                reason: Reason {
+                    status: Some(503),
+                    error_type: "unavailable".into(),
+                    message: "test".into(),
+                },
+                input_unit: "input-unix".into(),
+                output_unit: "output-default".into(),
+                revision: 1,
+                dead_lettered_at_ms: 1_700_000_000_000,
+            })
+            .collect();
+        assert_eq!(store.write(&entries).written, 20);
+        store.flush();
+    }
+    let replay = |tls: &[&str]| {
+        let mut command = tokio::process::Command::new(integration::shipper_binary().unwrap());
+        command
+            .args(["dlq", "--path"])
+            .arg(&dlq)
+            .args(["replay", "--server", &unix_server])
+            .args(tls);
+        async move {
+            tokio::time::timeout(WAIT, command.output())
+                .await
+                .expect("replay finished in time")
+                .unwrap()
+        }
+    };
+    let refused = replay(&[]).await;
+    assert!(!refused.status.success(), "plaintext replay is refused");
+    let cert_alone = replay(&["--ssl-cert", "client.pem"]).await;
+    let stderr = String::from_utf8_lossy(&cert_alone.stderr);
+    assert!(
+        !cert_alone.status.success() && stderr.contains("--ssl-ca"),
+        "a certificate without its CA and key is a usage error naming them: {stderr}"
+    );
+    let client_cert = write("client.pem", &ours.client_cert_pem);
+    let client_key = write("client.key", &ours.client_key_pem);
+    let ca = pki.path().join("ca.pem").display().to_string();
+    let replayed = replay(&[
+        "--ssl-ca",
+        &ca,
+        "--ssl-cert",
+        &client_cert,
+        "--ssl-key",
+        &client_key,
+    ])
+    .await;
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    let expected: Vec<u64> = (0..20).collect();
+    let counts = loadgen::wait_for_seqs_in_files(&[h.output_file()], "replay-tls", &expected, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(counts.len(), 20, "every replayed event reached the output");
     h.stop().await;
 }
 

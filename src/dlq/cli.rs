@@ -133,11 +133,14 @@ pub async fn replay(
     dir: &Path,
     server: &str,
     input_id: Option<&str>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
     out: &mut impl Write,
 ) -> Result<u64> {
-    let mut client = crate::server::client::connect(server)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let mut client = match tls {
+        Some(tls) => crate::server::client::connect_tls(server, tls).await,
+        None => crate::server::client::connect(server).await,
+    }
+    .map_err(anyhow::Error::msg)?;
     let mut reader = DlqReader::new(dir);
     let mut uuid = String::new();
     let mut replayed = 0;

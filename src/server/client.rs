@@ -40,6 +40,40 @@ pub async fn connect_tls(
     )
 }
 
+/// PEM files a command-line tool presents to a shipper that requires mutual TLS.
+#[derive(Debug, Clone)]
+pub struct ClientTlsFiles {
+    /// The CA that signed the shipper's certificate.
+    pub ca: std::path::PathBuf,
+    /// The client certificate (chain).
+    pub cert: std::path::PathBuf,
+    /// The client certificate's private key.
+    pub key: std::path::PathBuf,
+    /// The name the shipper's certificate is checked against.
+    pub server_name: String,
+}
+
+impl ClientTlsFiles {
+    /// Reads the files into a TLS config.
+    ///
+    /// # Errors
+    /// A message naming the option and the file that could not be read. The key's content
+    /// is never quoted.
+    pub fn load(&self) -> Result<ClientTlsConfig, String> {
+        let read = |option: &str, path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|err| format!("{option} {}: cannot read it: {err}", path.display()))
+        };
+        let ca = read("--ssl-ca", &self.ca)?;
+        let cert = read("--ssl-cert", &self.cert)?;
+        let key = read("--ssl-key", &self.key)?;
+        Ok(ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+            .identity(tonic::transport::Identity::from_pem(cert, key))
+            .domain_name(self.server_name.clone()))
+    }
+}
+
 /// The gRPC channel of [`connect_tls`], plaintext when `tls` is `None`.
 ///
 /// # Errors
