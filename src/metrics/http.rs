@@ -49,36 +49,22 @@ impl MonitoringServer {
                 crate::server::remove_stale_socket(path).map_err(bind_error)?;
                 // The figures are no secret, but only the owner has any business here.
                 let listener = crate::server::bind_private(path, 0o600).map_err(bind_error)?;
-                let join = tokio::spawn(async move {
-                    loop {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            accepted = listener.accept() => match accepted {
-                                Ok((stream, _)) => serve_connection(stream, stats.clone()),
-                                Err(err) => accept_failed(err).await,
-                            },
-                        }
-                    }
-                });
-                (address.clone(), join)
+                let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+                (
+                    address.clone(),
+                    spawn_accept_loop(incoming, stats, shutdown),
+                )
             }
             ServerAddress::Tcp(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(bind_error)?;
                 let local = listener.local_addr().map_err(bind_error)?;
-                let join = tokio::spawn(async move {
-                    loop {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            accepted = listener.accept() => match accepted {
-                                Ok((stream, _)) => serve_connection(stream, stats.clone()),
-                                Err(err) => accept_failed(err).await,
-                            },
-                        }
-                    }
-                });
-                (ServerAddress::Tcp(local), join)
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                (
+                    ServerAddress::Tcp(local),
+                    spawn_accept_loop(incoming, stats, shutdown),
+                )
             }
         };
         if let ServerAddress::Tcp(addr) = &bound {
@@ -102,11 +88,33 @@ impl MonitoringServer {
     }
 }
 
-/// Accept errors (e.g. out of file descriptors) are logged and retried after a pause, so a
-/// burst of them neither spins nor ends the endpoint.
-async fn accept_failed(err: std::io::Error) {
-    tracing::warn!(error = %err, "monitoring endpoint: accept failed");
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+/// Serves every accepted connection on its own task until `shutdown`. Accept errors (e.g.
+/// out of file descriptors) are logged and retried after a pause, so a burst of them
+/// neither spins nor ends the endpoint.
+fn spawn_accept_loop<S>(
+    mut incoming: impl futures_util::Stream<Item = std::io::Result<S>> + Unpin + Send + 'static,
+    stats: StatsWatch,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use futures_util::StreamExt;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = incoming.next() => match accepted {
+                    Some(Ok(stream)) => serve_connection(stream, stats.clone()),
+                    Some(Err(err)) => {
+                        tracing::warn!(error = %err, "monitoring endpoint: accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    None => break,
+                },
+            }
+        }
+    })
 }
 
 fn serve_connection<S>(stream: S, stats: StatsWatch)
