@@ -62,7 +62,6 @@ pub struct OutputTask {
     /// Merges the queue's health into the output's; stopped with `cancel`.
     health_merge: JoinHandle<()>,
     health: watch::Receiver<OutputHealth>,
-    metrics: Arc<OutputMetrics>,
 }
 
 impl OutputTask {
@@ -103,7 +102,7 @@ impl OutputTask {
         let join = match &current.kind {
             OutputKind::File(config) => {
                 let output = FileOutput::new(config.clone());
-                tokio::spawn(run_loop(output, context, metrics.clone()))
+                tokio::spawn(run_loop(output, context, metrics))
             }
             OutputKind::Elasticsearch(config) => {
                 let clients = elasticsearch::prepare(current, config, earlier)
@@ -113,7 +112,7 @@ impl OutputTask {
                     clients,
                     context,
                     tracker,
-                    metrics.clone(),
+                    metrics,
                 ))
             }
         };
@@ -130,18 +129,12 @@ impl OutputTask {
             join,
             health_merge,
             health,
-            metrics,
         })
     }
 
     /// Watches the output's health.
     pub fn health(&self) -> watch::Receiver<OutputHealth> {
         self.health.clone()
-    }
-
-    /// The output's counters now.
-    pub fn metrics(&self) -> OutputMetricsSnapshot {
-        self.metrics.snapshot()
     }
 
     /// Stops the task and waits for it; the batch in hand is finished or handed back.

@@ -415,17 +415,25 @@ impl Pipeline {
         self.routes.send_replace(Arc::new(routes));
     }
 
-    /// Queue figures, for diagnostics.
+    /// Queue figures, for diagnostics' `units.json`: the [`Pipeline::snapshot`] figures in
+    /// that file's long-standing shape, plus the run id and the listeners.
     pub fn stats(&self) -> serde_json::Value {
+        let PipelineSnapshot {
+            queue,
+            output,
+            output_metrics,
+            dlq,
+            ..
+        } = self.snapshot();
         serde_json::json!({
             "uuid": self.uuid,
-            "dlq": self.dead_letters.as_ref().map(|d| d.metrics()),
-            "queue": self.queue.as_ref().map(|q| q.stats()),
-            "output": self.output.as_ref().map(|o| serde_json::json!({
+            "dlq": dlq,
+            "queue": queue,
+            "output": output.map(|o| serde_json::json!({
                 "unit_id": o.unit_id,
                 "config_idx": o.config_idx,
-                "type": o.config.kind.type_name(),
-                "metrics": o.task.metrics(),
+                "type": o.kind,
+                "metrics": output_metrics,
             })),
             "listeners": self.listeners.keys().map(|a| a.to_string()).collect::<Vec<_>>(),
         })
