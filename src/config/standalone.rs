@@ -136,32 +136,18 @@ impl ProcessSettings {
             match key {
                 "path.data" => settings.data_path = Some(PathBuf::from(value.trim())),
                 "control.checkin_interval" => {
-                    let invalid = |reason: String| ConfigError::Invalid {
-                        key: "control.checkin_interval".into(),
-                        reason,
-                    };
-                    let interval = value.parse::<HumanDuration>().map_err(invalid)?.get();
-                    if interval.is_zero() || interval > Duration::from_secs(25) {
-                        return Err(invalid(format!(
-                            "`{}` is outside 1ms..=25s (the agent counts a miss per 30 s without a check-in)",
-                            value.trim()
-                        )));
-                    }
-                    settings.checkin_interval = interval;
+                    settings.checkin_interval = duration_setting(key, value, |interval| {
+                        (interval.is_zero() || interval > Duration::from_secs(25)).then_some(
+                            "is outside 1ms..=25s (the agent counts a miss per 30 s without a check-in)",
+                        )
+                    })?
                 }
                 "shutdown_timeout" => {
-                    let invalid = |reason: String| ConfigError::Invalid {
-                        key: "shutdown_timeout".into(),
-                        reason,
-                    };
-                    let timeout = value.parse::<HumanDuration>().map_err(invalid)?.get();
-                    if timeout > Duration::from_secs(24) {
-                        return Err(invalid(format!(
-                            "`{}` is longer than 24s: the agent kills the process 25 s after SIGTERM",
-                            value.trim()
-                        )));
-                    }
-                    settings.shutdown_timeout = timeout;
+                    settings.shutdown_timeout = duration_setting(key, value, |timeout| {
+                        (timeout > Duration::from_secs(24)).then_some(
+                            "is longer than 24s: the agent kills the process 25 s after SIGTERM",
+                        )
+                    })?
                 }
                 "monitoring.enabled" => {
                     settings.monitoring_enabled = parse_bool("monitoring.enabled", value)?
@@ -180,20 +166,31 @@ impl ProcessSettings {
                     settings.metrics_log_enabled = parse_bool("logging.metrics.enabled", value)?
                 }
                 "logging.metrics.period" => {
-                    let invalid = |reason: String| ConfigError::Invalid {
-                        key: "logging.metrics.period".into(),
-                        reason,
-                    };
-                    let period = value.parse::<HumanDuration>().map_err(invalid)?.get();
-                    if period < Duration::from_millis(100) {
-                        return Err(invalid(format!("`{}` is shorter than 100ms", value.trim())));
-                    }
-                    settings.metrics_log_period = period;
+                    settings.metrics_log_period = duration_setting(key, value, |period| {
+                        (period < Duration::from_millis(100)).then_some("is shorter than 100ms")
+                    })?
                 }
                 other => return Err(unknown_setting(other)),
             }
         }
         Ok(settings)
+    }
+}
+
+/// A duration setting; `refuse` says why a parsed value is out of range, if it is.
+fn duration_setting(
+    key: &str,
+    value: &str,
+    refuse: impl Fn(Duration) -> Option<&'static str>,
+) -> Result<Duration, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        key: key.into(),
+        reason,
+    };
+    let duration = value.parse::<HumanDuration>().map_err(invalid)?.get();
+    match refuse(duration) {
+        Some(why) => Err(invalid(format!("`{}` {why}", value.trim()))),
+        None => Ok(duration),
     }
 }
 
