@@ -19,9 +19,17 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::client::WebPkiServerVerifier;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::UnixTime;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, Error as RustlsError, RootCertStore,
+    SignatureScheme,
+};
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
@@ -790,29 +798,88 @@ async fn beats_publishes_in_plaintext_with_the_agents_ssl_block_and_is_routed_by
     es.stop().await;
 }
 
+/// Checks the server's chain but not its name: what a client that asks for `localhost`
+/// (grpc-go's name for a unix socket) and checks only the chain sees.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, RustlsError> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(RustlsError::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, RustlsError> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, RustlsError> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
 /// A TLS client over the unix socket at `path` asking for `sni`, presenting `identity`
-/// (certificate PEM, key PEM); the leaf certificate the server presented.
+/// (certificate PEM, key PEM), checking the server's name too unless `chain_only`; the
+/// leaf certificate the server presented.
 async fn presented_leaf(
     path: &Path,
     ca_pem: &str,
     sni: &str,
     identity: (&str, &str),
+    chain_only: bool,
 ) -> CertificateDer<'static> {
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
         .unwrap();
+    let roots = Arc::new(roots);
     let chain = CertificateDer::pem_slice_iter(identity.0.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     let key = PrivateKeyDer::from_pem_slice(identity.1.as_bytes()).unwrap();
-    let mut config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
         .unwrap();
+    let builder = if chain_only {
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider)
+            .build()
+            .unwrap();
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ChainOnly(verifier)))
+    } else {
+        builder.with_root_certificates(roots)
+    };
+    let mut config = builder.with_client_auth_cert(chain, key).unwrap();
     config.alpn_protocols = vec![b"h2".to_vec()];
     let stream = tokio::net::UnixStream::connect(path).await.unwrap();
     let tls = tokio::time::timeout(
@@ -880,8 +947,8 @@ async fn with_ssl_enabled_each_input_unit_on_one_server_presents_its_own_certifi
         let (_, cert, key) = &pki.pairs[unit];
         (cert.as_str(), key.as_str())
     };
-    let a = presented_leaf(&socket, &pki.ca_pem, "filestream-default", pair(0)).await;
-    let b = presented_leaf(&socket, &pki.ca_pem, "log-default", pair(1)).await;
+    let a = presented_leaf(&socket, &pki.ca_pem, "filestream-default", pair(0), false).await;
+    let b = presented_leaf(&socket, &pki.ca_pem, "log-default", pair(1), false).await;
     assert_ne!(a, b, "two units on one server, two certificates");
     assert_eq!(
         a,
@@ -889,6 +956,10 @@ async fn with_ssl_enabled_each_input_unit_on_one_server_presents_its_own_certifi
         "filestream-default's own certificate"
     );
     assert_eq!(b, leaf_of(pair(1).0), "log-default's own certificate");
+    // A name no unit's certificate holds (what grpc-go sends on a unix socket) gets the
+    // longest-attached unit's.
+    let default = presented_leaf(&socket, &pki.ca_pem, "localhost", pair(1), true).await;
+    assert_eq!(default, a, "the first unit attached is the default");
 
     // gRPC clients: with the unit's pair and name, Beats-shaped events are accepted; without
     // a client certificate the handshake is refused.
@@ -950,8 +1021,10 @@ async fn with_ssl_enabled_each_input_unit_on_one_server_presents_its_own_certifi
         1,
         "the established connection is kept"
     );
-    let now = presented_leaf(&socket, &pki.ca_pem, "log-default", pair(1)).await;
+    let now = presented_leaf(&socket, &pki.ca_pem, "log-default", pair(1), false).await;
     assert_eq!(now, b);
+    let default = presented_leaf(&socket, &pki.ca_pem, "localhost", pair(1), true).await;
+    assert_eq!(default, b, "the remaining unit is the default now");
     // It comes back: its certificate is served again by its name.
     let back_at = h.agent.history().len();
     h.agent
@@ -967,8 +1040,13 @@ async fn with_ssl_enabled_each_input_unit_on_one_server_presents_its_own_certifi
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let again = presented_leaf(&socket, &pki.ca_pem, "filestream-default", pair(0)).await;
+    let again = presented_leaf(&socket, &pki.ca_pem, "filestream-default", pair(0), false).await;
     assert_eq!(again, a);
+    let default = presented_leaf(&socket, &pki.ca_pem, "localhost", pair(0), true).await;
+    assert_eq!(
+        default, b,
+        "the default stays with the longest-attached unit"
+    );
     h.stop().await;
 }
 
