@@ -1001,6 +1001,11 @@ async fn with_ssl_enabled_each_input_unit_on_one_server_presents_its_own_certifi
         plain.is_err(),
         "a plaintext client gets nothing through: {plain:?}"
     );
+    // loadgen, told to use TLS, publishes with the unit's pair (as `--ssl-*` does).
+    let mut options = LoadgenOptions::new(&server, "log-app-1", 20);
+    options.tls = Some(tls_for(1));
+    let report = loadgen::run(&options).await.unwrap();
+    assert_eq!(report.promised.len(), 20, "{report:?}");
 
     // filestream-default leaves: its certificate is no longer served, and log-default's
     // connection, made before, keeps publishing.
