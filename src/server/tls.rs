@@ -63,8 +63,15 @@ impl ListenSecurity {
         ssl: Option<&InputSslConfig>,
         socket_mode: SocketMode,
     ) -> Result<Self, String> {
-        let identity = match ssl.filter(|ssl| ssl.is_enabled()) {
-            Some(ssl) => Some(UnitIdentity::load(unit_id, ssl)?),
+        let identity = match ssl {
+            Some(ssl) if ssl.is_enabled() => Some(UnitIdentity::load(unit_id, ssl)?),
+            Some(_) => {
+                tracing::info!(
+                    unit_id,
+                    "ssl without `enabled: true`: the Producer API serves this unit in plaintext, as Beats' shipper output connects then"
+                );
+                None
+            }
             None => None,
         };
         Ok(ListenSecurity {

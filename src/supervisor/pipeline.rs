@@ -281,8 +281,11 @@ impl Pipeline {
         if let Some(listener) = self.listeners.get(address) {
             if listener.transport() == security.transport() {
                 security.check(address)?;
-                if let Some(identity) = security.identity {
-                    listener.add_identity(identity)?;
+                match security.identity {
+                    Some(identity) => listener.add_identity(identity)?,
+                    None => {
+                        tracing::info!(%address, unit_id, transport = %listener.transport(), "INPUT unit shares the Producer API")
+                    }
                 }
                 return Ok(());
             }
