@@ -1,4 +1,10 @@
 //! The data path the supervisor configures: queue, output task, listeners and routes.
+//!
+//! INPUT units naming one `server` share its listener, as Elastic Agent gives every INPUT
+//! unit of a shipper the same socket: the first binds it with its transport, socket mode
+//! and limits; with TLS each unit's certificate joins and leaves the listener's SNI set
+//! (`server::sni`); the listener closes when its last unit goes. Routes map each unit's
+//! input ids, stream ids and unnamed policy input to its generation (`server` notes).
 
 use crate::config::{
     DlqConfig, DurabilityMode, InputUnitConfig, OutputConfig, ProducerLimits, QueueConfig,
