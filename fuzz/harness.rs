@@ -224,7 +224,8 @@ pub fn publish_request(data: &[u8]) -> Outcome {
         queue: Some(queue as Arc<dyn Queue>),
         output_ready: true,
         inputs: HashMap::from([(String::new(), generation), ("in".into(), generation)]),
-        any_input: None,
+        unnamed: Some(generation),
+        ..Routes::default()
     };
     let (_keep, routes) = tokio::sync::watch::channel(Arc::new(routes));
     let service =

@@ -98,7 +98,8 @@ enum DlqAction {
         /// Publish under this input id instead of the original one (for removed inputs).
         #[arg(long)]
         input_id: Option<String>,
-        /// For a shipper whose input has `ssl` (mutual TLS): the CA of its certificate.
+        /// For a shipper whose input has `ssl.enabled: true` (mutual TLS): the CA of its
+        /// certificate. Without these options, replay connects in plaintext.
         #[arg(long, value_name = "FILE", requires_all = ["ssl_cert", "ssl_key"])]
         ssl_ca: Option<PathBuf>,
         /// The client certificate to present (PEM).
@@ -107,7 +108,8 @@ enum DlqAction {
         /// The client certificate's key (PEM).
         #[arg(long, value_name = "FILE", requires_all = ["ssl_ca", "ssl_cert"])]
         ssl_key: Option<PathBuf>,
-        /// The name the shipper's certificate must hold.
+        /// The name the shipper's certificate must hold, sent as SNI: the INPUT unit id
+        /// picks that unit's certificate when several share the server.
         #[arg(long, value_name = "NAME", default_value = "localhost")]
         ssl_server_name: String,
     },

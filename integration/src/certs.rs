@@ -102,3 +102,84 @@ impl AgentCerts {
         })
     }
 }
+
+/// The material the agent (8.6–8.15) gives a shipper's INPUT units: one CA per shipper and
+/// one pair per unit, named after the unit id (subject and DNS name), for client and
+/// server use; keys in PKCS#1 as the agent writes them for the first unit.
+#[derive(Clone)]
+pub struct UnitPairs {
+    /// The shipper's CA.
+    pub ca_pem: String,
+    /// `(unit id, certificate PEM, key PEM)` per unit, in the order asked for.
+    pub pairs: Vec<(String, String, String)>,
+}
+
+impl std::fmt::Debug for UnitPairs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UnitPairs { .. }")
+    }
+}
+
+impl UnitPairs {
+    /// A fresh CA and a pair for each of `unit_ids`. The first unit's key is RSA in
+    /// PKCS#1 (as the agent's `authority` package writes it); the others are ECDSA, which
+    /// is quicker to make and exercises another key format.
+    pub fn mint(unit_ids: &[&str]) -> Result<Self, CertError> {
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = CertificateParams::new(vec!["localhost".to_string()])?;
+        ca_params
+            .distinguished_name
+            .push(DnType::OrganizationName, "elastic-fleet");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca_params, ca_key);
+        let mut pairs = Vec::new();
+        for (i, unit_id) in unit_ids.iter().enumerate() {
+            let (key, key_pem) = if i == 0 {
+                let (pkcs8, pkcs1) = client_rsa_key()?;
+                (KeyPair::from_pem(pkcs8)?, pkcs1.clone())
+            } else {
+                let key = KeyPair::generate()?;
+                let pem = key.serialize_pem();
+                (key, pem)
+            };
+            let mut params = CertificateParams::new(vec![unit_id.to_string()])?;
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, "elastic-fleet");
+            params.distinguished_name.push(DnType::CommonName, *unit_id);
+            params.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ClientAuth,
+                ExtendedKeyUsagePurpose::ServerAuth,
+            ];
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            let cert = params.signed_by(&key, &issuer)?;
+            pairs.push((unit_id.to_string(), cert.pem(), key_pem));
+        }
+        Ok(UnitPairs {
+            ca_pem: ca_cert.pem(),
+            pairs,
+        })
+    }
+
+    /// The INPUT unit's `ssl` block as the agent writes it (inline PEM, no `enabled`).
+    pub fn ssl_block(&self, unit_id: &str) -> serde_json::Value {
+        let (_, cert, key) = self
+            .pairs
+            .iter()
+            .find(|(id, _, _)| id == unit_id)
+            .expect("a pair was minted for this unit");
+        serde_json::json!({
+            "certificate_authorities": [self.ca_pem],
+            "certificate": cert,
+            "key": key,
+        })
+    }
+}

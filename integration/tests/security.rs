@@ -3,18 +3,34 @@
 mod common;
 
 use agent_shipper::proto::agent::{State, UnitLogLevel, UnitType};
+use agent_shipper::proto::shipper::messages::{
+    value::Kind, DataStream, Event, Source, Struct, Value,
+};
 use agent_shipper::proto::shipper::PublishRequest;
 use agent_shipper::server::client::connect_tls;
 use base64::Engine;
-use common::{output_unit, revision, Harness, WAIT};
+use common::{observed_state, output_unit, revision, Harness, WAIT};
 use integration::agent::{AgentEvent, UnitSpec};
-use integration::certs::AgentCerts;
+use integration::certs::{AgentCerts, UnitPairs};
 use integration::loadgen::{self, LoadgenOptions};
 use integration::mock_es::{MockEs, MockEsOptions};
 use serde_json::json;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::client::WebPkiServerVerifier;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::UnixTime;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, Error as RustlsError, RootCertStore,
+    SignatureScheme,
+};
+use tokio_rustls::TlsConnector;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 fn input(id: &str, input_id: &str, extra: serde_json::Value) -> UnitSpec {
@@ -77,6 +93,7 @@ async fn tcp_producer_api_admits_only_clients_with_a_certificate_of_the_configur
         path.display().to_string()
     };
     let ssl = json!({
+        "enabled": true,
         "certificate": write("server.pem", &ours.server_cert_pem),
         "key": write("server.key", &ours.server_key_pem),
         "certificate_authorities": [write("ca.pem", &ours.ca_pem)],
@@ -93,7 +110,7 @@ async fn tcp_producer_api_admits_only_clients_with_a_certificate_of_the_configur
                 "filestream-tls",
                 json!({"server": server, "ssl": ssl}),
             ),
-            // The agent hands ssl for unix sockets too: applied there as well.
+            // `ssl.enabled: true` applies on unix sockets too.
             input(
                 "input-unix",
                 "filestream-unix",
@@ -104,6 +121,15 @@ async fn tcp_producer_api_admits_only_clients_with_a_certificate_of_the_configur
                 "input-open",
                 "filestream-open",
                 json!({"server": format!("0.0.0.0:{}", free_port())}),
+            ),
+            // Nor with the agent's `ssl` block, which without `enabled` means plaintext.
+            input(
+                "input-open-agent-ssl",
+                "filestream-open-agent-ssl",
+                json!({"server": format!("0.0.0.0:{}", free_port()), "ssl": {
+                    "certificate_authorities": [ours.ca_pem], "certificate": ours.server_cert_pem,
+                    "key": ours.server_key_pem,
+                }}),
             ),
         ],
     ));
@@ -129,6 +155,20 @@ async fn tcp_producer_api_admits_only_clients_with_a_certificate_of_the_configur
         unreachable!()
     };
     assert!(message.contains("`ssl`"), "the error names ssl: {message}");
+    let failed = h
+        .agent
+        .wait_for(WAIT, "input-open-agent-ssl FAILED", |e| {
+            matches!(e, AgentEvent::UnitObserved { id, state: State::Failed, .. } if id == "input-open-agent-ssl")
+        })
+        .await
+        .unwrap();
+    let AgentEvent::UnitObserved { message, .. } = failed else {
+        unreachable!()
+    };
+    assert!(
+        message.contains("ssl.enabled"),
+        "the error says how: {message}"
+    );
 
     let trust_ours = || {
         ClientTlsConfig::new()
@@ -515,4 +555,517 @@ async fn no_secret_reaches_the_logs_the_unit_messages_the_diagnostics_or_the_dat
         }
     }
     es.stop().await;
+}
+
+/// An event as Beats' shipper output (libbeat/outputs/shipper, 8.x) builds it: `source`
+/// from `@metadata.input_id` / `stream_id` (set by Beats' agent manager to the policy
+/// input's and stream's ids), `data_stream` from the event's `data_stream.*` fields,
+/// `metadata` the event's `@metadata`, `fields` its fields.
+fn beats_event(input_id: Option<&str>, stream_id: &str, dataset: &str, seq: u64) -> Event {
+    let text = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.into())),
+    };
+    let object = |pairs: Vec<(&str, Value)>| Value {
+        kind: Some(Kind::StructValue(Struct {
+            data: pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        })),
+    };
+    let mut metadata = vec![
+        ("beat", text("filebeat")),
+        ("type", text("_doc")),
+        ("version", text("8.15.0")),
+        ("stream_id", text(stream_id)),
+    ];
+    if let Some(id) = input_id {
+        metadata.push(("input_id", text(id)));
+    }
+    let fields = object(vec![
+        ("message", text(&format!("beats line {seq}"))),
+        (
+            "seq",
+            Value {
+                kind: Some(Kind::Uint64Value(seq)),
+            },
+        ),
+        (
+            "data_stream",
+            object(vec![
+                ("type", text("logs")),
+                ("dataset", text(dataset)),
+                ("namespace", text("default")),
+            ]),
+        ),
+        ("event", object(vec![("dataset", text(dataset))])),
+        ("input", object(vec![("type", text("filestream"))])),
+    ]);
+    let struct_of = |value: Value| match value.kind {
+        Some(Kind::StructValue(s)) => Some(s),
+        _ => None,
+    };
+    Event {
+        timestamp: Some(std::time::SystemTime::now().into()),
+        metadata: struct_of(object(metadata)),
+        fields: struct_of(fields),
+        source: Some(Source {
+            input_id: input_id.unwrap_or_default().into(),
+            stream_id: stream_id.into(),
+        }),
+        data_stream: Some(DataStream {
+            r#type: "logs".into(),
+            dataset: dataset.into(),
+            namespace: "default".into(),
+        }),
+    }
+}
+
+/// An INPUT unit as elastic-agent 8.15's `componentToShipperConfig` and `injectShipperConn`
+/// write it: the component's id, its units `<component>-<policy input id>` with the policy
+/// input as `config`, the shared `server`, and this unit's own pair in `ssl`.
+fn agent_input(
+    component: &str,
+    policy_input: serde_json::Value,
+    server: &str,
+    ssl: serde_json::Value,
+) -> UnitSpec {
+    let unit_id = format!(
+        "{component}-{}",
+        policy_input["id"]
+            .as_str()
+            .unwrap_or(component.split('-').next().unwrap())
+    );
+    UnitSpec {
+        id: component.into(),
+        kind: UnitType::Input,
+        config: json!({
+            "id": component, "type": "shipper",
+            "units": [{"id": unit_id, "config": policy_input}],
+            "server": server, "ssl": ssl,
+        }),
+        log_level: UnitLogLevel::Info,
+    }
+}
+
+async fn publish_plain(server: &str, events: Vec<Event>) -> Result<u32, tonic::Status> {
+    let mut client = loadgen::connect(server).await.unwrap();
+    client
+        .publish_events(PublishRequest {
+            uuid: String::new(),
+            events,
+        })
+        .await
+        .map(|reply| reply.into_inner().accepted_count)
+}
+
+async fn wait_for_documents(
+    es: &MockEs,
+    data_stream: &str,
+    count: usize,
+) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let documents = es.documents(data_stream);
+        if documents.len() >= count {
+            return documents.into_iter().map(|(_, doc)| doc).collect();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{data_stream}: {} of {count} documents indexed",
+            documents.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beats_publishes_in_plaintext_with_the_agents_ssl_block_and_is_routed_by_its_ids() {
+    let es = MockEs::start(MockEsOptions::default()).await.unwrap();
+    es.add_api_key("beats", "beats-secret", &["logs-*-default"]);
+    let pki = UnitPairs::mint(&["filestream-default", "log-default"]).unwrap();
+    let h = Harness::start(|_| {}).await;
+    // One socket for every INPUT unit, as the agent's connectShippers does.
+    let server = h.socket();
+    let filestream = agent_input(
+        "filestream-default",
+        json!({"id": "filestream-syslog-1", "type": "filestream",
+               "streams": [{"id": "filestream-syslog-1.syslog", "paths": ["/var/log/syslog"]}]}),
+        &server,
+        pki.ssl_block("filestream-default"),
+    );
+    // A policy input without `id`: Beats sends its events with no input id.
+    let log = agent_input(
+        "log-default",
+        json!({"type": "log", "streams": [{"paths": ["/var/log/app.log"]}]}),
+        &server,
+        pki.ssl_block("log-default"),
+    );
+    let output = output_unit(json!({
+        "type": "elasticsearch", "hosts": [es.url()], "api_key": "beats:beats-secret",
+    }));
+    h.agent
+        .apply(&revision(1, vec![output.clone(), filestream.clone(), log]));
+    h.agent
+        .wait_for_states(
+            WAIT,
+            &[
+                ("output-default", UnitType::Output),
+                ("filestream-default", UnitType::Input),
+                ("log-default", UnitType::Input),
+            ],
+            State::Healthy,
+        )
+        .await
+        .unwrap();
+    let socket = h.data().join("shipper.sock");
+    assert_eq!(
+        mode(&socket),
+        0o600,
+        "plaintext is protected by the socket's mode"
+    );
+    assert!(
+        h.shipper_logs()
+            .iter()
+            .any(|line| line.contains("Producer API listening: plaintext")),
+        "the log says which transport is served"
+    );
+
+    // A plaintext client, as Beats dials without `ssl.enabled: true`.
+    let syslog: Vec<Event> = (0..5)
+        .map(|seq| {
+            beats_event(
+                Some("filestream-syslog-1"),
+                "filestream-syslog-1.syslog",
+                "system.syslog",
+                seq,
+            )
+        })
+        .collect();
+    assert_eq!(publish_plain(&server, syslog).await.unwrap(), 5);
+    // Routed by the stream id alone when the input id is one we do not know.
+    let by_stream = vec![beats_event(
+        Some("renamed"),
+        "filestream-syslog-1.syslog",
+        "system.syslog",
+        5,
+    )];
+    assert_eq!(publish_plain(&server, by_stream).await.unwrap(), 1);
+    let unnamed: Vec<Event> = (0..3)
+        .map(|seq| beats_event(None, "", "app", seq))
+        .collect();
+    assert_eq!(publish_plain(&server, unnamed).await.unwrap(), 3);
+    let stranger = publish_plain(&server, vec![beats_event(Some("nobody"), "", "app", 0)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        stranger.code(),
+        tonic::Code::FailedPrecondition,
+        "{stranger:?}"
+    );
+
+    let docs = wait_for_documents(&es, "logs-system.syslog-default", 6).await;
+    assert_eq!(docs.len(), 6);
+    assert!(
+        docs.iter().any(|d| d["message"] == "beats line 0"),
+        "{docs:?}"
+    );
+    wait_for_documents(&es, "logs-app-default", 3).await;
+
+    // Each event counted for its own unit: without log-default, its events have no route
+    // while filestream's still do.
+    h.agent.apply(&revision(2, vec![output, filestream]));
+    h.agent
+        .wait_for(WAIT, "log-default STOPPED", |e| {
+            matches!(e, AgentEvent::UnitObserved { id, state: State::Stopped, .. } if id == "log-default")
+        })
+        .await
+        .unwrap();
+    let refused = publish_plain(&server, vec![beats_event(None, "", "app", 3)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    let syslog = vec![beats_event(
+        Some("filestream-syslog-1"),
+        "filestream-syslog-1.syslog",
+        "system.syslog",
+        6,
+    )];
+    assert_eq!(publish_plain(&server, syslog).await.unwrap(), 1);
+    wait_for_documents(&es, "logs-system.syslog-default", 7).await;
+    h.stop().await;
+    es.stop().await;
+}
+
+/// Checks the server's chain but not its name: what a client that asks for `localhost`
+/// (grpc-go's name for a unix socket) and checks only the chain sees.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, RustlsError> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(RustlsError::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, RustlsError> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, RustlsError> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// A TLS client over the unix socket at `path` asking for `sni`, presenting `identity`
+/// (certificate PEM, key PEM), checking the server's name too unless `chain_only`; the
+/// leaf certificate the server presented.
+async fn presented_leaf(
+    path: &Path,
+    ca_pem: &str,
+    sni: &str,
+    identity: (&str, &str),
+    chain_only: bool,
+) -> CertificateDer<'static> {
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let roots = Arc::new(roots);
+    let chain = CertificateDer::pem_slice_iter(identity.0.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(identity.1.as_bytes()).unwrap();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = if chain_only {
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider)
+            .build()
+            .unwrap();
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ChainOnly(verifier)))
+    } else {
+        builder.with_root_certificates(roots)
+    };
+    let mut config = builder.with_client_auth_cert(chain, key).unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let stream = tokio::net::UnixStream::connect(path).await.unwrap();
+    let tls = tokio::time::timeout(
+        WAIT,
+        TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from(sni.to_string()).unwrap(), stream),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("handshake succeeds");
+    let (_, session) = tls.get_ref();
+    assert_eq!(session.alpn_protocol(), Some(&b"h2"[..]), "gRPC's ALPN");
+    session.peer_certificates().unwrap()[0].clone()
+}
+
+fn leaf_of(pem: &str) -> CertificateDer<'static> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_ssl_enabled_each_input_unit_on_one_server_presents_its_own_certificate_by_sni() {
+    let pki = UnitPairs::mint(&["filestream-default", "log-default"]).unwrap();
+    let h = Harness::start(|_| {}).await;
+    let server = h.socket();
+    let enabled = |unit: &str| {
+        let mut ssl = pki.ssl_block(unit);
+        ssl["enabled"] = json!(true);
+        ssl
+    };
+    let filestream = agent_input(
+        "filestream-default",
+        json!({"id": "filestream-syslog-1", "type": "filestream", "streams": [{"id": "filestream-syslog-1.syslog"}]}),
+        &server,
+        enabled("filestream-default"),
+    );
+    let log = agent_input(
+        "log-default",
+        json!({"id": "log-app-1", "type": "log", "streams": [{"id": "log-app-1.app"}]}),
+        &server,
+        enabled("log-default"),
+    );
+    h.agent.apply(&revision(
+        1,
+        vec![h.output_unit(), filestream.clone(), log.clone()],
+    ));
+    h.agent
+        .wait_for_states(
+            WAIT,
+            &[
+                ("filestream-default", UnitType::Input),
+                ("log-default", UnitType::Input),
+            ],
+            State::Healthy,
+        )
+        .await
+        .unwrap();
+    assert!(
+        h.shipper_logs()
+            .iter()
+            .any(|line| line.contains("Producer API listening: mutual TLS")),
+        "the log says which transport is served"
+    );
+    let socket = h.data().join("shipper.sock");
+    let pair = |unit: usize| {
+        let (_, cert, key) = &pki.pairs[unit];
+        (cert.as_str(), key.as_str())
+    };
+    let a = presented_leaf(&socket, &pki.ca_pem, "filestream-default", pair(0), false).await;
+    let b = presented_leaf(&socket, &pki.ca_pem, "log-default", pair(1), false).await;
+    assert_ne!(a, b, "two units on one server, two certificates");
+    assert_eq!(
+        a,
+        leaf_of(pair(0).0),
+        "filestream-default's own certificate"
+    );
+    assert_eq!(b, leaf_of(pair(1).0), "log-default's own certificate");
+    // A name no unit's certificate holds (what grpc-go sends on a unix socket) gets the
+    // longest-attached unit's.
+    let default = presented_leaf(&socket, &pki.ca_pem, "localhost", pair(1), true).await;
+    assert_eq!(default, a, "the first unit attached is the default");
+
+    // gRPC clients: with the unit's pair and name, Beats-shaped events are accepted; without
+    // a client certificate the handshake is refused.
+    let tls_for = |unit: usize| {
+        let (name, cert, key) = &pki.pairs[unit];
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+            .domain_name(name.clone())
+            .identity(Identity::from_pem(cert, key))
+    };
+    let mut log_client = connect_tls(&server, tls_for(1)).await.unwrap();
+    let publish = |events: Vec<Event>| PublishRequest {
+        uuid: String::new(),
+        events,
+    };
+    let app = |seq| beats_event(Some("log-app-1"), "log-app-1.app", "app", seq);
+    let reply = log_client
+        .publish_events(publish(vec![app(0)]))
+        .await
+        .unwrap();
+    assert_eq!(reply.into_inner().accepted_count, 1);
+    let without = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+        .domain_name("log-default");
+    let refused = match connect_tls(&server, without).await {
+        Err(err) => err,
+        Ok(mut client) => client
+            .publish_events(publish(vec![app(1)]))
+            .await
+            .unwrap_err()
+            .to_string(),
+    };
+    assert!(
+        !refused.is_empty(),
+        "a client without a certificate is refused"
+    );
+    let plain = publish_plain_result(&server, vec![app(1)]).await;
+    assert!(
+        plain.is_err(),
+        "a plaintext client gets nothing through: {plain:?}"
+    );
+    // loadgen, told to use TLS, publishes with the unit's pair (as `--ssl-*` does).
+    let mut options = LoadgenOptions::new(&server, "log-app-1", 20);
+    options.tls = Some(tls_for(1));
+    let report = loadgen::run(&options).await.unwrap();
+    assert_eq!(report.promised.len(), 20, "{report:?}");
+
+    // filestream-default leaves: its certificate is no longer served, and log-default's
+    // connection, made before, keeps publishing.
+    h.agent
+        .apply(&revision(2, vec![h.output_unit(), log.clone()]));
+    h.agent
+        .wait_for(WAIT, "filestream-default STOPPED", |e| {
+            matches!(e, AgentEvent::UnitObserved { id, state: State::Stopped, .. } if id == "filestream-default")
+        })
+        .await
+        .unwrap();
+    let reply = log_client
+        .publish_events(publish(vec![app(2)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.into_inner().accepted_count,
+        1,
+        "the established connection is kept"
+    );
+    let now = presented_leaf(&socket, &pki.ca_pem, "log-default", pair(1), false).await;
+    assert_eq!(now, b);
+    let default = presented_leaf(&socket, &pki.ca_pem, "localhost", pair(1), true).await;
+    assert_eq!(default, b, "the remaining unit is the default now");
+    // It comes back: its certificate is served again by its name.
+    let back_at = h.agent.history().len();
+    h.agent
+        .apply(&revision(3, vec![h.output_unit(), log, filestream]));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !h.agent.history()[back_at..]
+        .iter()
+        .any(observed_state("filestream-default", State::Healthy))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "filestream-default HEALTHY again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = presented_leaf(&socket, &pki.ca_pem, "filestream-default", pair(0), false).await;
+    assert_eq!(again, a);
+    let default = presented_leaf(&socket, &pki.ca_pem, "localhost", pair(0), true).await;
+    assert_eq!(
+        default, b,
+        "the default stays with the longest-attached unit"
+    );
+    h.stop().await;
+}
+
+async fn publish_plain_result(server: &str, events: Vec<Event>) -> Result<u32, String> {
+    let mut client = loadgen::connect(server).await.map_err(|e| e.to_string())?;
+    tokio::time::timeout(
+        WAIT,
+        client.publish_events(PublishRequest {
+            uuid: String::new(),
+            events,
+        }),
+    )
+    .await
+    .map_err(|_| "timed out".to_string())?
+    .map(|reply| reply.into_inner().accepted_count)
+    .map_err(|status| status.to_string())
 }

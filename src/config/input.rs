@@ -1,10 +1,17 @@
 //! The INPUT unit's configuration: which inputs publish through us, and where we listen.
 //!
-//! Shape as Elastic Agent writes it for a shipper: `{id, type: shipper, units: [{id,
-//! config}], server, ssl}`. `units[].id` are the input ids that events carry in
-//! `source.input_id`; `server` is the Producer API address for this input component;
-//! `ssl` is the Producer API's TLS material (server identity + the CA that client
-//! certificates must chain to); `socket_mode` is the unix socket's permission bits.
+//! Shape as Elastic Agent 8.6–8.15 writes it for a shipper: `{id, type: shipper, units:
+//! [{id, config}], server, ssl}`. The unit's `id` is the input component's id
+//! (`<input type>-<output name>`); `units[].id` are that component's unit ids
+//! (`<component id>-<policy input id>`) and `units[].config` the policy input as written,
+//! whose `id` (the policy input id) and `streams[].id` are what Beats puts in
+//! `source.input_id` / `source.stream_id` (from `@metadata.input_id` / `stream_id`, which
+//! its agent manager sets from those ids). Each of them routes events to this unit.
+//! `server` is the Producer API address: the agent gives every INPUT unit of a shipper the
+//! same unix socket. `ssl` is this unit's own certificate pair and the agent's CA; it is
+//! used only with `ssl.enabled: true`, Beats' own rule (its shipper output dials TLS only
+//! then, and the agent never writes `enabled`), otherwise the socket's owner-only mode is
+//! the protection. `socket_mode` is the unix socket's permission bits.
 
 use super::limits::{
     default_max_concurrent_streams, default_max_event_bytes, default_max_events_per_request,
@@ -28,8 +35,8 @@ pub struct InputUnitConfig {
     pub units: Vec<InputSourceUnit>,
     /// Where the Producer API listens: `unix:///path`, `/path` or `host:port`.
     pub server: String,
-    /// TLS material the agent hands us for the Producer API: mTLS when given, required on
-    /// TCP addresses other than loopback.
+    /// TLS material the agent hands us for the Producer API: mutual TLS only with
+    /// `ssl.enabled: true` (required on TCP addresses other than loopback).
     #[serde(default)]
     pub ssl: Option<InputSslConfig>,
     /// Permission bits of a unix socket `server`. Default `0600` (owner only).
@@ -69,12 +76,17 @@ pub struct InputSourceUnit {
 }
 
 /// `ssl:` of an INPUT unit, as the agent writes it for the Producer API. Each value is a
-/// file path or inline PEM. With a certificate, clients must present a certificate that
-/// chains to `certificate_authorities` (mutual TLS, as the agent's inputs do). Serialized
-/// for the effective config with the key as `[redacted]`.
+/// file path or inline PEM. With `enabled: true`, clients must present a certificate that
+/// chains to `certificate_authorities` (mutual TLS); without it the block is carried but
+/// unused, as Beats' shipper output then dials plaintext. Serialized for the effective
+/// config with the key as `[redacted]`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InputSslConfig {
+    /// Serve mutual TLS with this material. Absent (as the agent writes it) or `false`:
+    /// plaintext, exactly when Beats' shipper output connects in plaintext.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
     /// The CAs that client certificates must chain to.
     pub certificate_authorities: Vec<String>,
     /// The server's certificate (chain).
@@ -84,19 +96,20 @@ pub struct InputSslConfig {
 }
 
 impl InputSslConfig {
-    /// True when the block carries no material at all (`ssl: {}` or empty lists): plaintext.
-    pub fn is_empty(&self) -> bool {
-        self.certificate_authorities.is_empty() && self.certificate.is_none() && self.key.is_none()
+    /// True when the Producer API serves mutual TLS with this block: `enabled: true` only.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled == Some(true)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.is_empty() {
+        // Material that is not used is not checked: Beats' output ignores it too.
+        if !self.is_enabled() {
             return Ok(());
         }
         let missing = |key: &str, what: &str| {
             ConfigError::Missing {
             key: format!("ssl.{key}"),
-            reason: format!("mutual TLS needs {what} (ssl.certificate, ssl.key and ssl.certificate_authorities go together)"),
+            reason: format!("ssl.enabled: true needs {what} (ssl.certificate, ssl.key and ssl.certificate_authorities go together)"),
         }
         };
         if self
@@ -128,6 +141,33 @@ impl InputSslConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl InputSourceUnit {
+    /// The policy input's own `id` in `config` (Beats' `@metadata.input_id`), if any.
+    pub fn policy_input_id(&self) -> Option<&str> {
+        self.config
+            .as_ref()
+            .and_then(|config| config.get("id"))
+            .and_then(serde_json::Value::as_str)
+            .filter(|id| !id.is_empty())
+    }
+
+    /// The `streams[].id` of `config` (Beats' `@metadata.stream_id`).
+    pub fn stream_ids(&self) -> Vec<&str> {
+        self.config
+            .as_ref()
+            .and_then(|config| config.get("streams"))
+            .and_then(serde_json::Value::as_array)
+            .map(|streams| {
+                streams
+                    .iter()
+                    .filter_map(|stream| stream.get("id").and_then(serde_json::Value::as_str))
+                    .filter(|id| !id.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -274,13 +314,39 @@ impl InputUnitConfig {
         }
     }
 
-    /// The input ids whose events this unit accepts; the component id when `units` is empty.
+    /// The `source.input_id` values whose events this unit accepts: each `units[].id` and
+    /// each policy input id `units[].config.id` (what Beats sends); the component id when
+    /// `units` is empty.
     pub fn input_ids(&self) -> Vec<String> {
         if self.units.is_empty() {
-            vec![self.id.clone()]
-        } else {
-            self.units.iter().map(|unit| unit.id.clone()).collect()
+            return vec![self.id.clone()];
         }
+        let mut ids: Vec<String> = Vec::with_capacity(self.units.len() * 2);
+        for unit in &self.units {
+            ids.push(unit.id.clone());
+            if let Some(id) = unit.policy_input_id() {
+                ids.push(id.to_string());
+            }
+        }
+        ids.dedup();
+        ids
+    }
+
+    /// The `source.stream_id` values whose events this unit accepts: `units[].config.streams[].id`.
+    pub fn stream_ids(&self) -> Vec<String> {
+        self.units
+            .iter()
+            .flat_map(|unit| unit.stream_ids())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// True when one of `units` is a policy input without an `id`: Beats then sends its
+    /// events with an empty `source.input_id`.
+    pub fn has_unnamed_input(&self) -> bool {
+        self.units
+            .iter()
+            .any(|unit| unit.config.is_some() && unit.policy_input_id().is_none())
     }
 }
 
@@ -300,8 +366,43 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(config.input_ids(), vec!["filestream-a".to_string()]);
+        assert!(config.has_unnamed_input());
         assert_eq!(config.on_remove, OnRemove::Drain);
         assert_eq!(config.limits(), ProducerLimits::default());
+    }
+
+    /// The shape of `componentToShipperConfig` in elastic-agent 8.15 for a policy input
+    /// `{id: logfile-system-1, streams: [{id: logfile-system.syslog-1}]}` under output `default`.
+    #[test]
+    fn beats_ids_come_from_the_policy_inputs_in_units_config() {
+        let config = InputUnitConfig::from_value(json!({
+            "id": "log-default",
+            "type": "shipper",
+            "units": [
+                {"id": "log-default-logfile-system-1", "config": {
+                    "id": "logfile-system-1", "type": "log",
+                    "streams": [{"id": "logfile-system.syslog-1", "paths": ["/var/log/syslog"]}, {"paths": []}],
+                }},
+                {"id": "log-default-log", "config": {"type": "log", "streams": []}},
+            ],
+            "server": "unix:///tmp/elastic-agent/abc.sock",
+            "ssl": {"certificate_authorities": ["-----BEGIN CERTIFICATE-----"], "certificate": "c", "key": "k"},
+        }))
+        .unwrap();
+        assert_eq!(
+            config.input_ids(),
+            [
+                "log-default-logfile-system-1",
+                "logfile-system-1",
+                "log-default-log"
+            ]
+        );
+        assert_eq!(config.stream_ids(), ["logfile-system.syslog-1"]);
+        assert!(config.has_unnamed_input(), "the second input has no id");
+        assert!(
+            !config.ssl.as_ref().unwrap().is_enabled(),
+            "the agent's block has no `enabled`: plaintext, and its material is not checked"
+        );
     }
 
     #[test]
@@ -371,23 +472,26 @@ mod tests {
     fn ssl_material_goes_together_and_the_key_never_prints() {
         let base = || json!({"id": "x", "type": "shipper", "server": "127.0.0.1:1"});
         let mut value = base();
-        value["ssl"] =
-            json!({"certificate": "/c.pem", "key": "-----BEGIN PRIVATE KEY-----hunter2"});
+        value["ssl"] = json!({"enabled": true, "certificate": "/c.pem", "key": "-----BEGIN PRIVATE KEY-----hunter2"});
         let err = InputUnitConfig::from_value(value).unwrap_err();
         assert!(
             matches!(&err, ConfigError::Missing { key, .. } if key == "ssl.certificate_authorities"),
             "{err}"
         );
         let mut value = base();
-        value["ssl"] = json!({"certificate_authorities": ["/ca.pem"], "certificate": "/c.pem", "key": "hunter2"});
+        value["ssl"] = json!({"enabled": true, "certificate_authorities": ["/ca.pem"], "certificate": "/c.pem", "key": "hunter2"});
         let config = InputUnitConfig::from_value(value).unwrap();
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("[redacted]"), "{printed}");
         let mut value = base();
-        value["ssl"] = json!({"certificate_authorities": ["/ca.pem"], "certificate": "/c.pem"});
+        value["ssl"] = json!({"enabled": true, "certificate_authorities": ["/ca.pem"], "certificate": "/c.pem"});
         let err = InputUnitConfig::from_value(value).unwrap_err();
         assert!(err.to_string().contains("ssl.key"), "{err}");
+        // Not enabled: the material is carried, never used, so never checked.
+        let mut value = base();
+        value["ssl"] = json!({"enabled": false, "certificate": "/c.pem"});
+        assert!(InputUnitConfig::from_value(value).is_ok());
     }
 
     #[test]

@@ -1,18 +1,36 @@
 //! One running gRPC server for the Producer API on one address, owned by whoever bound it.
+//!
+//! Plaintext listeners hand accepted connections to tonic as they are. A TLS listener
+//! runs its own accept loop: each connection is handshaken in its own task (bounded in
+//! number and time, so a slow or silent client holds no one else up) with the newest
+//! config of the listener's [`TlsIdentities`], then handed to tonic. INPUT units join and
+//! leave a shared TLS listener by changing its identities; established connections are
+//! not touched.
 
+use super::sni::{TlsIdentities, UnitIdentity};
+use super::tls::Transport;
 use super::{LimitsLayer, ListenSecurity, ProducerService, Routes, ServerAddress};
 use crate::config::ProducerLimits;
 use crate::proto::shipper::producer_server::ProducerServer;
+use futures_util::{Stream, StreamExt};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// TLS handshakes in progress at once per listener; more connections wait in the backlog.
+const MAX_HANDSHAKES: usize = 64;
+/// A client that has not finished its handshake by then is disconnected.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A bound Producer API server; [`Listener::stop`] ends it and removes its socket file.
 pub struct Listener {
     address: ServerAddress,
+    transport: Transport,
+    tls: Option<Arc<TlsIdentities>>,
     cancel: CancellationToken,
     join: JoinHandle<()>,
 }
@@ -24,30 +42,40 @@ impl Listener {
     ///
     /// # Errors
     /// A message naming the address when it cannot be bound (in use, no permission,
-    /// missing directory), or naming `ssl` when the TLS material is missing or unusable.
+    /// missing directory), or naming `ssl` when plaintext is not allowed there or the TLS
+    /// material is unusable.
     pub async fn bind(
         address: ServerAddress,
         uuid: &str,
         routes: watch::Receiver<Arc<Routes>>,
-        security: &ListenSecurity,
+        security: ListenSecurity,
         limits: ProducerLimits,
     ) -> Result<Self, String> {
-        let tls = security.server_tls(&address)?;
+        security.check(&address)?;
+        let transport = security.transport();
+        let tls = match security.identity {
+            Some(identity) => {
+                let identities = Arc::new(TlsIdentities::default());
+                identities.insert(identity)?;
+                Some(identities)
+            }
+            None => None,
+        };
         // One token ends both the server and its open PersistedIndex streams: a graceful
         // shutdown waits for every connection, and inputs keep those streams open.
         let cancel = CancellationToken::new();
         let service = ProducerService::new(uuid, routes, cancel.clone()).with_limits(limits);
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = tls {
-            builder = builder
-                .tls_config(tls)
-                .map_err(|err| format!("invalid config key `ssl`: unusable TLS material: {err}"))?;
-        }
-        let router = builder.layer(LimitsLayer::new(limits)).add_service(
-            ProducerServer::new(service)
-                .max_decoding_message_size(limits.max_request_bytes as usize),
-        );
+        let router = tonic::transport::Server::builder()
+            .layer(LimitsLayer::new(limits))
+            .add_service(
+                ProducerServer::new(service)
+                    .max_decoding_message_size(limits.max_request_bytes as usize),
+            );
         let shutdown = cancel.clone().cancelled_owned();
+        let label = address.clone();
+        let failed = move |err: tonic::transport::Error| {
+            tracing::error!(address = %label, error = %err, "Producer API server failed");
+        };
         let join = match &address {
             ServerAddress::Unix(path) => {
                 remove_stale_socket(path)
@@ -59,35 +87,81 @@ impl Listener {
                 let listener = bind_private(path, security.socket_mode.0)
                     .map_err(|err| format!("cannot listen on {address}: {err}"))?;
                 let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-                let address = address.clone();
-                tokio::spawn(async move {
-                    if let Err(err) = router
-                        .serve_with_incoming_shutdown(incoming, shutdown)
-                        .await
-                    {
-                        tracing::error!(%address, error = %err, "Producer API server failed");
+                match &tls {
+                    Some(identities) => {
+                        let incoming =
+                            handshaken(incoming, identities.clone(), cancel.clone(), &address);
+                        tokio::spawn(async move {
+                            if let Err(err) = router
+                                .serve_with_incoming_shutdown(incoming, shutdown)
+                                .await
+                            {
+                                failed(err);
+                            }
+                        })
                     }
-                })
+                    None => tokio::spawn(async move {
+                        if let Err(err) = router
+                            .serve_with_incoming_shutdown(incoming, shutdown)
+                            .await
+                        {
+                            failed(err);
+                        }
+                    }),
+                }
             }
             ServerAddress::Tcp(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|err| format!("cannot listen on {address}: {err}"))?;
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                let address = address.clone();
-                tokio::spawn(async move {
-                    if let Err(err) = router
-                        .serve_with_incoming_shutdown(incoming, shutdown)
-                        .await
-                    {
-                        tracing::error!(%address, error = %err, "Producer API server failed");
+                match &tls {
+                    Some(identities) => {
+                        let incoming =
+                            handshaken(incoming, identities.clone(), cancel.clone(), &address);
+                        tokio::spawn(async move {
+                            if let Err(err) = router
+                                .serve_with_incoming_shutdown(incoming, shutdown)
+                                .await
+                            {
+                                failed(err);
+                            }
+                        })
                     }
-                })
+                    None => tokio::spawn(async move {
+                        if let Err(err) = router
+                            .serve_with_incoming_shutdown(incoming, shutdown)
+                            .await
+                        {
+                            failed(err);
+                        }
+                    }),
+                }
             }
         };
-        tracing::info!(%address, "Producer API listening");
+        match (&tls, &address) {
+            (Some(identities), _) => tracing::info!(
+                %address,
+                transport = %transport,
+                units = ?identities.unit_ids(),
+                "Producer API listening: mutual TLS, each INPUT unit's certificate by SNI"
+            ),
+            (None, ServerAddress::Unix(_)) => tracing::info!(
+                %address,
+                transport = %transport,
+                socket_mode = %security.socket_mode,
+                "Producer API listening: plaintext, protected by the socket's mode"
+            ),
+            (None, ServerAddress::Tcp(_)) => tracing::info!(
+                %address,
+                transport = %transport,
+                "Producer API listening: plaintext on loopback TCP"
+            ),
+        }
         Ok(Listener {
             address,
+            transport,
+            tls,
             cancel,
             join,
         })
@@ -96,6 +170,44 @@ impl Listener {
     /// The address served.
     pub fn address(&self) -> &ServerAddress {
         &self.address
+    }
+
+    /// The transport served, fixed when bound.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// Serves `identity`'s certificate (and admits its CA's clients) from the next handshake
+    /// on, replacing that unit's earlier identity; connections already made are kept.
+    ///
+    /// # Errors
+    /// On a plaintext listener, or when the CAs cannot make a TLS config.
+    pub fn add_identity(&self, identity: UnitIdentity) -> Result<(), String> {
+        let Some(identities) = &self.tls else {
+            return Err(format!(
+                "the Producer API at {} serves plaintext",
+                self.address
+            ));
+        };
+        let unit_id = identity.unit_id().to_string();
+        identities.insert(identity)?;
+        tracing::info!(address = %self.address, unit_id, units = ?identities.unit_ids(), "INPUT unit's certificate joins the Producer API");
+        Ok(())
+    }
+
+    /// Stops serving `unit_id`'s certificate to new connections.
+    pub fn remove_identity(&self, unit_id: &str) {
+        if let Some(identities) = &self.tls {
+            identities.remove(unit_id);
+        }
+    }
+
+    /// The units whose certificates a TLS listener serves, in attach order.
+    pub fn tls_units(&self) -> Vec<String> {
+        self.tls
+            .as_ref()
+            .map(|identities| identities.unit_ids())
+            .unwrap_or_default()
     }
 
     /// Stops serving, waits (at most 5 s) for the server task, and removes a unix socket file.
@@ -116,6 +228,70 @@ impl Listener {
         }
         tracing::info!(address = %self.address, "Producer API closed");
     }
+}
+
+/// The connections of `incoming` after a TLS handshake with the newest config of
+/// `identities`; a failed handshake is logged and the connection dropped. Ends with `cancel`.
+fn handshaken<IO, S>(
+    mut incoming: S,
+    identities: Arc<TlsIdentities>,
+    cancel: CancellationToken,
+    address: &ServerAddress,
+) -> impl Stream<Item = std::io::Result<tokio_rustls::server::TlsStream<IO>>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Stream<Item = std::io::Result<IO>> + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(MAX_HANDSHAKES);
+    let address = address.clone();
+    tokio::spawn(async move {
+        let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        loop {
+            let next = tokio::select! {
+                _ = cancel.cancelled() => break,
+                next = incoming.next() => next,
+            };
+            let stream = match next {
+                Some(Ok(stream)) => stream,
+                // Accept errors go to tonic as they would without TLS.
+                Some(Err(err)) => {
+                    if tx.send(Err(err)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                None => break,
+            };
+            // Waiting for a permit leaves new connections in the kernel's backlog.
+            let permit = tokio::select! {
+                _ = cancel.cancelled() => break,
+                permit = handshakes.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let Some(acceptor) = identities.acceptor() else {
+                continue;
+            };
+            let tx = tx.clone();
+            let address = address.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(err)) => {
+                        tracing::warn!(%address, error = %err, "Producer API refused a connection: TLS handshake failed")
+                    }
+                    Err(_) => {
+                        tracing::warn!(%address, "Producer API refused a connection: no TLS handshake within 10 s")
+                    }
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// Binds a unix socket at `path` that is never reachable with wider permissions than `mode`.

@@ -5,12 +5,21 @@
 //! to the queue and maps every outcome to a deliberate gRPC status (see [`producer`]).
 //! The supervisor is the only writer of [`Routes`]; the service reads the latest snapshot
 //! per request through a `watch` channel, so there is no shared lock on the data path.
+//!
+//! Routing follows what Beats' shipper output sends (libbeat/outputs/shipper, 8.x):
+//! `source.input_id` is the event's `@metadata.input_id` and `source.stream_id` its
+//! `@metadata.stream_id`, which Beats' agent manager sets to the policy input's `id` and
+//! the stream's `id`. An event goes to the INPUT unit whose config names its input id (a
+//! `units[].id` or a `units[].config.id`), else whose `units[].config.streams[].id` names
+//! its stream id; an event with no input id goes to the one INPUT unit with a policy input
+//! that has no `id`, if exactly one has (the agent allows one such input per type).
 
 mod address;
 pub mod client;
 mod limits;
 mod listener;
 mod producer;
+pub mod sni;
 pub mod tls;
 
 pub use address::ServerAddress;
@@ -18,7 +27,8 @@ pub use limits::{CallPermit, LimitsLayer, LimitsService};
 pub use listener::Listener;
 pub(crate) use listener::{bind_private, remove_stale_socket};
 pub use producer::ProducerService;
-pub use tls::ListenSecurity;
+pub use sni::{TlsIdentities, UnitIdentity};
+pub use tls::{ListenSecurity, Transport};
 
 use crate::queue::{GenerationId, Queue};
 use std::collections::HashMap;
@@ -33,13 +43,63 @@ pub struct Routes {
     pub output_ready: bool,
     /// Generation per known `source.input_id`.
     pub inputs: HashMap<String, GenerationId>,
+    /// Generation per known `source.stream_id`, for an input id that is not known.
+    pub streams: HashMap<String, GenerationId>,
+    /// For events without an input id: the one INPUT unit with a policy input without `id`.
+    pub unnamed: Option<GenerationId>,
     /// Standalone mode: every input id goes to this generation.
     pub any_input: Option<GenerationId>,
 }
 
 impl Routes {
-    /// The generation for an input id, if the input is known.
-    pub fn route(&self, input_id: &str) -> Option<GenerationId> {
-        self.inputs.get(input_id).copied().or(self.any_input)
+    /// The generation for an event's input and stream ids, if either is known.
+    pub fn route(&self, input_id: &str, stream_id: &str) -> Option<GenerationId> {
+        let by_input = (!input_id.is_empty())
+            .then(|| self.inputs.get(input_id).copied())
+            .flatten();
+        let by_stream = || {
+            (!stream_id.is_empty())
+                .then(|| self.streams.get(stream_id).copied())
+                .flatten()
+        };
+        let unnamed = || input_id.is_empty().then_some(self.unnamed).flatten();
+        by_input
+            .or_else(by_stream)
+            .or_else(unnamed)
+            .or(self.any_input)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{Generation, MemoryQueue};
+
+    #[test]
+    fn input_id_then_stream_id_then_the_one_unnamed_input() {
+        let queue = MemoryQueue::new(10, 1 << 20);
+        let generation = |unit: &str| {
+            queue.register(Generation {
+                input_unit: unit.into(),
+                output_unit: "out".into(),
+                output_config_idx: 1,
+            })
+        };
+        let (a, b, c) = (generation("a"), generation("b"), generation("c"));
+        let routes = Routes {
+            inputs: HashMap::from([("logfile-1".into(), a)]),
+            streams: HashMap::from([("logfile-1.syslog".into(), b)]),
+            unnamed: Some(c),
+            ..Routes::default()
+        };
+        assert_eq!(routes.route("logfile-1", "logfile-1.syslog"), Some(a));
+        assert_eq!(routes.route("gone", "logfile-1.syslog"), Some(b));
+        assert_eq!(routes.route("", "unknown"), Some(c));
+        assert_eq!(
+            routes.route("gone", ""),
+            None,
+            "a named input nobody knows is not sent to the unnamed one"
+        );
+        assert_eq!(Routes::default().route("", ""), None);
     }
 }

@@ -133,18 +133,18 @@ impl Producer for ProducerService {
         for (index, event) in request.events.iter().enumerate() {
             validate(event)
                 .map_err(|reason| Status::invalid_argument(format!("event {index}: {reason}")))?;
-            let input_id = event
+            let (input_id, stream_id) = event
                 .source
                 .as_ref()
-                .map(|s| s.input_id.as_str())
-                .unwrap_or("");
-            match routes.route(input_id) {
+                .map(|s| (s.input_id.as_str(), s.stream_id.as_str()))
+                .unwrap_or(("", ""));
+            match routes.route(input_id, stream_id) {
                 Some(generation) => entries.push((generation, event.encode_to_vec().into())),
                 // Accept the routable prefix; the first event decides the request's fate.
                 None if index > 0 => break,
                 None => {
                     return Err(Status::failed_precondition(format!(
-                        "event {index}: input `{input_id}` is not part of any running input unit of this shipper"
+                        "event {index}: input `{input_id}` (stream `{stream_id}`) is not part of any running input unit of this shipper"
                     )))
                 }
             }
@@ -302,7 +302,7 @@ mod tests {
             queue: queue.map(|q| q as Arc<dyn Queue>),
             output_ready,
             inputs,
-            any_input: None,
+            ..Routes::default()
         };
         let (_tx, rx) = watch::channel(Arc::new(routes));
         ProducerService::new("run-1", rx, CancellationToken::new())

@@ -1,4 +1,10 @@
 //! The data path the supervisor configures: queue, output task, listeners and routes.
+//!
+//! INPUT units naming one `server` share its listener, as Elastic Agent gives every INPUT
+//! unit of a shipper the same socket: the first binds it with its transport, socket mode
+//! and limits; with TLS each unit's certificate joins and leaves the listener's SNI set
+//! (`server::sni`); the listener closes when its last unit goes. Routes map each unit's
+//! input ids, stream ids and unnamed policy input to its generation (`server` notes).
 
 use crate::config::{
     DlqConfig, DurabilityMode, InputUnitConfig, OutputConfig, ProducerLimits, QueueConfig,
@@ -223,7 +229,9 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Starts accepting events for an INPUT unit, listening where it says.
+    /// Starts accepting events for an INPUT unit, listening where it says. INPUT units
+    /// share a listener when they name the same `server` (the agent gives all of them one
+    /// socket): with TLS, the unit's certificate joins that listener's SNI set.
     pub async fn attach_input(
         &mut self,
         unit_id: &str,
@@ -231,8 +239,8 @@ impl Pipeline {
     ) -> Result<(), String> {
         let address = ServerAddress::parse(&config.server)
             .map_err(|reason| format!("invalid config key `server`: {reason}"))?;
-        let security = ListenSecurity::from_input(config.ssl.as_ref(), config.socket_mode);
-        self.listen_with(&address, &security, config.limits())
+        let security = ListenSecurity::for_input(unit_id, config.ssl.as_ref(), config.socket_mode)?;
+        self.listen_for(unit_id, &address, security, config.limits())
             .await?;
         if let Some(queue) = &self.queue {
             queue.unseal_input(unit_id);
@@ -242,7 +250,7 @@ impl Pipeline {
             .inputs
             .insert(unit_id.to_string(), ActiveInput { config, address });
         if let Some(previous) = previous {
-            self.release(&previous.address).await;
+            self.release(unit_id, &previous.address).await;
         }
         self.publish_routes();
         Ok(())
@@ -251,24 +259,59 @@ impl Pipeline {
     /// Binds a standalone listener whose events go to the output (socket mode 0600, no
     /// TLS: refused on TCP addresses other than loopback; the default limits).
     pub async fn listen(&mut self, address: &ServerAddress) -> Result<(), String> {
-        self.listen_with(
-            address,
-            &ListenSecurity::default(),
-            ProducerLimits::default(),
-        )
-        .await
-    }
-
-    /// Binds a listener secured as `security` says, under `limits`; an address already
-    /// bound keeps the settings it was bound with.
-    async fn listen_with(
-        &mut self,
-        address: &ServerAddress,
-        security: &ListenSecurity,
-        limits: ProducerLimits,
-    ) -> Result<(), String> {
         if self.listeners.contains_key(address) {
             return Ok(());
+        }
+        let listener = Listener::bind(
+            address.clone(),
+            &self.uuid,
+            self.routes.subscribe(),
+            ListenSecurity::default(),
+            ProducerLimits::default(),
+        )
+        .await?;
+        self.listeners.insert(address.clone(), listener);
+        Ok(())
+    }
+
+    /// Makes `address` serve `unit_id` as `security` says. An address already bound keeps
+    /// its transport, socket mode and limits; a TLS unit adds its certificate there. A unit
+    /// that is alone on its listener and changes transport gets the listener rebound.
+    async fn listen_for(
+        &mut self,
+        unit_id: &str,
+        address: &ServerAddress,
+        security: ListenSecurity,
+        limits: ProducerLimits,
+    ) -> Result<(), String> {
+        if let Some(listener) = self.listeners.get(address) {
+            if listener.transport() == security.transport() {
+                security.check(address)?;
+                match security.identity {
+                    Some(identity) => listener.add_identity(identity)?,
+                    None => {
+                        tracing::info!(%address, unit_id, transport = %listener.transport(), "INPUT unit shares the Producer API")
+                    }
+                }
+                return Ok(());
+            }
+            let others: Vec<&str> = self
+                .inputs
+                .iter()
+                .filter(|(id, input)| id.as_str() != unit_id && &input.address == address)
+                .map(|(id, _)| id.as_str())
+                .collect();
+            if !others.is_empty() {
+                return Err(format!(
+                    "invalid config key `ssl.enabled`: the Producer API at {address} serves {} for INPUT units {others:?}; every INPUT unit on one server must ask for the same (this one asks for {})",
+                    listener.transport(),
+                    security.transport()
+                ));
+            }
+            tracing::info!(%address, unit_id, from = %listener.transport(), to = %security.transport(), "Producer API transport changes: rebinding");
+            if let Some(listener) = self.listeners.remove(address) {
+                listener.stop().await;
+            }
         }
         let listener = Listener::bind(
             address.clone(),
@@ -282,8 +325,17 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn release(&mut self, address: &ServerAddress) {
-        if self.inputs.values().any(|input| &input.address == address) {
+    /// `unit_id` no longer uses `address`: its certificate leaves that listener, which
+    /// closes when no INPUT unit uses it any more.
+    async fn release(&mut self, unit_id: &str, address: &ServerAddress) {
+        let still_here = |input: &ActiveInput| &input.address == address;
+        if self.inputs.get(unit_id).is_some_and(still_here) {
+            return;
+        }
+        if self.inputs.values().any(still_here) {
+            if let Some(listener) = self.listeners.get(address) {
+                listener.remove_identity(unit_id);
+            }
             return;
         }
         if let Some(listener) = self.listeners.remove(address) {
@@ -374,7 +426,7 @@ impl Pipeline {
     pub async fn detach_input(&mut self, unit_id: &str) {
         if let Some(input) = self.inputs.remove(unit_id) {
             self.publish_routes();
-            self.release(&input.address).await;
+            self.release(unit_id, &input.address).await;
         }
     }
 
@@ -405,11 +457,22 @@ impl Pipeline {
             if self.accept_any_input {
                 routes.any_input = Some(generation(""));
             }
+            let mut unnamed = Vec::new();
             for (unit_id, input) in &self.inputs {
                 let id = generation(unit_id);
                 for input_id in input.config.input_ids() {
                     routes.inputs.insert(input_id, id);
                 }
+                for stream_id in input.config.stream_ids() {
+                    routes.streams.entry(stream_id).or_insert(id);
+                }
+                if input.config.has_unnamed_input() {
+                    unnamed.push(id);
+                }
+            }
+            // Events without an input id are routable only when one unit can be meant.
+            if let [only] = unnamed[..] {
+                routes.unnamed = Some(only);
             }
         }
         self.routes.send_replace(Arc::new(routes));

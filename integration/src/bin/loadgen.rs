@@ -1,5 +1,6 @@
 //! `loadgen`: publish events to a shipper's Producer API and report what was promised.
 
+use agent_shipper::server::client::ClientTlsFiles;
 use anyhow::Result;
 use clap::Parser;
 use integration::loadgen::{self, LoadgenOptions};
@@ -28,6 +29,21 @@ struct Cli {
     /// Size of each event's message field.
     #[arg(long, default_value_t = 200)]
     event_bytes: usize,
+    /// Connect with mutual TLS (for an INPUT unit with `ssl.enabled: true`): the CA of the
+    /// shipper's certificate. Without the --ssl-* options loadgen connects in plaintext,
+    /// as Beats does.
+    #[arg(long, value_name = "FILE", requires_all = ["ssl_cert", "ssl_key"])]
+    ssl_ca: Option<std::path::PathBuf>,
+    /// The client certificate to present (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["ssl_ca", "ssl_key"])]
+    ssl_cert: Option<std::path::PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["ssl_ca", "ssl_cert"])]
+    ssl_key: Option<std::path::PathBuf>,
+    /// The name the shipper's certificate must hold, sent as SNI (the INPUT unit id picks
+    /// that unit's certificate).
+    #[arg(long, value_name = "NAME", default_value = "localhost")]
+    ssl_server_name: String,
 }
 
 #[tokio::main]
@@ -36,6 +52,15 @@ async fn main() -> Result<()> {
     let mut options = LoadgenOptions::new(&cli.server, &cli.input_id, cli.events);
     options.batch = cli.batch;
     options.event_bytes = cli.event_bytes;
+    if let (Some(ca), Some(cert), Some(key)) = (cli.ssl_ca, cli.ssl_cert, cli.ssl_key) {
+        let files = ClientTlsFiles {
+            ca,
+            cert,
+            key,
+            server_name: cli.ssl_server_name,
+        };
+        options.tls = Some(files.load().map_err(anyhow::Error::msg)?);
+    }
     let started = std::time::Instant::now();
     // A progress bar on a terminal, fed from loadgen's counter five times per second.
     let progress = Progress::new(cli.events, "loadgen", "events");
