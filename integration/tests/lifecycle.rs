@@ -228,7 +228,7 @@ async fn log_level_change_applies_without_restart() {
         .wait_for_states(WAIT, &[("input-a", UnitType::Input)], State::Healthy)
         .await
         .unwrap();
-    let is_debug = |e: &AgentEvent| matches!(e, AgentEvent::ShipperLog(line) if line.contains(r#""level":"DEBUG""#));
+    let is_debug = |e: &AgentEvent| matches!(e, AgentEvent::ShipperLog(line) if line.contains(r#""log.level":"debug""#));
     assert!(h.position(is_debug).is_none(), "INFO by default");
     let pid = h.agent.shipper_pid();
 

@@ -122,11 +122,11 @@ async fn stats_metrics_and_diagnostics_follow_a_drain_and_match_what_was_indexed
     es.add_api_key(KEY.0, KEY.1, &["logs-*-default"]);
     let socket_dir = tempfile::Builder::new().prefix("mon").tempdir().unwrap();
     let socket = socket_dir.path().join("monitor.sock");
-    let address = format!("monitoring.address=unix://{}", socket.display());
+    let address = format!("http.host=unix://{}", socket.display());
     let h = Harness::start(|options| {
         options.shipper_args = [
             "-E",
-            "monitoring.enabled=true",
+            "http.enabled=true",
             "-E",
             &address,
             "-E",
@@ -257,7 +257,7 @@ async fn stats_metrics_and_diagnostics_follow_a_drain_and_match_what_was_indexed
             .shipper_logs()
             .iter()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|l| l["target"] == "agent_shipper::metrics")
+            .filter(|l| l["log.logger"] == "agent_shipper::metrics")
             .collect();
         let sum = |key: &str| lines.iter().filter_map(|l| l[key].as_u64()).sum::<u64>();
         if sum("events_written") == 3_000 && sum("events_acked") == 3_000 {
@@ -382,6 +382,21 @@ async fn health_turns_503_when_the_output_degrades_and_config_errors_name_the_se
     }
     let logs = h.shipper_logs().join("\n");
     assert!(!logs.contains(PASSWORD), "a log line holds the password");
+    // The old names still work, with one warning each naming the Beats name.
+    let lines = h.shipper_logs();
+    for (old, new) in [
+        ("monitoring.enabled", "http.enabled"),
+        ("monitoring.address", "http.host and http.port"),
+    ] {
+        let needle = format!("-E {old} is deprecated; write {new}");
+        let warnings: Vec<&String> = lines.iter().filter(|l| l.contains(&needle)).collect();
+        assert_eq!(warnings.len(), 1, "{old}: {warnings:#?}");
+        assert!(
+            warnings[0].contains(r#""log.level":"warn""#),
+            "{}",
+            warnings[0]
+        );
+    }
     h.stop().await;
     es.stop().await;
 
