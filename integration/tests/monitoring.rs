@@ -410,3 +410,103 @@ async fn health_turns_503_when_the_output_degrades_and_config_errors_name_the_se
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("monitoring.enabled"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_own_command_line_connects_and_serves_what_its_monitoring_scrapes() {
+    // Exactly what Elastic Agent 8.15 runs for a shipper with self-monitoring on (the
+    // mock agent adds `-E path.data=<dir>`): spec args, then the monitoring flags.
+    let socket_dir = tempfile::Builder::new().prefix("mon").tempdir().unwrap();
+    let socket = socket_dir.path().join("m.sock");
+    let host = format!("http.host=unix://{}", socket.display());
+    let h = Harness::start(|options| {
+        options.shipper_args = [
+            "-E",
+            "logging.level=info",
+            "-E",
+            "http.enabled=true",
+            "-E",
+            &host,
+            "-E",
+            "http.pprof.enabled=true",
+            "-E",
+            "http.buffer.enabled=true",
+            "-E",
+            "logging.metrics.enabled=false",
+        ]
+        .map(String::from)
+        .to_vec();
+    })
+    .await;
+    h.agent.apply(&revision(
+        1,
+        vec![h.output_unit(), h.input_unit("input-a", "filestream-a")],
+    ));
+    h.agent
+        .wait_for_states(
+            WAIT,
+            &[
+                ("output-default", UnitType::Output),
+                ("input-a", UnitType::Input),
+            ],
+            State::Healthy,
+        )
+        .await
+        .unwrap();
+    publish(&h, "filestream-a", "a", 100).await;
+    let delivered = stats_until(&socket, "100 events written", |s| {
+        s["output"]["events_acked"] == 100
+    })
+    .await;
+
+    // /stats: our figures, plus what the agent copies into system.process.*.
+    assert_eq!(delivered["queue"]["acked"], 100, "{delivered:#}");
+    let beat = &delivered["beat"];
+    assert!(beat["cpu"]["total"]["value"].is_u64(), "{delivered:#}");
+    assert!(beat["cpu"]["total"]["time"]["ms"].is_u64(), "{delivered:#}");
+    assert!(
+        beat["memstats"]["memory_sys"].as_u64().unwrap() > 1 << 20,
+        "{beat:#}"
+    );
+    assert!(beat["handles"]["open"].as_u64().unwrap() > 0, "{beat:#}");
+    assert!(
+        beat["handles"]["limit"]["soft"].as_u64().unwrap() > 0,
+        "{beat:#}"
+    );
+    assert_eq!(beat["info"]["name"], "agent-shipper");
+
+    // /shipper: the Go shipper's queue figures under `shipper`.
+    let (status, body) = get(&socket, "/shipper").await;
+    assert_eq!(status, 200, "{body}");
+    let shipper: Value = serde_json::from_str(&body).unwrap();
+    let queue = &shipper["shipper"]["queue"];
+    assert!(queue["max_level"].as_u64().unwrap() > 0, "{shipper:#}");
+    assert!(queue["current_level"].is_u64(), "{shipper:#}");
+    assert_eq!(queue["is_full"], false, "{shipper:#}");
+    assert_eq!(queue["limit_reached_count"], 0, "{shipper:#}");
+    for path in ["/metrics", "/health"] {
+        let (status, body) = get(&socket, path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+
+    // One warning names the flags this shipper does not use; no other warning about -E.
+    let lines = h.shipper_logs();
+    let about_flags: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("http.pprof.enabled") || l.contains("http.buffer.enabled"))
+        .collect();
+    assert_eq!(about_flags.len(), 1, "{about_flags:#?}");
+    let warning: Value = serde_json::from_str(about_flags[0]).unwrap();
+    assert_eq!(warning["log.level"], "warn");
+    assert_eq!(
+        warning["keys"], "http.pprof.enabled, http.buffer.enabled",
+        "{warning}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("-E") && l.contains("deprecated")),
+        "{lines:#?}"
+    );
+    h.stop().await;
+    assert!(!socket.exists(), "the socket is removed at exit");
+}
