@@ -1,6 +1,8 @@
 //! End-to-end: `/stats`, `/metrics`, `/health`, the metrics log line and DIAGNOSTICS files
 //! of the real binary under mock-agent, checked against what loadgen published and mock-es
-//! indexed, during a drain and after it.
+//! indexed, during a drain and after it; and the real agent's own command line (`-E
+//! logging.level`, `-E http.*`) with the `/shipper` and `/stats` figures its
+//! self-monitoring scrapes.
 
 mod common;
 

@@ -1,4 +1,6 @@
-//! Standalone mode's YAML file (output block plus `server`) and process-wide `-E` settings.
+//! Standalone mode's YAML file (output block plus `server`) and process-wide `-E` settings:
+//! Beats' names, and a key not used here is a warning, never an error (the agent owns the
+//! command line; see [`ProcessSettings`]).
 
 use super::{ConfigError, HumanDuration, OutputConfig};
 use crate::supervisor::LogLevel;
