@@ -36,8 +36,10 @@ the agent expects STOPPED reports STOPPING, drains its queued events, then STOPP
           queue: {disk: {max_size: 4GiB}}\n\n\
 TOOLS\n\
   agent-shipper dlq stats|list|replay|purge   inspect and replay the dead letter queue\n\n\
-Logs are JSON lines on stderr (--log-format text for people). SIGTERM stops accepting, \
-delivers what is queued for up to 20 s, and exits 0."
+Logs are ECS JSON lines on stderr, as Elastic Agent reads them (--log-format text for \
+people). -E takes Beats' keys (logging.level, http.enabled, http.host, http.port, path.data, \
+...); a key the shipper does not use is a warning. SIGTERM stops accepting, delivers what \
+is queued for up to 20 s, and exits 0."
 )]
 struct Cli {
     /// Beats-style setting override, e.g. `-E path.data=/var/lib/shipper` (repeatable).
@@ -119,7 +121,17 @@ enum DlqAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log_control = logging::init(cli.log_format);
+    // Settings first, so `logging.level` applies from the first line; what they have to
+    // say (ignored keys, deprecated names, a bad value) is logged once logging runs.
+    let settings = ProcessSettings::from_overrides(cli.overrides.iter().map(String::as_str));
+    let level = settings
+        .as_ref()
+        .map(|settings| settings.log_level)
+        .unwrap_or_default();
+    let log_control = logging::init(cli.log_format, level);
+    if let Ok(settings) = &settings {
+        settings.log_warnings();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -130,22 +142,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = ProcessSettings::from_overrides(cli.overrides.iter().map(String::as_str))
-        .context("bad -E override")
-        .and_then(|settings| {
-            if let Some(dir) = &settings.data_path {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create path.data {}", dir.display()))?;
+    let result = settings.context("bad -E override").and_then(|settings| {
+        if let Some(dir) = &settings.data_path {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create path.data {}", dir.display()))?;
+        }
+        match cli.command {
+            None => runtime.block_on(managed(settings, log_control)),
+            Some(Command::Run { config }) => runtime.block_on(standalone(settings, config)),
+            Some(Command::Dlq { path, action }) => {
+                let dir = path.unwrap_or_else(|| settings.data_path().join("dlq"));
+                runtime.block_on(dlq_command(&dir, action))
             }
-            match cli.command {
-                None => runtime.block_on(managed(settings, log_control)),
-                Some(Command::Run { config }) => runtime.block_on(standalone(settings, config)),
-                Some(Command::Dlq { path, action }) => {
-                    let dir = path.unwrap_or_else(|| settings.data_path().join("dlq"));
-                    runtime.block_on(dlq_command(&dir, action))
-                }
-            }
-        });
+        }
+    });
     // Stray tasks must not hold the exit hostage.
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
@@ -261,7 +271,7 @@ impl Observability {
         let mut server = None;
         if settings.monitoring_enabled {
             let address = ServerAddress::parse(&settings.monitoring_address)
-                .map_err(|reason| anyhow::anyhow!("invalid -E monitoring.address: {reason}"))?;
+                .map_err(|reason| anyhow::anyhow!("invalid -E http.host: {reason}"))?;
             // Shipping goes on without the endpoint: a port in use must not stop delivery.
             match MonitoringServer::start(&address, stats.clone(), stop.clone()).await {
                 Ok(started) => server = Some(started),

@@ -51,12 +51,61 @@ fn empty_stdin_says_what_was_expected() {
 }
 
 #[test]
-fn unknown_override_is_refused_by_name() {
+fn unknown_override_is_one_warning_not_an_exit() {
+    // The agent owns the command line: a key the shipper does not use must not stop it.
+    let dir = tempfile::tempdir().unwrap();
     let output = Command::new(BIN)
-        .args(["-E", "path.dta=/tmp/x"])
+        .args([
+            "-E",
+            "no.such.key=1",
+            "-E",
+            "http.pprof.enabled=true",
+            "dlq",
+            "stats",
+        ])
+        .arg("--path")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("no.such.key"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains(r#""log.level":"warn""#), "{stderr}");
+    assert!(warnings[0].contains("http.pprof.enabled"), "{stderr}");
+}
+
+#[test]
+fn bad_value_of_a_used_key_is_refused_by_name() {
+    let output = Command::new(BIN)
+        .args(["-E", "logging.level=loud", "dlq", "stats"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("path.dta"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("logging.level"), "{stderr}");
+}
+
+#[test]
+fn logging_level_applies_from_the_first_line() {
+    // At error level the info line `dlq stats` ends with is not written.
+    let dir = tempfile::tempdir().unwrap();
+    let run = |level: &str| {
+        let output = Command::new(BIN)
+            .args(["-E", &format!("logging.level={level}"), "dlq", "list"])
+            .arg("--path")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    assert!(run("info").contains("dlq list done"));
+    assert!(!run("error").contains("dlq list done"));
 }

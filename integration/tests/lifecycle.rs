@@ -228,7 +228,7 @@ async fn log_level_change_applies_without_restart() {
         .wait_for_states(WAIT, &[("input-a", UnitType::Input)], State::Healthy)
         .await
         .unwrap();
-    let is_debug = |e: &AgentEvent| matches!(e, AgentEvent::ShipperLog(line) if line.contains(r#""level":"DEBUG""#));
+    let is_debug = |e: &AgentEvent| matches!(e, AgentEvent::ShipperLog(line) if line.contains(r#""log.level":"debug""#));
     assert!(h.position(is_debug).is_none(), "INFO by default");
     let pid = h.agent.shipper_pid();
 
@@ -551,4 +551,137 @@ async fn removing_an_input_with_an_open_persisted_index_stream_does_not_hang() {
         .unwrap();
     assert_eq!(report.promised.len(), 10);
     h.stop().await;
+}
+
+/// `2006-01-02T15:04:05.000Z0700`, the layout Elastic Agent parses `@timestamp` with:
+/// exactly three fraction digits, then `Z` or a `+hhmm`/`-hhmm` offset.
+fn is_agent_timestamp(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| {
+        b.get(range.clone())
+            .is_some_and(|s| s.len() == range.len() && s.iter().all(u8::is_ascii_digit))
+    };
+    let zone = &b.get(23..).unwrap_or_default();
+    digits(0..4)
+        && b.get(4) == Some(&b'-')
+        && digits(5..7)
+        && b.get(7) == Some(&b'-')
+        && digits(8..10)
+        && b.get(10) == Some(&b'T')
+        && digits(11..13)
+        && b.get(13) == Some(&b':')
+        && digits(14..16)
+        && b.get(16) == Some(&b':')
+        && digits(17..19)
+        && b.get(19) == Some(&b'.')
+        && digits(20..23)
+        && (*zone == b"Z"
+            || (zone.len() == 5
+                && (zone[0] == b'+' || zone[0] == b'-')
+                && zone[1..].iter().all(u8::is_ascii_digit)))
+}
+
+#[test]
+fn agent_timestamp_layout_check_is_strict() {
+    assert!(is_agent_timestamp("2026-12-01T11:20:00.123Z"));
+    assert!(is_agent_timestamp("2026-12-01T11:20:00.123+0100"));
+    for bad in [
+        "2026-12-01T11:20:00.123456Z",
+        "2026-12-01T11:20:00Z",
+        "2026-12-01T11:20:00.123+01:00",
+        "2026-12-01 11:20:00.123Z",
+        "2026-12-01T11:20:00.123",
+    ] {
+        assert!(!is_agent_timestamp(bad), "{bad}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stderr_line_of_a_demo_run_is_what_the_agent_parses() {
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/demo.yml");
+    let scenario = integration::scenario::Scenario::load(&demo).unwrap();
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_file = log_dir.path().join("shipper.log");
+    let h = Harness::start(|options| {
+        // As Elastic's shipper spec: the level until the units say otherwise.
+        options.shipper_args = [
+            "-E",
+            "logging.level=info",
+            "-E",
+            "logging.metrics.period=1s",
+        ]
+        .map(String::from)
+        .to_vec();
+        // Every stderr line, as it came, up to the exit after SIGTERM.
+        options.shipper_log = Some(log_file.clone());
+    })
+    .await;
+    scenario.play(&h.agent, h.data(), None).await.unwrap();
+    // A per-unit level: input-a at debug, so debug lines are part of the run.
+    assert!(h
+        .agent
+        .set_log_level("input-a", UnitType::Input, UnitLogLevel::Debug));
+    let mut options = LoadgenOptions::new(&h.socket(), "filestream-a", 10);
+    options.run = "debug".into();
+    loadgen::run(&options).await.unwrap();
+    h.agent
+        .wait_for(
+            WAIT,
+            "a debug line",
+            |e| matches!(e, AgentEvent::ShipperLog(l) if l.contains(r#""log.level":"debug""#)),
+        )
+        .await
+        .unwrap();
+    let exit = h.stop().await;
+    assert_eq!(
+        exit,
+        AgentEvent::ShipperExited {
+            code: Some(0),
+            signal: None
+        }
+    );
+    let text = std::fs::read_to_string(&log_file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.contains("stop requested")),
+        "the log goes on to the stop: {text}"
+    );
+
+    const ZAP_LEVELS: &[&str] = &["debug", "info", "warn", "error", "dpanic", "panic", "fatal"];
+    let mut unit_lines = 0;
+    let mut levels = std::collections::BTreeSet::new();
+    for line in &lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
+        let at = value["@timestamp"].as_str().unwrap_or_default();
+        assert!(is_agent_timestamp(at), "@timestamp {at:?}: {line}");
+        let level = value["log.level"].as_str().unwrap_or_default();
+        assert!(ZAP_LEVELS.contains(&level), "log.level {level:?}: {line}");
+        levels.insert(level.to_string());
+        assert!(value["message"].is_string(), "no message: {line}");
+        assert_eq!(value["ecs.version"], "1.6.0", "{line}");
+        assert!(value["log.logger"].is_string(), "{line}");
+        let about_a_unit = value["log.logger"] == "agent_shipper::unit"
+            || value["message"] == "unit state changed";
+        if about_a_unit {
+            unit_lines += 1;
+            assert!(
+                value["unit.id"].as_str().is_some_and(|id| !id.is_empty()),
+                "a unit line without unit.id: {line}"
+            );
+            assert!(
+                matches!(value["unit.type"].as_str(), Some("input" | "output")),
+                "{line}"
+            );
+        }
+    }
+    assert!(unit_lines >= 6, "{lines:#?}");
+    assert!(
+        levels.contains("info") && levels.contains("debug"),
+        "{levels:?}"
+    );
+    // Revision 2 removed input-b: its drain and STOPPED are unit lines naming it.
+    assert!(lines
+        .iter()
+        .any(|l| l.contains(r#""to":"STOPPED""#) && l.contains(r#""unit.id":"input-b""#)));
 }

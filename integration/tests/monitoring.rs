@@ -1,6 +1,8 @@
 //! End-to-end: `/stats`, `/metrics`, `/health`, the metrics log line and DIAGNOSTICS files
 //! of the real binary under mock-agent, checked against what loadgen published and mock-es
-//! indexed, during a drain and after it.
+//! indexed, during a drain and after it; and the real agent's own command line (`-E
+//! logging.level`, `-E http.*`) with the `/shipper` and `/stats` figures its
+//! self-monitoring scrapes.
 
 mod common;
 
@@ -122,11 +124,11 @@ async fn stats_metrics_and_diagnostics_follow_a_drain_and_match_what_was_indexed
     es.add_api_key(KEY.0, KEY.1, &["logs-*-default"]);
     let socket_dir = tempfile::Builder::new().prefix("mon").tempdir().unwrap();
     let socket = socket_dir.path().join("monitor.sock");
-    let address = format!("monitoring.address=unix://{}", socket.display());
+    let address = format!("http.host=unix://{}", socket.display());
     let h = Harness::start(|options| {
         options.shipper_args = [
             "-E",
-            "monitoring.enabled=true",
+            "http.enabled=true",
             "-E",
             &address,
             "-E",
@@ -257,7 +259,7 @@ async fn stats_metrics_and_diagnostics_follow_a_drain_and_match_what_was_indexed
             .shipper_logs()
             .iter()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|l| l["target"] == "agent_shipper::metrics")
+            .filter(|l| l["log.logger"] == "agent_shipper::metrics")
             .collect();
         let sum = |key: &str| lines.iter().filter_map(|l| l[key].as_u64()).sum::<u64>();
         if sum("events_written") == 3_000 && sum("events_acked") == 3_000 {
@@ -382,6 +384,21 @@ async fn health_turns_503_when_the_output_degrades_and_config_errors_name_the_se
     }
     let logs = h.shipper_logs().join("\n");
     assert!(!logs.contains(PASSWORD), "a log line holds the password");
+    // The old names still work, with one warning each naming the Beats name.
+    let lines = h.shipper_logs();
+    for (old, new) in [
+        ("monitoring.enabled", "http.enabled"),
+        ("monitoring.address", "http.host and http.port"),
+    ] {
+        let needle = format!("-E {old} is deprecated; write {new}");
+        let warnings: Vec<&String> = lines.iter().filter(|l| l.contains(&needle)).collect();
+        assert_eq!(warnings.len(), 1, "{old}: {warnings:#?}");
+        assert!(
+            warnings[0].contains(r#""log.level":"warn""#),
+            "{}",
+            warnings[0]
+        );
+    }
     h.stop().await;
     es.stop().await;
 
@@ -394,4 +411,104 @@ async fn health_turns_503_when_the_output_degrades_and_config_errors_name_the_se
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("monitoring.enabled"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_own_command_line_connects_and_serves_what_its_monitoring_scrapes() {
+    // Exactly what Elastic Agent 8.15 runs for a shipper with self-monitoring on (the
+    // mock agent adds `-E path.data=<dir>`): spec args, then the monitoring flags.
+    let socket_dir = tempfile::Builder::new().prefix("mon").tempdir().unwrap();
+    let socket = socket_dir.path().join("m.sock");
+    let host = format!("http.host=unix://{}", socket.display());
+    let h = Harness::start(|options| {
+        options.shipper_args = [
+            "-E",
+            "logging.level=info",
+            "-E",
+            "http.enabled=true",
+            "-E",
+            &host,
+            "-E",
+            "http.pprof.enabled=true",
+            "-E",
+            "http.buffer.enabled=true",
+            "-E",
+            "logging.metrics.enabled=false",
+        ]
+        .map(String::from)
+        .to_vec();
+    })
+    .await;
+    h.agent.apply(&revision(
+        1,
+        vec![h.output_unit(), h.input_unit("input-a", "filestream-a")],
+    ));
+    h.agent
+        .wait_for_states(
+            WAIT,
+            &[
+                ("output-default", UnitType::Output),
+                ("input-a", UnitType::Input),
+            ],
+            State::Healthy,
+        )
+        .await
+        .unwrap();
+    publish(&h, "filestream-a", "a", 100).await;
+    let delivered = stats_until(&socket, "100 events written", |s| {
+        s["output"]["events_acked"] == 100
+    })
+    .await;
+
+    // /stats: our figures, plus what the agent copies into system.process.*.
+    assert_eq!(delivered["queue"]["acked"], 100, "{delivered:#}");
+    let beat = &delivered["beat"];
+    assert!(beat["cpu"]["total"]["value"].is_u64(), "{delivered:#}");
+    assert!(beat["cpu"]["total"]["time"]["ms"].is_u64(), "{delivered:#}");
+    assert!(
+        beat["memstats"]["memory_sys"].as_u64().unwrap() > 1 << 20,
+        "{beat:#}"
+    );
+    assert!(beat["handles"]["open"].as_u64().unwrap() > 0, "{beat:#}");
+    assert!(
+        beat["handles"]["limit"]["soft"].as_u64().unwrap() > 0,
+        "{beat:#}"
+    );
+    assert_eq!(beat["info"]["name"], "agent-shipper");
+
+    // /shipper: the Go shipper's queue figures under `shipper`.
+    let (status, body) = get(&socket, "/shipper").await;
+    assert_eq!(status, 200, "{body}");
+    let shipper: Value = serde_json::from_str(&body).unwrap();
+    let queue = &shipper["shipper"]["queue"];
+    assert!(queue["max_level"].as_u64().unwrap() > 0, "{shipper:#}");
+    assert!(queue["current_level"].is_u64(), "{shipper:#}");
+    assert_eq!(queue["is_full"], false, "{shipper:#}");
+    assert_eq!(queue["limit_reached_count"], 0, "{shipper:#}");
+    for path in ["/metrics", "/health"] {
+        let (status, body) = get(&socket, path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+
+    // One warning names the flags this shipper does not use; no other warning about -E.
+    let lines = h.shipper_logs();
+    let about_flags: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("http.pprof.enabled") || l.contains("http.buffer.enabled"))
+        .collect();
+    assert_eq!(about_flags.len(), 1, "{about_flags:#?}");
+    let warning: Value = serde_json::from_str(about_flags[0]).unwrap();
+    assert_eq!(warning["log.level"], "warn");
+    assert_eq!(
+        warning["keys"], "http.pprof.enabled, http.buffer.enabled",
+        "{warning}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("-E") && l.contains("deprecated")),
+        "{lines:#?}"
+    );
+    h.stop().await;
+    assert!(!socket.exists(), "the socket is removed at exit");
 }

@@ -120,7 +120,7 @@ fn stopping_backlog(h: &Harness, unit: &str) -> u64 {
     h.shipper_logs()
         .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["unit_id"] == unit && l["to"] == "STOPPING")
+        .find(|l| l["unit.id"] == unit && l["to"] == "STOPPING")
         .and_then(|l| l["pending_events"].as_u64())
         .expect("a STOPPING line with pending_events")
 }

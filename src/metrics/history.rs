@@ -24,6 +24,14 @@ pub struct History {
     write_marks: VecDeque<(Instant, Seq)>,
     /// Set after the first write mark: later marks are stamped with their sample's time.
     marked_once: bool,
+    /// Samples at which the queue was full (see [`QueueView::full_samples`]).
+    full_samples: u64,
+}
+
+/// Whether the queue holds 90% or more of its byte limit: from there on a publish may be
+/// refused at any moment (the figure Elastic's Go shipper reported as `is_full`).
+pub fn is_full(stats: &crate::queue::QueueStats) -> bool {
+    stats.max_bytes > 0 && stats.bytes.saturating_mul(10) >= stats.max_bytes.saturating_mul(9)
 }
 
 impl History {
@@ -34,6 +42,7 @@ impl History {
             positions: VecDeque::new(),
             write_marks: VecDeque::new(),
             marked_once: false,
+            full_samples: 0,
         }
     }
 
@@ -59,7 +68,11 @@ impl History {
             }
             let (write_rate_per_s, ack_rate_per_s) = self.rates();
             let oldest_unacked_age_ms = self.oldest_age(now, stats.head, stats.oldest_unacked);
+            if is_full(&stats) {
+                self.full_samples += 1;
+            }
             QueueView {
+                full_samples: self.full_samples,
                 stats,
                 oldest_unacked_age_ms,
                 write_rate_per_s,

@@ -1,9 +1,12 @@
-//! The monitoring endpoint: `GET /stats`, `GET /metrics`, `GET /health` over HTTP/1.1 on a
-//! unix socket or a TCP address (127.0.0.1 by default).
+//! The monitoring endpoint: `GET /stats`, `GET /metrics`, `GET /health`, `GET /shipper` over
+//! HTTP/1.1 on a unix socket or a TCP address (`-E http.host`/`http.port`, 127.0.0.1:5066
+//! by default).
 //!
 //! Handlers only read the latest [`Stats`](super::Stats) from a `watch` channel, so a scrape
-//! costs the pipeline nothing. `/health` answers 200 while no unit is FAILED and the output
-//! is not degraded, 503 otherwise, with the reasons as JSON.
+//! costs the pipeline nothing (`/stats` also reads `/proc/self` for the process section).
+//! `/health` answers 200 while no unit is FAILED and the output is not degraded, 503
+//! otherwise, with the reasons as JSON. `/shipper` and the `beat`/`system` sections of
+//! `/stats` are what Elastic Agent's self-monitoring scrapes ([`super::agent`]).
 
 use super::{prometheus, StatsWatch};
 use crate::server::ServerAddress;
@@ -17,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, thiserror::Error)]
 pub enum MonitoringError {
     /// The address could not be bound.
-    #[error("monitoring.address: cannot listen on {address}: {source}")]
+    #[error("http.host: cannot listen on {address}: {source}")]
     Bind {
         /// The configured address.
         address: String,
@@ -69,10 +72,10 @@ impl MonitoringServer {
         };
         if let ServerAddress::Tcp(addr) = &bound {
             if !addr.ip().is_loopback() {
-                tracing::warn!(address = %bound, "the monitoring endpoint listens beyond this host, as monitoring.address says");
+                tracing::warn!(address = %bound, "the monitoring endpoint listens beyond this host, as http.host says");
             }
         }
-        tracing::info!(address = %bound, "monitoring endpoint listening (GET /stats, /metrics, /health)");
+        tracing::info!(address = %bound, "monitoring endpoint listening (GET /stats, /metrics, /health, /shipper)");
         Ok(MonitoringServer {
             address: bound,
             join,
@@ -155,7 +158,9 @@ fn respond<B>(request: &Request<B>, stats: &StatsWatch) -> Response<Full<Bytes>>
         );
     };
     match path {
-        "/stats" => match serde_json::to_string_pretty(&*latest) {
+        "/stats" => match super::agent::stats_body(&latest)
+            .and_then(|body| serde_json::to_string_pretty(&body))
+        {
             Ok(json) => reply(StatusCode::OK, "application/json", json),
             Err(err) => reply(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -163,6 +168,11 @@ fn respond<B>(request: &Request<B>, stats: &StatsWatch) -> Response<Full<Bytes>>
                 serde_json::json!({ "error": err.to_string() }).to_string(),
             ),
         },
+        "/shipper" => reply(
+            StatusCode::OK,
+            "application/json",
+            super::agent::shipper_body(&latest).to_string(),
+        ),
         "/metrics" => reply(
             StatusCode::OK,
             prometheus::CONTENT_TYPE,
@@ -199,7 +209,7 @@ fn respond<B>(request: &Request<B>, stats: &StatsWatch) -> Response<Full<Bytes>>
             StatusCode::NOT_FOUND,
             "application/json",
             serde_json::json!({
-                "error": format!("no such path `{path}`; try /stats, /metrics or /health")
+                "error": format!("no such path `{path}`; try /stats, /metrics, /health or /shipper")
             })
             .to_string(),
         ),

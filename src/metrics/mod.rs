@@ -1,5 +1,6 @@
-//! Counters and gauges of the running shipper, and the four ways to read them: `GET /stats`
-//! (JSON), `GET /metrics` (Prometheus text), the periodic `metrics` log line, DIAGNOSTICS.
+//! Counters and gauges of the running shipper, and the ways to read them: `GET /stats`
+//! (JSON), `GET /metrics` (Prometheus text), `GET /shipper` (what Elastic Agent's
+//! self-monitoring scrapes, see [`agent`]), the periodic `metrics` log line, DIAGNOSTICS.
 //!
 //! # Data flow
 //! The pipeline's owner (the supervisor in managed mode, `main` in standalone mode) answers
@@ -17,6 +18,7 @@
 //!   already safe to log.
 //! - Every loop is paced by a timer and every wait for the owner has a deadline.
 
+pub mod agent;
 mod history;
 pub mod http;
 pub mod prometheus;

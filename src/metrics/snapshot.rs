@@ -113,6 +113,8 @@ pub struct QueueView {
     pub write_rate_per_s: f64,
     /// Events acknowledged per second over the last 10 s.
     pub ack_rate_per_s: f64,
+    /// Samples (one a second) at which the queue held 90% or more of `max_bytes`.
+    pub full_samples: u64,
 }
 
 /// The output's counters and, when one runs, which one.

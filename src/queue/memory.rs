@@ -246,6 +246,7 @@ impl Queue for MemoryQueue {
             kind: "memory",
             events: state.records.len() as u64,
             bytes: state.bytes,
+            max_bytes: self.max_bytes,
             head: state.head,
             acked: state.acked,
             oldest_unacked: state.records.front().map(|r| r.seq),

@@ -123,6 +123,8 @@ pub struct QueueStats {
     pub events: u64,
     /// Bytes held: payload bytes in memory, file bytes on disk.
     pub bytes: u64,
+    /// The most `bytes` may reach (`queue.mem.max_bytes` or `queue.disk.max_size`).
+    pub max_bytes: u64,
     /// Last sequence number written.
     pub head: Seq,
     /// Contiguous acknowledged prefix.

@@ -145,7 +145,8 @@ impl Pipeline {
                     .is_some_and(|o| o.config.queue != config.queue)
                 {
                     tracing::warn!(
-                        unit_id = unit_id,
+                        "unit.id" = unit_id,
+                        "unit.type" = "output",
                         "queue settings changed; the new settings apply after a restart"
                     );
                 }

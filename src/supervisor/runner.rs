@@ -68,9 +68,14 @@ async fn changed<T>(receiver: &mut Option<watch::Receiver<T>>) -> bool {
 }
 
 impl Supervisor {
-    /// A supervisor over `pipeline`; `log_control` applies the agent's log levels. The
-    /// returned link is `control`'s side of the channels.
+    /// A supervisor over `pipeline`; `log_control` applies the agent's log levels (its
+    /// base level, `-E logging.level`, holds while no unit names one). The returned link is
+    /// `control`'s side of the channels.
     pub fn new(pipeline: Pipeline, log_control: Option<LogControl>) -> (Self, SupervisorLink) {
+        let base_level = log_control
+            .as_ref()
+            .map(LogControl::base)
+            .unwrap_or_default();
         let (observed, observed_rx) = watch::channel(Vec::new());
         let (expected_tx, expected) = watch::channel(None);
         let (commands_tx, commands) = mpsc::channel(8);
@@ -79,7 +84,7 @@ impl Supervisor {
             pipeline,
             observed,
             log_control,
-            log_level: LogLevel::Info,
+            log_level: base_level,
             acked: None,
             acked_moved_at: std::time::Instant::now(),
             health: None,
@@ -169,7 +174,7 @@ impl Supervisor {
     async fn reconcile_unit(&mut self, unit: ExpectedUnit) {
         let key = unit.key.clone();
         let record = self.units.entry(key.clone()).or_insert_with(|| {
-            tracing::info!(target: "agent_shipper::unit", unit_id = %key.id, unit_type = %key.kind, "unit added");
+            tracing::info!(target: "agent_shipper::unit", { "unit.id" = %key.id, "unit.type" = %key.kind }, "unit added");
             UnitRecord {
                 phase: Phase::Starting,
                 applied_idx: 0,
@@ -203,7 +208,7 @@ impl Supervisor {
             return;
         }
         if record.config.is_none() {
-            tracing::warn!(unit_id = %key.id, unit_type = %key.kind, idx = unit.config_idx, "the agent announced a config idx without sending the config; waiting for it");
+            tracing::warn!("unit.id" = %key.id, "unit.type" = %key.kind, idx = unit.config_idx, "the agent announced a config idx without sending the config; waiting for it");
             return;
         }
         self.fire(
@@ -267,7 +272,7 @@ impl Supervisor {
                             UnitKind::Output => self.pipeline.begin_output_drain(),
                         };
                         let (on_remove, drain_timeout) = self.input_drain_policy(key);
-                        tracing::info!(target: "agent_shipper::unit", unit_id = %key.id, unit_type = %key.kind, barrier = barrier.seq, pending_events = barrier.pending, on_remove = ?on_remove, drain_timeout_ms = drain_timeout.map(|t| t.as_millis() as u64), "drain started");
+                        tracing::info!(target: "agent_shipper::unit", { "unit.id" = %key.id, "unit.type" = %key.kind, barrier = barrier.seq, pending_events = barrier.pending, on_remove = ?on_remove, drain_timeout_ms = drain_timeout.map(|t| t.as_millis() as u64) }, "drain started");
                         match on_remove {
                             OnRemove::Drain => {}
                             OnRemove::DeadLetter => self.pipeline.divert_input(
@@ -328,13 +333,13 @@ impl Supervisor {
                     .remember_output(&key.id, config_idx, config, revision)
                     .await
                 {
-                    tracing::warn!(unit_id = %key.id, error = %err, "restarting the output with a stopping output's config failed");
+                    tracing::warn!("unit.id" = %key.id, "unit.type" = %key.kind, error = %err, "restarting the output with a stopping output's config failed");
                 }
                 self.acked = self.pipeline.acked();
                 self.health = self.pipeline.health();
             }
             Err(err) => {
-                tracing::warn!(unit_id = %key.id, error = %err, "the config of a stopping output is invalid; its events go with the current output's credentials")
+                tracing::warn!("unit.id" = %key.id, "unit.type" = %key.kind, error = %err, "the config of a stopping output is invalid; its events go with the current output's credentials")
             }
         }
     }
@@ -361,7 +366,7 @@ impl Supervisor {
             .collect();
         for (key, timeout) in expired {
             let left = self.pipeline.pending_for_input(&key.id);
-            tracing::warn!(target: "agent_shipper::unit", unit_id = %key.id, unit_type = %key.kind, pending_events = left, timeout_ms = timeout.as_millis() as u64, "drain_timeout reached; the events left go to the dead letter queue");
+            tracing::warn!(target: "agent_shipper::unit", { "unit.id" = %key.id, "unit.type" = %key.kind, pending_events = left, timeout_ms = timeout.as_millis() as u64 }, "drain_timeout reached; the events left go to the dead letter queue");
             self.pipeline.divert_input(
                 &key.id,
                 DivertTo::DeadLetter(Reason {
@@ -416,7 +421,7 @@ impl Supervisor {
         if self.units.remove(key).is_none() {
             return;
         }
-        tracing::info!(target: "agent_shipper::unit", unit_id = %key.id, unit_type = %key.kind, "unit forgotten (no longer expected)");
+        tracing::info!(target: "agent_shipper::unit", { "unit.id" = %key.id, "unit.type" = %key.kind }, "unit forgotten (no longer expected)");
         match key.kind {
             UnitKind::Input => self.pipeline.detach_input(&key.id).await,
             UnitKind::Output => {
@@ -451,7 +456,7 @@ impl Supervisor {
                 };
                 let (on_remove, _) = self.input_drain_policy(&key);
                 let delivered = barrier.pending.saturating_sub(diverted);
-                tracing::info!(target: "agent_shipper::unit", unit_id = %key.id, unit_type = %key.kind, barrier = barrier.seq, acked, ack_to_stopped_us = self.acked_moved_at.elapsed().as_micros() as u64, "drain finished");
+                tracing::info!(target: "agent_shipper::unit", { "unit.id" = %key.id, "unit.type" = %key.kind, barrier = barrier.seq, acked, ack_to_stopped_us = self.acked_moved_at.elapsed().as_micros() as u64 }, "drain finished");
                 let summary = match (on_remove, timed_out) {
                     (OnRemove::Drop, _) => format!(
                         "drained {} queued events: {delivered} delivered, {diverted} dropped (on_remove: drop)",
@@ -480,7 +485,7 @@ impl Supervisor {
                         .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1));
                     if due {
                         record.progress_logged = Some(std::time::Instant::now());
-                        tracing::info!(target: "agent_shipper::unit", unit_id = %key.id, unit_type = %key.kind, pending_events = pending, barrier = barrier.seq, acked, "drain progress");
+                        tracing::info!(target: "agent_shipper::unit", { "unit.id" = %key.id, "unit.type" = %key.kind, pending_events = pending, barrier = barrier.seq, acked }, "drain progress");
                     }
                 }
                 self.fire(&key, UnitEvent::DrainProgress { pending }).await;
@@ -512,7 +517,12 @@ impl Supervisor {
             .values()
             .map(|r| r.log_level)
             .max()
-            .unwrap_or_default();
+            .unwrap_or_else(|| {
+                self.log_control
+                    .as_ref()
+                    .map(LogControl::base)
+                    .unwrap_or_default()
+            });
         if level != self.log_level {
             if let Some(control) = &self.log_control {
                 control.set(level);
@@ -605,16 +615,20 @@ fn log_transition(key: &UnitKey, from: &Phase, to: &Phase, revision: u64) {
     match to {
         Phase::Stopping { pending } => tracing::info!(
             target: "agent_shipper::unit",
-            unit_id = %key.id, unit_type = %key.kind,
-            from = %from.reported(), to = %to.reported(),
-            reason = %reason, revision, pending_events = pending,
+            {
+                "unit.id" = %key.id, "unit.type" = %key.kind,
+                from = %from.reported(), to = %to.reported(),
+                reason = %reason, revision, pending_events = pending
+            },
             "unit state changed"
         ),
         _ => tracing::info!(
             target: "agent_shipper::unit",
-            unit_id = %key.id, unit_type = %key.kind,
-            from = %from.reported(), to = %to.reported(),
-            reason = %reason, revision,
+            {
+                "unit.id" = %key.id, "unit.type" = %key.kind,
+                from = %from.reported(), to = %to.reported(),
+                reason = %reason, revision
+            },
             "unit state changed"
         ),
     }

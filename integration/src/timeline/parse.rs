@@ -2,8 +2,12 @@
 //!
 //! A line may carry a prefix (mock-agent relays the shipper's stderr as
 //! `<time> INFO shipper: {...}`): the JSON object starts at the first `{`. Lines that are
-//! not JSON, lack a `timestamp`, or carry a message this tool does not chart are counted
-//! as skipped, never an error.
+//! not JSON, lack a time, or carry a message this tool does not chart are counted as
+//! skipped, never an error.
+//!
+//! The shipper writes ECS keys (`@timestamp`, `log.logger`, `unit.id`, `unit.type`); logs
+//! written before that used `timestamp`, `target`, `unit_id` and `unit_type`, and are still
+//! read, so old runs still chart.
 
 use std::time::SystemTime;
 
@@ -108,8 +112,17 @@ pub fn parse_log(text: &str) -> Log {
     log
 }
 
+/// The value of the first of `keys` present (the ECS name first, then the old one).
+fn field<'a>(value: &'a serde_json::Value, keys: &[&str]) -> Option<&'a serde_json::Value> {
+    keys.iter().find_map(|key| value.get(*key))
+}
+
 fn text(value: &serde_json::Value, key: &str) -> Option<String> {
-    match value.get(key)? {
+    text_of(value, &[key])
+}
+
+fn text_of(value: &serde_json::Value, keys: &[&str]) -> Option<String> {
+    match field(value, keys)? {
         serde_json::Value::String(s) => Some(s.clone()),
         other => Some(other.to_string()),
     }
@@ -123,14 +136,17 @@ fn number(value: &serde_json::Value, key: &str) -> Option<u64> {
 pub fn parse_line(line: &str) -> Option<Entry> {
     let json = &line[line.find('{')?..];
     let value: serde_json::Value = serde_json::from_str(json.trim_end()).ok()?;
-    let at = humantime::parse_rfc3339_weak(value.get("timestamp")?.as_str()?).ok()?;
-    let target = value.get("target").and_then(|t| t.as_str()).unwrap_or("");
+    let at = field(&value, &["@timestamp", "timestamp"])?.as_str()?;
+    let at = humantime::parse_rfc3339_weak(at).ok()?;
+    let target = field(&value, &["log.logger", "target"])
+        .and_then(|t| t.as_str())
+        .unwrap_or("");
     let message = value.get("message").and_then(|m| m.as_str())?;
-    let unit_id = || text(&value, "unit_id");
+    let unit_id = || text_of(&value, &["unit.id", "unit_id"]);
     let record = match message {
         "unit state changed" => Record::Transition(Transition {
             unit_id: unit_id()?,
-            unit_type: text(&value, "unit_type").unwrap_or_default(),
+            unit_type: text_of(&value, &["unit.type", "unit_type"]).unwrap_or_default(),
             from: text(&value, "from")?,
             to: text(&value, "to")?,
             reason: text(&value, "reason").unwrap_or_default(),

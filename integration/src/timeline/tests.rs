@@ -2,20 +2,22 @@
 
 use super::*;
 
-/// A log as the demo writes it: raw JSON lines, a relayed (prefixed) line, noise.
+/// A log as the demo writes it: raw ECS JSON lines, a relayed (prefixed) line, noise; the
+/// first two lines have the field names shipper logs had before ECS (`timestamp`, `target`,
+/// `unit_id`), which must still chart.
 const LOG: &str = r#"{"timestamp":"2026-11-22T13:50:00.000000Z","level":"INFO","message":"StartUpInfo received; connecting to Elastic Agent","target":"agent_shipper"}
 {"timestamp":"2026-11-22T13:50:00.100000Z","level":"INFO","message":"unit state changed","target":"agent_shipper::unit","unit_id":"output-rev1","unit_type":"output","from":"STARTING","to":"HEALTHY","reason":"ready","revision":1}
-2026-11-22T13:50:00.200000Z  INFO shipper: {"timestamp":"2026-11-22T13:50:00.200000Z","level":"INFO","message":"unit state changed","target":"agent_shipper::unit","unit_id":"input-b","unit_type":"input","from":"STARTING","to":"HEALTHY","reason":"accepting events","revision":1}
+2026-11-22T13:50:00.200000Z  INFO shipper: {"@timestamp":"2026-11-22T13:50:00.200000Z","log.level":"info","message":"unit state changed","log.logger":"agent_shipper::unit","unit.id":"input-b","unit.type":"input","from":"STARTING","to":"HEALTHY","reason":"accepting events","revision":1}
 not json at all
 {"broken": 
-{"timestamp":"2026-11-22T13:50:01.000000Z","level":"INFO","message":"metrics","target":"agent_shipper::metrics","period_ms":1000,"queue_events":12345,"queue_bytes":456789,"events_written":1000,"events_acked":980,"output_requests":3,"output_events_retried":0,"output_events_dead_lettered":0,"dlq_events":0,"drains":0}
-{"timestamp":"2026-11-22T13:50:01.500000Z","level":"INFO","message":"checked in","target":"agent_shipper::control"}
-{"timestamp":"2026-11-22T13:50:02.000000Z","level":"INFO","message":"unit state changed","target":"agent_shipper::unit","unit_id":"input-b","unit_type":"input","from":"HEALTHY","to":"STOPPING","reason":"draining 100000 events","revision":2,"pending_events":100000}
-{"timestamp":"2026-11-22T13:50:02.000100Z","level":"INFO","message":"drain started","target":"agent_shipper::unit","unit_id":"input-b","unit_type":"input","barrier":105000,"pending_events":100000}
-{"timestamp":"2026-11-22T13:50:03.000000Z","level":"INFO","message":"drain progress","target":"agent_shipper::unit","unit_id":"input-b","unit_type":"input","pending_events":51234,"barrier":105000,"acked":53766}
-{"timestamp":"2026-11-22T13:50:03.000000Z","level":"INFO","message":"metrics","target":"agent_shipper::metrics","period_ms":1000,"queue_events":60000,"queue_bytes":900000,"events_written":0,"events_acked":50000,"dlq_events":2,"drains":1}
-{"timestamp":"2026-11-22T13:50:04.250000Z","level":"INFO","message":"drain finished","target":"agent_shipper::unit","unit_id":"input-b","unit_type":"input","barrier":105000,"acked":105000,"ack_to_stopped_us":34}
-{"timestamp":"2026-11-22T13:50:04.250100Z","level":"INFO","message":"unit state changed","target":"agent_shipper::unit","unit_id":"input-b","unit_type":"input","from":"STOPPING","to":"STOPPED","reason":"drained","revision":2}
+{"@timestamp":"2026-11-22T13:50:01.000000Z","log.level":"info","message":"metrics","log.logger":"agent_shipper::metrics","period_ms":1000,"queue_events":12345,"queue_bytes":456789,"events_written":1000,"events_acked":980,"output_requests":3,"output_events_retried":0,"output_events_dead_lettered":0,"dlq_events":0,"drains":0}
+{"@timestamp":"2026-11-22T13:50:01.500000Z","log.level":"info","message":"checked in","log.logger":"agent_shipper::control"}
+{"@timestamp":"2026-11-22T13:50:02.000000Z","log.level":"info","message":"unit state changed","log.logger":"agent_shipper::unit","unit.id":"input-b","unit.type":"input","from":"HEALTHY","to":"STOPPING","reason":"draining 100000 events","revision":2,"pending_events":100000}
+{"@timestamp":"2026-11-22T13:50:02.000100Z","log.level":"info","message":"drain started","log.logger":"agent_shipper::unit","unit.id":"input-b","unit.type":"input","barrier":105000,"pending_events":100000}
+{"@timestamp":"2026-11-22T13:50:03.000000Z","log.level":"info","message":"drain progress","log.logger":"agent_shipper::unit","unit.id":"input-b","unit.type":"input","pending_events":51234,"barrier":105000,"acked":53766}
+{"@timestamp":"2026-11-22T13:50:03.000000Z","log.level":"info","message":"metrics","log.logger":"agent_shipper::metrics","period_ms":1000,"queue_events":60000,"queue_bytes":900000,"events_written":0,"events_acked":50000,"dlq_events":2,"drains":1}
+{"@timestamp":"2026-11-22T13:50:04.250000Z","log.level":"info","message":"drain finished","log.logger":"agent_shipper::unit","unit.id":"input-b","unit.type":"input","barrier":105000,"acked":105000,"ack_to_stopped_us":34}
+{"@timestamp":"2026-11-22T13:50:04.250100Z","log.level":"info","message":"unit state changed","log.logger":"agent_shipper::unit","unit.id":"input-b","unit.type":"input","from":"STOPPING","to":"STOPPED","reason":"drained","revision":2}
 "#;
 
 fn transitions(log: &Log) -> Vec<(String, String, String)> {

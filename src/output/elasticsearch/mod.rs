@@ -88,7 +88,8 @@ pub(crate) fn prepare(
                 clients.push(((generation.unit_id.clone(), generation.config_idx), client))
             }
             Err(err) => tracing::warn!(
-                unit_id = %generation.unit_id,
+                "unit.id" = %generation.unit_id,
+                "unit.type" = "output",
                 config_idx = generation.config_idx,
                 error = %err,
                 "an earlier output config cannot be used; its events go with the newest credentials"
@@ -438,7 +439,8 @@ async fn send_pass(shared: &Shared, context: &LoopContext, pending: Vec<Pending>
                         .swap(true, std::sync::atomic::Ordering::Relaxed);
                     if first {
                         tracing::warn!(
-                            unit_id = %target.unit_id,
+                            "unit.id" = %target.unit_id,
+                            "unit.type" = "output",
                             config_idx = target.config_idx,
                             credentials = target.client.credentials(),
                             newest = shared.newest.client.credentials(),
@@ -448,7 +450,8 @@ async fn send_pass(shared: &Shared, context: &LoopContext, pending: Vec<Pending>
                     } else {
                         // A batch that was already on its way with the old credentials.
                         tracing::debug!(
-                            unit_id = %target.unit_id,
+                            "unit.id" = %target.unit_id,
+                            "unit.type" = "output",
                             config_idx = target.config_idx,
                             events = sent.len(),
                             "401 with an earlier generation's credentials; retrying with the newest"

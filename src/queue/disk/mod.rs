@@ -563,6 +563,7 @@ impl Queue for DiskQueue {
             kind: "disk",
             events: state.head - state.acked,
             bytes: state.bytes_on_disk,
+            max_bytes: self.shared.options.max_size,
             head: state.head,
             acked: state.acked,
             oldest_unacked: (state.head > state.acked).then_some(state.acked + 1),
