@@ -1,6 +1,6 @@
 //! Standalone mode's YAML file (output block plus `server`) and process-wide `-E` settings.
 
-use super::{ConfigError, HumanDuration, OutputConfig};
+use super::{ConfigError, ConfigWarning, HumanDuration, OutputConfig, UnknownKeys};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,6 +14,8 @@ pub struct StandaloneConfig {
     pub server: String,
     /// The output and queue, exactly as an OUTPUT unit would configure them.
     pub output: OutputConfig,
+    /// Accepted keys that change nothing, values that won over a preset: to be logged.
+    pub warnings: Vec<ConfigWarning>,
 }
 
 impl StandaloneConfig {
@@ -55,8 +57,13 @@ impl StandaloneConfig {
                 })
             }
         };
-        let output = OutputConfig::from_value(serde_json::Value::Object(map))?;
-        Ok(StandaloneConfig { server, output })
+        // The file is the user's own: an unknown key is a typo, refused.
+        let parsed = OutputConfig::parse(serde_json::Value::Object(map), UnknownKeys::Refuse)?;
+        Ok(StandaloneConfig {
+            server,
+            output: parsed.config,
+            warnings: parsed.warnings,
+        })
     }
 }
 
