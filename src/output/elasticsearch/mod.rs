@@ -26,6 +26,7 @@
 
 pub mod bulk;
 pub mod client;
+mod tls;
 
 use super::backoff::Backoff;
 use super::health::HealthTracker;
