@@ -23,6 +23,15 @@
 //!   at fault is alone; that item is dead-lettered with the status.
 //! - Health: DEGRADED after `degraded_timeout` without a successful request, with the
 //!   last error as the message; HEALTHY again at the next success.
+//!
+//! # Connection
+//! [`client`] sends each request with the configured `headers` (marked sensitive, never
+//! logged), to `{host}{path}/_bulk` with `parameters`, through `proxy_url` or the
+//! environment's proxy (none with `proxy_disable`), keeping idle connections for
+//! `idle_connection_timeout`. `tls` builds the rustls config: roots, client certificate,
+//! `ssl.supported_protocols`, and the `ssl.ca_trusted_fingerprint` verifier. `workers` and
+//! the other performance keys arrive already resolved from `preset` (see
+//! [`crate::config::Preset`]).
 
 pub mod bulk;
 pub mod client;
