@@ -166,7 +166,7 @@ pub(crate) fn from_value_noting_unknown<T: DeserializeOwned>(
 }
 
 /// `parent.key`, or either alone when the other is empty.
-fn join_key(parent: &str, key: &str) -> String {
+pub(crate) fn join_key(parent: &str, key: &str) -> String {
     match (parent.is_empty(), key.is_empty()) {
         (true, _) => key.to_string(),
         (false, true) => parent.to_string(),

@@ -219,12 +219,13 @@ impl OutputConfig {
         value: serde_json::Value,
         unknown: UnknownKeys,
     ) -> Result<ParsedOutput, ConfigError> {
-        let serde_json::Value::Object(mut map) = value else {
+        let serde_json::Value::Object(map) = value else {
             return Err(ConfigError::Invalid {
                 key: String::new(),
                 reason: "the output config must be a mapping of keys to values".into(),
             });
         };
+        let mut map = expand_dotted(map, "")?;
         let kind = match map.remove(TYPE_KEY) {
             Some(serde_json::Value::String(kind)) => kind,
             Some(other) => {
@@ -340,6 +341,65 @@ impl OutputConfig {
             );
         }
         serde_json::Value::Object(block)
+    }
+}
+
+/// Keys whose values are maps of names (header names, query parameters), never of paths.
+const FREE_FORM_KEYS: &[&str] = &["headers", "proxy_headers", "parameters"];
+
+/// `ssl.ca_trusted_fingerprint: x` → `ssl: {ca_trusted_fingerprint: x}`, at every level, as
+/// Beats' config library reads a dotted key. Fleet writes that key dotted, and Beats users
+/// write `ssl.certificate_authorities: [...]` in YAML. A key given both ways with values
+/// that cannot merge is an error naming it.
+fn expand_dotted(
+    map: serde_json::Map<String, serde_json::Value>,
+    parent: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, ConfigError> {
+    let mut out = serde_json::Map::new();
+    for (key, value) in map {
+        let path = super::join_key(parent, &key);
+        let value = match value {
+            serde_json::Value::Object(inner) if !FREE_FORM_KEYS.contains(&key.as_str()) => {
+                serde_json::Value::Object(expand_dotted(inner, &path)?)
+            }
+            other => other,
+        };
+        let parts: Vec<&str> = key.split('.').collect();
+        if parts.len() == 1 || parts.iter().any(|part| part.is_empty()) {
+            merge_key(&mut out, key, value, parent)?;
+            continue;
+        }
+        let nested = parts[1..].iter().rev().fold(value, |inner, part| {
+            serde_json::Value::Object(serde_json::Map::from_iter([(part.to_string(), inner)]))
+        });
+        merge_key(&mut out, parts[0].to_string(), nested, parent)?;
+    }
+    Ok(out)
+}
+
+/// Inserts `key: value` into `map`, merging maps; two values for one key is an error.
+fn merge_key(
+    map: &mut serde_json::Map<String, serde_json::Value>,
+    key: String,
+    value: serde_json::Value,
+    parent: &str,
+) -> Result<(), ConfigError> {
+    let path = super::join_key(parent, &key);
+    match (map.get_mut(&key), value) {
+        (None, value) => {
+            map.insert(key, value);
+            Ok(())
+        }
+        (Some(serde_json::Value::Object(existing)), serde_json::Value::Object(more)) => {
+            for (inner_key, inner_value) in more {
+                merge_key(existing, inner_key, inner_value, &path)?;
+            }
+            Ok(())
+        }
+        (Some(_), _) => Err(invalid(
+            &path,
+            "is given twice (once as a dotted key such as `ssl.key`, once nested)".into(),
+        )),
     }
 }
 
@@ -601,5 +661,35 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(key_of(err), "workers");
+    }
+
+    #[test]
+    fn dotted_keys_read_as_nested_ones_as_in_beats() {
+        let dotted = OutputConfig::from_value(json!({
+            "type": "elasticsearch", "hosts": ["https://es:9200"],
+            "ssl.ca_trusted_fingerprint": "ab".repeat(32),
+            "ssl": {"verification_mode": "certificate"},
+            "queue.mem.events": 10,
+            "headers": {"X.Dotted.Name": "v"}
+        }))
+        .unwrap();
+        let OutputKind::Elasticsearch(es) = &dotted.kind else {
+            panic!("{dotted:?}")
+        };
+        assert_eq!(es.ssl.ca_trusted_fingerprint, Some("ab".repeat(32)));
+        assert_eq!(
+            es.ssl.verification_mode,
+            super::super::VerificationMode::Certificate
+        );
+        assert!(es.headers.contains_key("X.Dotted.Name"));
+        assert!(matches!(
+            dotted.queue,
+            QueueConfig::Memory(MemoryQueueConfig { events: 10, .. })
+        ));
+        let err = OutputConfig::from_value(json!({
+            "type": "file", "path": "o", "dlq.max_bytes": "1MiB", "dlq": {"max_bytes": "2MiB"}
+        }))
+        .unwrap_err();
+        assert_eq!(key_of(err), "dlq.max_bytes");
     }
 }
