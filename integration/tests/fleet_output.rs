@@ -91,7 +91,9 @@ async fn a_fleet_written_output_block_is_healthy_and_each_setting_takes_effect()
         "headers": {"X-Fleet-Tenant": HEADER_VALUE},
         "proxy_url": proxy.url(),
         "proxy_headers": {"X-Proxy-Token": PROXY_TOKEN},
-        "ssl": {"ca_trusted_fingerprint": fingerprint(&certs.ca_pem), "renegotiation": "never"},
+        // Dotted, as Fleet writes it, beside a nested `ssl` block.
+        "ssl.ca_trusted_fingerprint": fingerprint(&certs.ca_pem),
+        "ssl": {"renegotiation": "never"},
         "allow_older_versions": true,
         "index": "not-used-by-the-shipper",
     }));

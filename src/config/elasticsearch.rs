@@ -210,7 +210,8 @@ impl Preset {
         })
     }
 
-    fn name(self) -> &'static str {
+    /// The name as written in configs.
+    pub fn name(self) -> &'static str {
         match self {
             Preset::Balanced => "balanced",
             Preset::Throughput => "throughput",

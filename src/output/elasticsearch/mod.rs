@@ -131,7 +131,11 @@ pub(crate) async fn run(
     let Some(newest) = newest else { return };
     tracing::info!(
         hosts = %config.hosts.join(","),
+        preset = config.preset.map_or("none", |preset| preset.name()),
         workers = config.workers,
+        bulk_max_size = config.bulk_max_size,
+        idle_connection_timeout = %config.idle_connection_timeout,
+        proxy = config.proxy_url.is_some(),
         credentials = newest.client.credentials(),
         earlier_generations = targets.len() - 1,
         "elasticsearch output started"
