@@ -209,3 +209,135 @@ async fn a_fleet_written_output_block_is_healthy_and_each_setting_takes_effect()
     proxy.stop().await;
     es.stop().await;
 }
+
+/// Runs a standalone shipper with `output` and `env`, publishes 50 events, and waits until
+/// mock-es indexed them all; then stops it.
+async fn ship_standalone(
+    es: &MockEs,
+    output: serde_json::Value,
+    env: &[(&str, String)],
+    run: &str,
+) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::Builder::new().prefix("shp").tempdir().unwrap();
+    let server = format!("unix://{}/s.sock", dir.path().display());
+    let mut config = output;
+    config["server"] = json!(server);
+    let path = dir.path().join("shipper.yml");
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+    let mut command = tokio::process::Command::new(integration::shipper_binary().unwrap());
+    command
+        .arg("-E")
+        .arg(format!("path.data={}", dir.path().join("data").display()))
+        .args(["run", "-c"])
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for var in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        command.env_remove(var);
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let ready = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("Producer API listening") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        matches!(ready, Ok(true)),
+        "the standalone shipper did not come up"
+    );
+    // Keep reading stderr so the shipper never blocks on a full pipe.
+    let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let mut options = LoadgenOptions::new(&server, "input-1", 50);
+    options.run = run.into();
+    let report = loadgen::run(&options).await.unwrap();
+    assert_eq!(report.promised.len(), 50, "{report:?}");
+    eventually(Duration::from_secs(30), "every event indexed", || {
+        let counts = es.loadgen_counts(run);
+        report.promised.iter().all(|seq| counts.contains_key(seq))
+    })
+    .await;
+    let _ = child.kill().await;
+    drain.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_proxies_skip_loopback_and_proxy_disable_turns_every_proxy_off() {
+    let certs = AgentCerts::mint().unwrap();
+    let es = MockEs::start(MockEsOptions {
+        tls: Some(TlsIdentity {
+            cert_pem: certs.server_cert_pem.clone(),
+            key_pem: certs.server_key_pem.clone(),
+        }),
+        ..MockEsOptions::default()
+    })
+    .await
+    .unwrap();
+    es.add_api_key(KEY_ID, KEY_SECRET, &["logs-*-default"]);
+    let proxy = ForwardProxy::start(es.addr()).await.unwrap();
+    let output = |extra: serde_json::Value| {
+        let mut block = json!({
+            "type": "elasticsearch",
+            "hosts": [format!("https://localhost:{}", es.addr().port())],
+            "api_key": format!("{KEY_ID}:{KEY_SECRET}"),
+            "ssl": {"certificate_authorities": [certs.ca_pem.clone()]},
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            block[key] = value.clone();
+        }
+        block
+    };
+    // As Go's ProxyFromEnvironment: HTTPS_PROXY applies, but never to a loopback host.
+    ship_standalone(
+        &es,
+        output(json!({})),
+        &[("HTTPS_PROXY", proxy.url())],
+        "env",
+    )
+    .await;
+    assert_eq!(
+        proxy.tunnels(),
+        [],
+        "a loopback host went through HTTPS_PROXY"
+    );
+    // proxy_disable wins over proxy_url and the environment.
+    ship_standalone(
+        &es,
+        output(json!({"proxy_url": proxy.url(), "proxy_disable": true})),
+        &[("HTTPS_PROXY", proxy.url())],
+        "disabled",
+    )
+    .await;
+    assert_eq!(
+        proxy.tunnels(),
+        [],
+        "proxy_disable: true still used a proxy"
+    );
+    // The same block without proxy_disable goes through the proxy: the checks above can fail.
+    ship_standalone(
+        &es,
+        output(json!({"proxy_url": proxy.url()})),
+        &[],
+        "proxied",
+    )
+    .await;
+    assert!(!proxy.tunnels().is_empty());
+    proxy.stop().await;
+    es.stop().await;
+}
