@@ -350,3 +350,34 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     }
     parts.join(": ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bulk_url_has_the_path_prefix_and_the_encoded_parameters() {
+        let none = std::collections::BTreeMap::new();
+        assert_eq!(
+            bulk_url("https://es:9200", "", &none),
+            format!("https://es:9200{BULK_PATH}")
+        );
+        let parameters = std::collections::BTreeMap::from([
+            ("pipeline".to_string(), "my pipe&x".to_string()),
+            ("refresh".to_string(), "false".to_string()),
+        ]);
+        assert_eq!(
+            bulk_url("http://h:1", "/es", &parameters),
+            format!("http://h:1/es{BULK_PATH}&pipeline=my+pipe%26x&refresh=false")
+        );
+    }
+
+    #[test]
+    fn proxy_credentials_are_not_logged() {
+        assert_eq!(
+            redact_userinfo("http://user:pa55@proxy:3128"),
+            "http://redacted@proxy:3128/"
+        );
+        assert_eq!(redact_userinfo("http://proxy:3128"), "http://proxy:3128");
+    }
+}
