@@ -381,4 +381,27 @@ mod tests {
         assert!(parse_fingerprint(&hex[2..]).is_err());
         assert!(parse_fingerprint(&format!("zz{}", &hex[2..])).is_err());
     }
+
+    #[test]
+    fn a_client_certificate_loads_inline_and_a_key_that_does_not_fit_is_named() {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let ssl = |certificate: &str, key: &str| SslConfig {
+            certificate: Some(certificate.to_string()),
+            key: Some(crate::config::Secret::new(key)),
+            ..SslConfig::default()
+        };
+        client_config(&ssl(&cert.pem(), &key.serialize_pem())).unwrap();
+        let other = KeyPair::generate().unwrap();
+        let err = client_config(&ssl(&cert.pem(), &other.serialize_pem())).unwrap_err();
+        assert_eq!(err.key, "ssl.key", "{err}");
+        assert!(!err.reason.contains("PRIVATE KEY"), "{err}");
+        let err = client_config(&ssl("/no/such/cert.pem", &key.serialize_pem())).unwrap_err();
+        assert_eq!(err.key, "ssl.certificate", "{err}");
+        let err = client_config(&ssl(&cert.pem(), "-----BEGIN NOTHING-----")).unwrap_err();
+        assert_eq!(err.key, "ssl.key", "{err}");
+    }
 }
