@@ -341,3 +341,36 @@ async fn environment_proxies_skip_loopback_and_proxy_disable_turns_every_proxy_o
     proxy.stop().await;
     es.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_from_ssl_certificate_and_ssl_key_is_presented_to_elasticsearch() {
+    let certs = AgentCerts::mint().unwrap();
+    // mock-es refuses a handshake without a client certificate signed by the test CA.
+    let es = MockEs::start(MockEsOptions {
+        tls: Some(TlsIdentity {
+            cert_pem: certs.server_cert_pem.clone(),
+            key_pem: certs.server_key_pem.clone(),
+        }),
+        client_ca_pem: Some(certs.ca_pem.clone()),
+        ..MockEsOptions::default()
+    })
+    .await
+    .unwrap();
+    es.add_api_key(KEY_ID, KEY_SECRET, &["logs-*-default"]);
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("client.key");
+    std::fs::write(&key_path, &certs.client_key_pem).unwrap();
+    // The certificate inline, the key as a file: both forms Beats accepts.
+    let output = json!({
+        "type": "elasticsearch",
+        "hosts": [format!("https://localhost:{}", es.addr().port())],
+        "api_key": format!("{KEY_ID}:{KEY_SECRET}"),
+        "ssl": {
+            "certificate_authorities": [certs.ca_pem.clone()],
+            "certificate": certs.client_cert_pem.clone(),
+            "key": key_path,
+        },
+    });
+    ship_standalone(&es, output, &[], "pki").await;
+    es.stop().await;
+}
