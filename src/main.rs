@@ -227,6 +227,9 @@ async fn standalone(settings: ProcessSettings, path: PathBuf) -> Result<()> {
         Box::new(move |reply| ask.try_send(reply).is_ok()),
     )
     .await?;
+    for warning in &config.warnings {
+        warning.log(None);
+    }
     let mut pipeline = Pipeline::new(true, settings.data_path());
     pipeline
         .configure_output("standalone", 0, 0, config.output)

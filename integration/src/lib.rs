@@ -6,6 +6,7 @@ pub mod certs;
 pub mod loadgen;
 pub mod mock_es;
 pub mod progress;
+pub mod proxy;
 pub mod scenario;
 pub mod soak;
 pub mod timeline;

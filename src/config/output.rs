@@ -2,9 +2,13 @@
 //!
 //! The block is flat, as in an Elastic Agent policy: `type` picks the output, the output's
 //! own keys sit beside it, and `queue` is shared by all outputs. It is parsed in two steps
-//! (shared keys, then the output type's keys) so that each step can refuse unknown keys.
+//! (shared keys, then the output type's keys); the keys neither step knows are collected and
+//! then refused or warned about, as [`UnknownKeys`] says.
 
-use super::{from_value, ByteSize, ConfigError, ElasticsearchConfig, HumanDuration};
+use super::{
+    from_value_noting_unknown, ByteSize, ConfigError, ConfigWarning, ElasticsearchConfig,
+    HumanDuration, UnknownKeys,
+};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -27,7 +31,7 @@ pub struct OutputConfig {
 
 /// `dlq:` the dead letter queue, with Logstash's setting names.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct DlqConfig {
     /// Keep undeliverable events (default true). When false they are dropped and counted.
     pub enabled: bool,
@@ -45,7 +49,7 @@ pub struct DlqConfig {
 
 /// `dlq.retain`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct DlqRetain {
     /// Delete entries older than this (`7d`, `12h`, `30m`, `90s`); none by default.
     pub age: Option<HumanDuration>,
@@ -66,6 +70,9 @@ impl Default for DlqConfig {
 
 /// The output destinations this build knows.
 #[derive(Debug, Clone, PartialEq)]
+// One value per config change, never in a hot path or a collection: boxing would only add
+// noise to every match.
+#[allow(clippy::large_enum_variant)]
 pub enum OutputKind {
     /// NDJSON lines in a local file, rotated by size.
     File(FileOutputConfig),
@@ -85,7 +92,6 @@ impl OutputKind {
 
 /// `type: file`: one JSON document per line.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct FileOutputConfig {
     /// File to append to; rotated files get `.1`, `.2`, … suffixes.
     pub path: PathBuf,
@@ -136,7 +142,7 @@ pub enum DurabilityMode {
 
 /// `queue.disk` settings.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct DiskQueueConfig {
     /// Queue directory. Default: `<path.data>/queue`.
     pub path: Option<PathBuf>,
@@ -167,7 +173,7 @@ impl Default for DiskQueueConfig {
 
 /// `queue.mem` settings.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct MemoryQueueConfig {
     /// Most events held at once. Default 65536.
     pub events: u64,
@@ -186,7 +192,6 @@ impl Default for MemoryQueueConfig {
 
 /// The keys of [`SHARED_KEYS`], read before the output type's own struct.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct SharedKeys {
     #[serde(default)]
     queue: QueueConfig,
@@ -194,15 +199,36 @@ pub(super) struct SharedKeys {
     dlq: DlqConfig,
 }
 
+/// An accepted output block and what the user should hear about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedOutput {
+    /// The config.
+    pub config: OutputConfig,
+    /// Unknown keys (under [`UnknownKeys::Warn`]), keys that change nothing, values that
+    /// won over a preset; to be logged once when the config is applied.
+    pub warnings: Vec<ConfigWarning>,
+}
+
 impl OutputConfig {
-    /// Parses an output block (a unit's `source`, or a standalone file's top level).
+    /// Parses an output block refusing unknown keys, as a standalone file is read.
     pub fn from_value(value: serde_json::Value) -> Result<Self, ConfigError> {
-        let serde_json::Value::Object(mut map) = value else {
+        Self::parse(value, UnknownKeys::Refuse).map(|parsed| parsed.config)
+    }
+
+    /// Parses an output block (a unit's `source`, or a standalone file's top level); an
+    /// unknown key is an error or a warning as `unknown` says. Bad values of known keys are
+    /// errors either way.
+    pub fn parse(
+        value: serde_json::Value,
+        unknown: UnknownKeys,
+    ) -> Result<ParsedOutput, ConfigError> {
+        let serde_json::Value::Object(map) = value else {
             return Err(ConfigError::Invalid {
                 key: String::new(),
                 reason: "the output config must be a mapping of keys to values".into(),
             });
         };
+        let mut map = expand_dotted(map, "")?;
         let kind = match map.remove(TYPE_KEY) {
             Some(serde_json::Value::String(kind)) => kind,
             Some(other) => {
@@ -224,13 +250,35 @@ impl OutputConfig {
                 shared.insert((*key).to_string(), value);
             }
         }
-        let shared: SharedKeys = from_value(serde_json::Value::Object(shared), "")?;
+        // serde_ignored's path leaves out enum variants: `queue.x` is really `queue.mem.x`.
+        let queue_variant = match shared.get("queue") {
+            Some(serde_json::Value::Object(queue)) if queue.len() == 1 => {
+                queue.keys().next().cloned()
+            }
+            _ => None,
+        };
+        let mut unknown_keys = Vec::new();
+        let mut warnings = Vec::new();
+        let shared: SharedKeys =
+            from_value_noting_unknown(serde_json::Value::Object(shared), "", &mut unknown_keys)?;
+        if let Some(variant) = queue_variant {
+            for key in &mut unknown_keys {
+                if let Some(rest) = key.strip_prefix("queue.") {
+                    *key = format!("queue.{variant}.{rest}");
+                }
+            }
+        }
+        settle_unknown(&mut unknown_keys, unknown, &mut warnings)?;
         validate_queue(&shared.queue)?;
         validate_dlq(&shared.dlq)?;
-        let rest = serde_json::Value::Object(map);
         let kind = match kind.as_str() {
             "file" => {
-                let file: FileOutputConfig = from_value(rest, "")?;
+                let file: FileOutputConfig = from_value_noting_unknown(
+                    serde_json::Value::Object(map),
+                    "",
+                    &mut unknown_keys,
+                )?;
+                settle_unknown(&mut unknown_keys, unknown, &mut warnings)?;
                 if file.number_of_files < 2 {
                     return Err(ConfigError::Invalid {
                         key: "number_of_files".into(),
@@ -246,8 +294,11 @@ impl OutputConfig {
                 OutputKind::File(file)
             }
             "elasticsearch" => {
-                let es: ElasticsearchConfig = from_value(rest, "")?;
-                es.validate()?;
+                let parsed = ElasticsearchConfig::parse(map, &mut unknown_keys);
+                // A typo is reported before what it may have caused (a missing key).
+                settle_unknown(&mut unknown_keys, unknown, &mut warnings)?;
+                let (es, es_warnings) = parsed?;
+                warnings.extend(es_warnings);
                 OutputKind::Elasticsearch(es)
             }
             other => {
@@ -259,10 +310,13 @@ impl OutputConfig {
                 })
             }
         };
-        Ok(OutputConfig {
-            kind,
-            queue: shared.queue,
-            dlq: shared.dlq,
+        Ok(ParsedOutput {
+            config: OutputConfig {
+                kind,
+                queue: shared.queue,
+                dlq: shared.dlq,
+            },
+            warnings,
         })
     }
 
@@ -290,6 +344,90 @@ impl OutputConfig {
             );
         }
         serde_json::Value::Object(block)
+    }
+}
+
+/// Keys whose values are maps of names (header names, query parameters), never of paths.
+const FREE_FORM_KEYS: &[&str] = &["headers", "proxy_headers", "parameters"];
+
+/// `ssl.ca_trusted_fingerprint: x` → `ssl: {ca_trusted_fingerprint: x}`, at every level, as
+/// Beats' config library reads a dotted key. Fleet writes that key dotted, and Beats users
+/// write `ssl.certificate_authorities: [...]` in YAML. A key given both ways with values
+/// that cannot merge is an error naming it.
+fn expand_dotted(
+    map: serde_json::Map<String, serde_json::Value>,
+    parent: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, ConfigError> {
+    let mut out = serde_json::Map::new();
+    for (key, value) in map {
+        let path = super::join_key(parent, &key);
+        let value = match value {
+            serde_json::Value::Object(inner) if !FREE_FORM_KEYS.contains(&key.as_str()) => {
+                serde_json::Value::Object(expand_dotted(inner, &path)?)
+            }
+            other => other,
+        };
+        let parts: Vec<&str> = key.split('.').collect();
+        if parts.len() == 1 || parts.iter().any(|part| part.is_empty()) {
+            merge_key(&mut out, key, value, parent)?;
+            continue;
+        }
+        let nested = parts[1..].iter().rev().fold(value, |inner, part| {
+            serde_json::Value::Object(serde_json::Map::from_iter([(part.to_string(), inner)]))
+        });
+        merge_key(&mut out, parts[0].to_string(), nested, parent)?;
+    }
+    Ok(out)
+}
+
+/// Inserts `key: value` into `map`, merging maps; two values for one key is an error.
+fn merge_key(
+    map: &mut serde_json::Map<String, serde_json::Value>,
+    key: String,
+    value: serde_json::Value,
+    parent: &str,
+) -> Result<(), ConfigError> {
+    let path = super::join_key(parent, &key);
+    match (map.get_mut(&key), value) {
+        (None, value) => {
+            map.insert(key, value);
+            Ok(())
+        }
+        (Some(serde_json::Value::Object(existing)), serde_json::Value::Object(more)) => {
+            for (inner_key, inner_value) in more {
+                merge_key(existing, inner_key, inner_value, &path)?;
+            }
+            Ok(())
+        }
+        (Some(_), _) => Err(invalid(
+            &path,
+            "is given twice (once as a dotted key such as `ssl.key`, once nested)".into(),
+        )),
+    }
+}
+
+/// Refuses the first unknown key, or turns each into a warning; empties `found`.
+fn settle_unknown(
+    found: &mut Vec<String>,
+    unknown: UnknownKeys,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Result<(), ConfigError> {
+    let keys = std::mem::take(found);
+    match unknown {
+        UnknownKeys::Refuse => match keys.into_iter().next() {
+            Some(key) => Err(invalid(
+                &key,
+                "unknown field; docs/configuration.md lists every key".into(),
+            )),
+            None => Ok(()),
+        },
+        UnknownKeys::Warn => {
+            warnings.extend(keys.into_iter().map(|key| ConfigWarning {
+                key,
+                message: "unknown key, ignored (this output has no such setting)".into(),
+            }));
+            Ok(())
+        }
     }
 }
 
@@ -497,5 +635,64 @@ mod tests {
             let credentials = format!("{:?}", es.credentials().unwrap());
             assert!(!credentials.contains(secret), "{credentials}");
         }
+    }
+
+    #[test]
+    fn under_the_agent_unknown_keys_are_warnings_naming_their_full_path() {
+        let block = json!({
+            "type": "elasticsearch", "hosts": ["https://es:9200"], "preset": "balanced",
+            "ssl": {"renegotiation": "never", "certificate_authorities": []},
+            "queue": {"mem": {"events": 10, "flush": {"timeout": "1s"}}},
+            "bulk_max_size": 1600, "shipper_only": {"nested": 1}
+        });
+        let parsed = OutputConfig::parse(block.clone(), UnknownKeys::Warn).unwrap();
+        let mut keys: Vec<&str> = parsed.warnings.iter().map(|w| w.key.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["queue.mem.flush", "shipper_only", "ssl.renegotiation"],
+            "{:?}",
+            parsed.warnings
+        );
+        // A standalone file refuses the same block, naming the first unknown key.
+        let err = OutputConfig::parse(block, UnknownKeys::Refuse).unwrap_err();
+        assert!(err.to_string().contains("queue.mem.flush"), "{err}");
+        // A bad value of a known key is an error under the agent too.
+        let err = OutputConfig::parse(
+            json!({"type": "elasticsearch", "hosts": ["h:1"], "workers": "four", "x": 1}),
+            UnknownKeys::Warn,
+        )
+        .unwrap_err();
+        assert_eq!(key_of(err), "workers");
+    }
+
+    #[test]
+    fn dotted_keys_read_as_nested_ones_as_in_beats() {
+        let dotted = OutputConfig::from_value(json!({
+            "type": "elasticsearch", "hosts": ["https://es:9200"],
+            "ssl.ca_trusted_fingerprint": "ab".repeat(32),
+            "ssl": {"verification_mode": "certificate"},
+            "queue.mem.events": 10,
+            "headers": {"X.Dotted.Name": "v"}
+        }))
+        .unwrap();
+        let OutputKind::Elasticsearch(es) = &dotted.kind else {
+            panic!("{dotted:?}")
+        };
+        assert_eq!(es.ssl.ca_trusted_fingerprint, Some("ab".repeat(32)));
+        assert_eq!(
+            es.ssl.verification_mode,
+            super::super::VerificationMode::Certificate
+        );
+        assert!(es.headers.contains_key("X.Dotted.Name"));
+        assert!(matches!(
+            dotted.queue,
+            QueueConfig::Memory(MemoryQueueConfig { events: 10, .. })
+        ));
+        let err = OutputConfig::from_value(json!({
+            "type": "file", "path": "o", "dlq.max_bytes": "1MiB", "dlq": {"max_bytes": "2MiB"}
+        }))
+        .unwrap_err();
+        assert_eq!(key_of(err), "dlq.max_bytes");
     }
 }

@@ -2,7 +2,7 @@
 //! Beats' names, and a key not used here is a warning, never an error (the agent owns the
 //! command line; see [`ProcessSettings`]).
 
-use super::{ConfigError, HumanDuration, OutputConfig};
+use super::{ConfigError, ConfigWarning, HumanDuration, OutputConfig, UnknownKeys};
 use crate::supervisor::LogLevel;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +17,8 @@ pub struct StandaloneConfig {
     pub server: String,
     /// The output and queue, exactly as an OUTPUT unit would configure them.
     pub output: OutputConfig,
+    /// Accepted keys that change nothing, values that won over a preset: to be logged.
+    pub warnings: Vec<ConfigWarning>,
 }
 
 impl StandaloneConfig {
@@ -58,8 +60,13 @@ impl StandaloneConfig {
                 })
             }
         };
-        let output = OutputConfig::from_value(serde_json::Value::Object(map))?;
-        Ok(StandaloneConfig { server, output })
+        // The file is the user's own: an unknown key is a typo, refused.
+        let parsed = OutputConfig::parse(serde_json::Value::Object(map), UnknownKeys::Refuse)?;
+        Ok(StandaloneConfig {
+            server,
+            output: parsed.config,
+            warnings: parsed.warnings,
+        })
     }
 }
 

@@ -6,7 +6,7 @@ use super::{
     DiagnosticsReport, ExpectedSet, ExpectedUnit, LogLevel, ObservedUnit, Pipeline,
     SupervisorCommand, SupervisorLink, UnitConfig, UnitKey, UnitKind,
 };
-use crate::config::{InputUnitConfig, OnRemove, OutputConfig};
+use crate::config::{InputUnitConfig, OnRemove, OutputConfig, UnknownKeys};
 use crate::dlq::Reason;
 use crate::logging::LogControl;
 use crate::metrics::{DrainSnapshot, PipelineSnapshot, Transition, UnitSnapshot};
@@ -326,7 +326,8 @@ impl Supervisor {
         else {
             return;
         };
-        match OutputConfig::from_value(source) {
+        // Its warnings were logged when it was applied.
+        match OutputConfig::parse(source, UnknownKeys::Warn).map(|parsed| parsed.config) {
             Ok(config) => {
                 if let Err(err) = self
                     .pipeline
@@ -394,7 +395,14 @@ impl Supervisor {
             .ok_or_else(|| "no config received".to_string())?;
         match key.kind {
             UnitKind::Output => {
-                let config = OutputConfig::from_value(source).map_err(|err| err.to_string())?;
+                // The agent writes the policy's output block as Fleet made it: a key this
+                // output does not know is a warning, and the unit stays HEALTHY.
+                let parsed = OutputConfig::parse(source, UnknownKeys::Warn)
+                    .map_err(|err| err.to_string())?;
+                for warning in &parsed.warnings {
+                    warning.log(Some(&key.id));
+                }
+                let config = parsed.config;
                 let config_idx = self.pending_idx(key);
                 self.pipeline
                     .configure_output(&key.id, config_idx, revision, config)

@@ -123,6 +123,7 @@ async fn main() -> Result<()> {
         track_loadgen: cli.track_loadgen,
         seed: cli.seed,
         tls,
+        client_ca_pem: None,
     })
     .await?;
     for (id, key, patterns) in &api_keys {

@@ -246,6 +246,24 @@ pub(crate) async fn handle(
     })
 }
 
+/// Headers other than those [`RequestLog`] has fields for, lowercase names.
+fn other_headers(headers: &hyper::HeaderMap) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::<String, String>::new();
+    for (name, value) in headers {
+        if [AUTHORIZATION, CONTENT_TYPE, CONTENT_ENCODING].contains(name) {
+            continue;
+        }
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        out.entry(name.as_str().to_string())
+            .and_modify(|joined| {
+                joined.push_str(", ");
+                joined.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    out
+}
+
 /// What `_bulk` sent back, for the request log.
 struct Logged {
     status: u16,
@@ -271,6 +289,7 @@ async fn bulk_request(
         items: 0,
         status: 0,
         answered_at_us: 0,
+        headers: other_headers(&parts.headers),
     };
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),

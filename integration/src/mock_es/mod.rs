@@ -77,6 +77,9 @@ pub struct MockEsOptions {
     pub seed: u64,
     /// Serve HTTPS with this identity; default none (plain HTTP).
     pub tls: Option<TlsIdentity>,
+    /// With `tls`: require a client certificate signed by this CA (PEM), as Elasticsearch
+    /// with `xpack.security.http.ssl.client_authentication: required`; default none.
+    pub client_ca_pem: Option<String>,
 }
 
 impl Default for MockEsOptions {
@@ -88,6 +91,7 @@ impl Default for MockEsOptions {
             track_loadgen: true,
             seed: 0,
             tls: None,
+            client_ca_pem: None,
         }
     }
 }
@@ -116,7 +120,10 @@ pub struct MockEs {
     https: bool,
 }
 
-fn tls_acceptor(identity: &TlsIdentity) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+fn tls_acceptor(
+    identity: &TlsIdentity,
+    client_ca_pem: Option<&str>,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
@@ -128,14 +135,31 @@ fn tls_acceptor(identity: &TlsIdentity) -> anyhow::Result<tokio_rustls::TlsAccep
     );
     let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes())
         .context("mock-es: cannot read the TLS key PEM")?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("mock-es: TLS protocol versions")?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .context("mock-es: TLS certificate and key do not fit")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("mock-es: TLS protocol versions")?;
+    let builder = match client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                roots
+                    .add(cert.context("mock-es: cannot read the client CA PEM")?)
+                    .context("mock-es: unusable client CA")?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .context("mock-es: client certificate verifier")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .context("mock-es: TLS certificate and key do not fit")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
@@ -146,7 +170,11 @@ impl MockEs {
     /// # Errors
     /// The address cannot be bound, or the TLS identity is unusable.
     pub async fn start(options: MockEsOptions) -> anyhow::Result<MockEs> {
-        let tls = options.tls.as_ref().map(tls_acceptor).transpose()?;
+        let tls = options
+            .tls
+            .as_ref()
+            .map(|identity| tls_acceptor(identity, options.client_ca_pem.as_deref()))
+            .transpose()?;
         let listener = listener::bind(options.listen)
             .with_context(|| format!("mock-es: cannot listen on {}", options.listen))?;
         let addr = listener.local_addr()?;

@@ -78,6 +78,10 @@ pub struct RequestLog {
     /// When the answer was ready, in microseconds since the Unix epoch.
     #[serde(default)]
     pub answered_at_us: u64,
+    /// Every other header as received (names lowercase; repeated headers joined by `, `),
+    /// so tests can see configured `headers` arrive.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// The last [`RequestLog::CAPACITY`] `_bulk` requests.

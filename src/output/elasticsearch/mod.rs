@@ -23,9 +23,19 @@
 //!   at fault is alone; that item is dead-lettered with the status.
 //! - Health: DEGRADED after `degraded_timeout` without a successful request, with the
 //!   last error as the message; HEALTHY again at the next success.
+//!
+//! # Connection
+//! [`client`] sends each request with the configured `headers` (marked sensitive, never
+//! logged), to `{host}{path}/_bulk` with `parameters`, through `proxy_url` or the
+//! environment's proxy (none with `proxy_disable`), keeping idle connections for
+//! `idle_connection_timeout`. `tls` builds the rustls config: roots, client certificate,
+//! `ssl.supported_protocols`, and the `ssl.ca_trusted_fingerprint` verifier. `workers` and
+//! the other performance keys arrive already resolved from `preset` (see
+//! [`crate::config::Preset`]).
 
 pub mod bulk;
 pub mod client;
+mod tls;
 
 use super::backoff::Backoff;
 use super::health::HealthTracker;
@@ -122,7 +132,11 @@ pub(crate) async fn run(
     let Some(newest) = newest else { return };
     tracing::info!(
         hosts = %config.hosts.join(","),
+        preset = config.preset.map_or("none", |preset| preset.name()),
         workers = config.workers,
+        bulk_max_size = config.bulk_max_size,
+        idle_connection_timeout = %config.idle_connection_timeout,
+        proxy = config.proxy_url.is_some(),
         credentials = newest.client.credentials(),
         earlier_generations = targets.len() - 1,
         "elasticsearch output started"
