@@ -39,6 +39,9 @@ pub struct LoadgenOptions {
     /// [`run`] and [`run_concurrent`]: add the count of each accepted batch here, for a
     /// progress display that reads it now and then.
     pub accepted_counter: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// [`run`] only: connect over TLS with these settings (Beats does when its shipper
+    /// output has `ssl.enabled: true`); plaintext when `None`, as Beats connects by default.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl LoadgenOptions {
@@ -56,6 +59,7 @@ impl LoadgenOptions {
             wait_persisted: true,
             rate_per_s: None,
             accepted_counter: None,
+            tls: None,
         }
     }
 }
@@ -131,7 +135,12 @@ pub fn make_event(options: &LoadgenOptions, seq: u64) -> Event {
 /// Publishes `options.events` events, then waits (up to `options.patience`) until the
 /// server says all accepted ones are persisted.
 pub async fn run(options: &LoadgenOptions) -> Result<LoadgenReport> {
-    let mut client = connect(&options.server).await?;
+    let mut client = match &options.tls {
+        Some(tls) => agent_shipper::server::client::connect_tls(&options.server, tls.clone())
+            .await
+            .map_err(anyhow::Error::msg)?,
+        None => connect(&options.server).await?,
+    };
     let published = publish_range(options, 0..options.events).await?;
     let mut report = LoadgenReport {
         uuid: published.uuid,
@@ -786,9 +795,12 @@ mod raw {
     impl Publisher {
         /// Connects to `options.server` as [`super::connect`] does.
         pub(super) async fn connect(options: &LoadgenOptions) -> Result<Self> {
-            let channel = agent_shipper::server::client::connect_channel(&options.server)
-                .await
-                .map_err(anyhow::Error::msg)?;
+            let channel = agent_shipper::server::client::connect_channel_tls(
+                &options.server,
+                options.tls.clone(),
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
             Ok(Publisher {
                 grpc: tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20),
                 template: EventTemplate::new(options),
