@@ -305,7 +305,9 @@ fn log_level(name: Option<&str>) -> Result<UnitLogLevel> {
 
 /// Where and how a Beat publishing as `publish.input_id` connects: the `server` of the
 /// INPUT unit (as the agent wired it) that lists the input, over TLS only when that unit's
-/// `ssl.enabled` is true (Beats' rule), presenting the unit's own pair.
+/// `ssl.enabled` is true (Beats' rule in `libbeat/outputs/shipper`), presenting the unit's
+/// own pair. The server name checked is the unit id, the one name in the agent's pair (a
+/// Beat dialing a unix socket would ask for `localhost`; the agent never enables TLS).
 fn beats_connection(
     agent: &MockAgent,
     current: Option<&Revision>,
