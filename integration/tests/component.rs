@@ -254,3 +254,36 @@ fn package_script_writes_the_tarball_with_binary_and_spec_and_its_sha512() {
         String::from_utf8_lossy(&check.stdout)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_walking_skeleton_scenario_plays_under_the_agents_layout_and_wiring() {
+    let home = tempfile::Builder::new().prefix("agh").tempdir().unwrap();
+    let scenario =
+        integration::scenario::Scenario::load(&repo().join("integration/scenarios/demo.yml"))
+            .unwrap();
+    let mut options =
+        MockAgentOptions::in_home(integration::shipper_binary().unwrap(), home.path());
+    options.restart_on_exit = false;
+    let data = options.data_dir.clone();
+    let agent = MockAgent::start(options).await.unwrap();
+    let played = tokio::time::timeout(Duration::from_secs(120), scenario.play(&agent, &data, None))
+        .await
+        .expect("the scenario finishes");
+    let grace = agent.launch().stop_timeout;
+    let exit = agent.stop(grace).await;
+    played.expect("publishing without a server goes to the agent's socket, in plaintext");
+    assert!(
+        exited_cleanly(&exit),
+        "the shipper exits 0 after SIGTERM: {exit:?}"
+    );
+    let counts =
+        loadgen::count_seqs_in_files(&[data.join("out/events.ndjson")], "filestream-a").unwrap();
+    assert_eq!(counts.len(), 5000, "A's events are all written");
+}
+
+fn exited_cleanly(exit: &anyhow::Result<integration::agent::AgentEvent>) -> bool {
+    matches!(
+        exit,
+        Ok(integration::agent::AgentEvent::ShipperExited { code: Some(0), .. })
+    )
+}
