@@ -25,7 +25,7 @@ pub struct AgentCerts {
 
 /// One RSA key per test process: 2048-bit generation is slow, and the key is throwaway.
 /// Returns the key as PKCS#8 PEM (what rcgen reads) and PKCS#1 PEM (what the agent sends).
-fn client_rsa_key() -> Result<&'static (String, String), CertError> {
+pub(crate) fn client_rsa_key() -> Result<&'static (String, String), CertError> {
     static KEY: OnceLock<(String, String)> = OnceLock::new();
     if let Some(key) = KEY.get() {
         return Ok(key);
@@ -99,70 +99,6 @@ impl AgentCerts {
             server_key_pem: server_key.serialize_pem(),
             client_cert_pem: client_cert.pem(),
             client_key_pem: client_pkcs1.clone(),
-        })
-    }
-}
-
-/// One unit's certificate pair, as the agent writes it into an INPUT unit's `ssl`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct UnitPair {
-    /// The certificate (CN and DNS name = the unit id; server and client use).
-    pub cert_pem: String,
-    /// Its RSA key in PKCS#1 PEM, as the agent writes it.
-    pub key_pem: String,
-}
-
-impl std::fmt::Debug for UnitPair {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("UnitPair { .. }")
-    }
-}
-
-/// The CA the agent mints per shipper component for its Producer connections
-/// (`manager_shipper.go`): every INPUT unit gets a pair signed by it, named after the unit.
-pub struct ShipperCa {
-    /// The CA certificate, for `ssl.certificate_authorities`.
-    pub ca_pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl ShipperCa {
-    /// A fresh CA.
-    pub fn mint() -> Result<Self, CertError> {
-        let ca_key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "mock-agent shipper CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = params.self_signed(&ca_key)?;
-        Ok(ShipperCa {
-            ca_pem: cert.pem(),
-            issuer: Issuer::new(params, ca_key),
-        })
-    }
-
-    /// A pair named `name` (DNS name and CN), for both server and client use, like the
-    /// agent's `GeneratePairWithName`. The RSA key is this process's one throwaway key:
-    /// generating 2048-bit keys per unit is slow, and each certificate is still its own.
-    pub fn pair(&self, name: &str) -> Result<UnitPair, CertError> {
-        let (pkcs8, pkcs1) = client_rsa_key()?;
-        let key = KeyPair::from_pem(pkcs8)?;
-        let mut params = CertificateParams::new(vec![name.to_string()])?;
-        params.distinguished_name.push(DnType::CommonName, name);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "elastic-fleet");
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ClientAuth,
-            ExtendedKeyUsagePurpose::ServerAuth,
-        ];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(UnitPair {
-            cert_pem: cert.pem(),
-            key_pem: pkcs1.clone(),
         })
     }
 }

@@ -10,7 +10,7 @@ use agent_shipper::proto::shipper::{PersistedIndexRequest, PublishRequest};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 /// What to publish.
 #[derive(Debug, Clone)]
@@ -39,9 +39,9 @@ pub struct LoadgenOptions {
     /// [`run`] and [`run_concurrent`]: add the count of each accepted batch here, for a
     /// progress display that reads it now and then.
     pub accepted_counter: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
-    /// [`run`] only: connect over TLS with these settings (Beats does when its shipper
-    /// output has `ssl.enabled: true`); plaintext when `None`, as Beats connects by default.
-    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Connect with TLS (CA, client certificate, server name); `None` is plaintext, as
+    /// Beats connects to an INPUT unit without `ssl.enabled: true`.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 impl LoadgenOptions {
@@ -81,11 +81,21 @@ pub struct LoadgenReport {
     pub refused: Option<String>,
 }
 
-/// Opens a gRPC channel to a Producer API address.
+/// Opens a plaintext gRPC channel to a Producer API address.
 pub async fn connect(server: &str) -> Result<ProducerClient<Channel>> {
     agent_shipper::server::client::connect(server)
         .await
         .map_err(anyhow::Error::msg)
+}
+
+/// Connects to `options.server`, with `options.tls` when set.
+pub async fn connect_with(options: &LoadgenOptions) -> Result<ProducerClient<Channel>> {
+    match &options.tls {
+        None => connect(&options.server).await,
+        Some(tls) => agent_shipper::server::client::connect_tls(&options.server, tls.clone())
+            .await
+            .map_err(anyhow::Error::msg),
+    }
 }
 
 fn string(value: impl Into<String>) -> Value {
@@ -135,12 +145,7 @@ pub fn make_event(options: &LoadgenOptions, seq: u64) -> Event {
 /// Publishes `options.events` events, then waits (up to `options.patience`) until the
 /// server says all accepted ones are persisted.
 pub async fn run(options: &LoadgenOptions) -> Result<LoadgenReport> {
-    let mut client = match &options.tls {
-        Some(tls) => agent_shipper::server::client::connect_tls(&options.server, tls.clone())
-            .await
-            .map_err(anyhow::Error::msg)?,
-        None => connect(&options.server).await?,
-    };
+    let mut client = connect_with(options).await?;
     let published = publish_range(options, 0..options.events).await?;
     let mut report = LoadgenReport {
         uuid: published.uuid,
@@ -219,7 +224,7 @@ pub async fn run_concurrent(options: &LoadgenOptions, publishers: usize) -> Resu
     report.refused = refused.into_iter().next();
     if report.accepted > 0 && options.wait_persisted {
         let last = report.ids.iter().copied().max().unwrap_or(0);
-        let mut client = connect(&options.server).await?;
+        let mut client = connect_with(options).await?;
         report.persisted_index =
             wait_persisted(&mut client, &report.uuid, last, options.patience).await?;
     }
@@ -446,7 +451,7 @@ pub async fn run_through_restarts(
                 );
             }
         }
-        let mut client = match connect(&options.server).await {
+        let mut client = match connect_with(options).await {
             Ok(client) => client,
             Err(_) => {
                 report.failed_connects += 1;

@@ -25,10 +25,13 @@
 mod core;
 mod process;
 mod service;
+mod wiring;
 
 pub use self::core::{type_name, ObservedView};
+use self::wiring::Wiring;
+pub use self::wiring::{ShipperCa, UnitPair};
 
-use crate::certs::{AgentCerts, ShipperCa, UnitPair};
+use crate::certs::AgentCerts;
 use crate::component::{self, ComponentSpec};
 use agent_shipper::proto::agent::elastic_agent_server::ElasticAgentServer;
 use agent_shipper::proto::agent::{
@@ -240,76 +243,6 @@ impl MockAgentOptions {
 
 /// The component id of a shipper `shipper` for the output `default`.
 pub const DEFAULT_COMPONENT_ID: &str = "shipper-default";
-
-/// The agent's per-component Producer wiring: one CA, one pair per INPUT unit, kept
-/// while the unit exists (`manager_shipper.go`).
-struct Wiring {
-    server: String,
-    ca: ShipperCa,
-    pairs: BTreeMap<String, UnitPair>,
-    headers: BTreeMap<String, String>,
-}
-
-impl Wiring {
-    /// The unit as the agent would hand it over.
-    fn wire(&mut self, unit: &UnitSpec) -> Result<UnitSpec> {
-        let mut unit = unit.clone();
-        let serde_json::Value::Object(config) = &mut unit.config else {
-            return Ok(unit);
-        };
-        match unit.kind {
-            UnitType::Output => {
-                for key in ["enabled", "shipper", "log_level"] {
-                    config.remove(key);
-                }
-                let elasticsearch =
-                    config.get("type").and_then(|t| t.as_str()) == Some("elasticsearch");
-                if elasticsearch && !self.headers.is_empty() {
-                    let headers = config
-                        .entry("headers")
-                        .or_insert_with(|| serde_json::json!({}));
-                    if let serde_json::Value::Object(headers) = headers {
-                        for (name, value) in &self.headers {
-                            headers.insert(name.clone(), value.clone().into());
-                        }
-                    }
-                }
-            }
-            UnitType::Input => {
-                if config.contains_key("server") {
-                    // Wired by the test itself (a TCP address, its own TLS material).
-                    return Ok(unit);
-                }
-                let pair = match self.pairs.get(&unit.id) {
-                    Some(pair) => pair.clone(),
-                    None => {
-                        let pair = self.ca.pair(&unit.id)?;
-                        self.pairs.insert(unit.id.clone(), pair.clone());
-                        pair
-                    }
-                };
-                config.insert("server".into(), self.server.clone().into());
-                // The agent replaces `ssl` whole and never writes `enabled`, so Beats
-                // connects in plaintext. An `ssl.enabled` in the test's unit is kept: it is
-                // the mock's one way to exercise the TLS path.
-                let enabled = config
-                    .get("ssl")
-                    .and_then(|ssl| ssl.get("enabled"))
-                    .cloned();
-                let mut ssl = serde_json::json!({
-                    "certificate_authorities": [self.ca.ca_pem],
-                    "certificate": pair.cert_pem,
-                    "key": pair.key_pem,
-                });
-                if let (Some(enabled), Some(map)) = (enabled, ssl.as_object_mut()) {
-                    map.insert("enabled".into(), enabled);
-                }
-                config.insert("ssl".into(), ssl);
-            }
-        }
-        Ok(unit)
-    }
-}
 
 struct StreamSlot {
     id: u64,
