@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The seed scenario end to end: mock-agent spawns agent-shipper and a mock Elasticsearch;
+# The seed scenario end to end: mock-agent spawns agent-shipper as the real agent does (command
+# line from agent-shipper.spec.yml, -E path.data=<home>/run/shipper-default, the agent's Producer
+# socket and a certificate pair per input) and a mock Elasticsearch;
 # integrations A and B publish; revision 2 removes B and rotates the API key. The log shows
 # B STOPPING with its backlog, drain progress, STOPPED, "revision 2 acknowledged", the old
 # key invalidated, and the final delivery check ("lost 0").

@@ -25,7 +25,7 @@ pub struct AgentCerts {
 
 /// One RSA key per test process: 2048-bit generation is slow, and the key is throwaway.
 /// Returns the key as PKCS#8 PEM (what rcgen reads) and PKCS#1 PEM (what the agent sends).
-fn client_rsa_key() -> Result<&'static (String, String), CertError> {
+pub(crate) fn client_rsa_key() -> Result<&'static (String, String), CertError> {
     static KEY: OnceLock<(String, String)> = OnceLock::new();
     if let Some(key) = KEY.get() {
         return Ok(key);

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod certs;
+pub mod component;
 pub mod loadgen;
 pub mod mock_es;
 pub mod progress;

@@ -5,11 +5,11 @@
 //!   - revision: 1
 //!     units:
 //!       - {id: output-default, type: output, config: {type: file, path: "{data}/out/events.ndjson"}}
-//!       - {id: input-a, type: input, config: {id: input-a, type: shipper, server: "unix://{data}/a.sock", units: [{id: filestream-a}]}}
+//!       - {id: input-a, type: input, config: {id: input-a, type: shipper, units: [{id: filestream-a}]}}
 //! steps:
 //!   - apply: 1
 //!   - wait_healthy: 30s
-//!   - publish: {server: "unix://{data}/a.sock", input_id: filestream-a, events: 1000}
+//!   - publish: {input_id: filestream-a, events: 1000}
 //!   - apply: 2
 //!   - wait_acknowledged: {revision: 2, timeout: 60s}
 //! ```
@@ -20,6 +20,13 @@
 //! does with the old key once a revision is acknowledged), `kill` (SIGKILL the shipper;
 //! the agent restarts it), `wait_delivered: 60s` (every promised event indexed once or in
 //! the DLQ; logs the count of lost events).
+//!
+//! Units are written as the policy has them; the mock agent wires them as the real agent
+//! does (see [`crate::agent`]): an output block loses `enabled`, `shipper` and `log_level`
+//! and gains the top-level `enrollment_headers`; an INPUT unit without `server` gets the
+//! agent's Producer socket and its own certificate pair. `publish` connects as Beats does:
+//! to the `server` of the INPUT unit that lists its `input_id` (unless the step names one),
+//! in plaintext unless that unit's `ssl.enabled` is true.
 
 use crate::agent::{AgentEvent, MockAgent, Revision, UnitSpec};
 use crate::loadgen::{self, LoadgenOptions};
@@ -45,6 +52,9 @@ pub struct Scenario {
     /// A mock Elasticsearch to start for the scenario.
     #[serde(default)]
     pub elasticsearch: Option<EsSpec>,
+    /// Headers the agent was enrolled with (added to Elasticsearch output blocks).
+    #[serde(default)]
+    pub enrollment_headers: std::collections::BTreeMap<String, String>,
 }
 
 /// The scenario's mock Elasticsearch.
@@ -119,8 +129,10 @@ pub struct UnitEntry {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishStep {
-    /// Producer API address.
-    pub server: String,
+    /// Producer API address (default: the `server` the agent gave the INPUT unit that
+    /// lists `input_id`).
+    #[serde(default)]
+    pub server: Option<String>,
     /// `source.input_id`.
     pub input_id: String,
     /// How many events.
@@ -291,6 +303,58 @@ fn log_level(name: Option<&str>) -> Result<UnitLogLevel> {
     })
 }
 
+/// Where and how a Beat publishing as `publish.input_id` connects: the `server` of the
+/// INPUT unit (as the agent wired it) that lists the input, over TLS only when that unit's
+/// `ssl.enabled` is true (Beats' rule in `libbeat/outputs/shipper`), presenting the unit's
+/// own pair. The server name checked is the unit id, the one name in the agent's pair (a
+/// Beat dialing a unix socket would ask for `localhost`; the agent never enables TLS).
+fn beats_connection(
+    agent: &MockAgent,
+    current: Option<&Revision>,
+    publish: &PublishStep,
+) -> Result<(String, Option<tonic::transport::ClientTlsConfig>)> {
+    let unit = current.and_then(|revision| {
+        revision.units.iter().find(|unit| {
+            unit.kind == UnitType::Input
+                && unit.config["units"]
+                    .as_array()
+                    .is_some_and(|units| units.iter().any(|u| u["id"] == *publish.input_id))
+        })
+    });
+    let config = unit.and_then(|unit| agent.expected_config(&unit.id, UnitType::Input));
+    let server = match (&publish.server, &config) {
+        (Some(server), _) => server.clone(),
+        (None, Some(config)) => config["server"]
+            .as_str()
+            .context("the INPUT unit has no server")?
+            .to_string(),
+        (None, None) => bail!(
+            "publish as {}: no INPUT unit of the current revision lists it; name a `server`",
+            publish.input_id
+        ),
+    };
+    let (Some(unit), Some(config)) = (unit, config) else {
+        return Ok((server, None));
+    };
+    let ssl = &config["ssl"];
+    if ssl["enabled"] != serde_json::Value::Bool(true) {
+        return Ok((server, None));
+    }
+    let pem = |key: &str| ssl[key].as_str().map(str::to_owned);
+    let (Some(ca), Some(cert), Some(key)) = (
+        ssl["certificate_authorities"][0].as_str(),
+        pem("certificate"),
+        pem("key"),
+    ) else {
+        bail!("unit {}: ssl.enabled without a CA and a pair", unit.id);
+    };
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+        .identity(tonic::transport::Identity::from_pem(cert, key))
+        .domain_name(unit.id.clone());
+    Ok((server, Some(tls)))
+}
+
 impl Scenario {
     /// Reads a scenario file.
     pub fn load(path: &Path) -> Result<Self> {
@@ -366,13 +430,11 @@ impl Scenario {
                 Step::Publish(publish) | Step::TimedPublish(publish) => {
                     let timed = matches!(step, Step::TimedPublish(_));
                     let started = std::time::Instant::now();
-                    let mut options = LoadgenOptions::new(
-                        &publish
-                            .server
-                            .replace("{data}", &data.display().to_string()),
-                        &publish.input_id,
-                        publish.events,
-                    );
+                    let (server, tls) = beats_connection(agent, current.as_ref(), publish)?;
+                    let server = server.replace("{data}", &data.display().to_string());
+                    let mut options =
+                        LoadgenOptions::new(&server, &publish.input_id, publish.events);
+                    options.tls = tls;
                     options.run = publish
                         .run
                         .clone()

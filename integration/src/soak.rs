@@ -175,7 +175,8 @@ pub async fn run(options: &SoakOptions) -> Result<SoakReport> {
     agent_options.shipper_log = options.shipper_log.clone();
     let agent = MockAgent::start(agent_options).await?;
     let result = play(options, &agent, &es, started).await;
-    let stopped = agent.stop(Duration::from_secs(25)).await;
+    let grace = agent.launch().stop_timeout;
+    let stopped = agent.stop(grace).await;
     es.stop().await;
     let report = result?;
     stopped?;

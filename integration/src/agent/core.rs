@@ -84,6 +84,13 @@ impl Core {
         self.expected.contains_key(&(id.to_string(), kind))
     }
 
+    /// The config the unit is expected to run with.
+    pub fn expected_config(&self, id: &str, kind: i32) -> Option<serde_json::Value> {
+        self.expected
+            .get(&(id.to_string(), kind))
+            .map(|unit| unit.config.clone())
+    }
+
     /// A new process reports nothing yet: forget what the old one said.
     pub fn process_restarted(&mut self) {
         self.observed.clear();
@@ -381,6 +388,27 @@ mod tests {
         assert!(events.contains(&AgentEvent::RevisionAcknowledged(2)));
         assert!(reply, "the unit list changed, so the agent tells the unit");
         assert!(!core.is_expected("b", UnitType::Input as i32));
+    }
+
+    #[test]
+    fn a_removed_unit_is_expected_stopped_with_its_config_idx_unchanged() {
+        let mut core = Core::new(AckMode::Immediately);
+        core.apply(&revision(
+            1,
+            &[("a", UnitType::Input), ("b", UnitType::Input)],
+        ));
+        let before = core.expected_message();
+        let idx_of = |message: &CheckinExpected| {
+            message
+                .units
+                .iter()
+                .find(|u| u.id == "b")
+                .map(|u| (u.config_state_idx, u.state))
+        };
+        core.apply(&revision(2, &[("a", UnitType::Input)]));
+        let (idx, state) = idx_of(&core.expected_message()).unwrap();
+        assert_eq!(Some(idx), idx_of(&before).map(|(idx, _)| idx));
+        assert_eq!(state, State::Stopped as i32);
     }
 
     #[test]

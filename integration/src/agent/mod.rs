@@ -1,11 +1,19 @@
 //! `mock-agent`: plays Elastic Agent for one shipper component.
 //!
 //! It mints a CA and certificates, serves `ElasticAgent` on 127.0.0.1 with mTLS (client
-//! certificates required), spawns the shipper binary and writes `StartUpInfo` to its stdin,
-//! and follows the agent's rules from PROTOCOL.md §1: replies only while the component is
+//! certificates required), spawns the shipper binary as the real agent does (the command
+//! line from the component spec's `command.args` plus `-E path.data=<run dir>`, the working
+//! directory that run dir, `AGENT_COMPONENT_ID` and `AGENT_COMPONENT_TYPE`; see
+//! [`crate::component`]), writes `StartUpInfo` to its stdin, wires unit configs the way
+//! the agent does (an OUTPUT unit is the policy's output block minus `enabled`, `shipper`
+//! and `log_level`, plus the enrollment headers; every INPUT unit without a `server` gets
+//! the agent's one Producer socket and its own certificate pair in `ssl`), and follows the
+//! agent's rules from PROTOCOL.md §1: replies only while the component is
 //! unsettled, sends a unit's config only while its echoed idx differs, drops a unit once it
 //! reports STOPPED, counts missed check-ins (1–2 → DEGRADED, 3 → FAILED and SIGKILL), and
-//! restarts a crashed process after a delay, after which every config is sent again.
+//! restarts a crashed process after a delay, after which every config is sent again; a
+//! removed unit is expected STOPPED with its config idx unchanged, and stopping sends
+//! SIGTERM, then SIGKILL after the spec's `timeouts.stop`.
 //!
 //! It is the agent the mission asks for: a revision that stops units is acknowledged to the
 //! (simulated) Fleet only after each of them reports STOPPED. [`AckMode::Immediately`]
@@ -17,10 +25,14 @@
 mod core;
 mod process;
 mod service;
+mod wiring;
 
 pub use self::core::{type_name, ObservedView};
+use self::wiring::Wiring;
+pub use self::wiring::{ShipperCa, UnitPair};
 
 use crate::certs::AgentCerts;
+use crate::component::{self, ComponentSpec};
 use agent_shipper::proto::agent::elastic_agent_server::ElasticAgentServer;
 use agent_shipper::proto::agent::{
     action_request, ActionRequest, ActionResponse, AgentInfo, AgentManagedMode, ConnInfoServices,
@@ -28,9 +40,9 @@ use agent_shipper::proto::agent::{
 };
 use anyhow::{Context, Result};
 use prost::Message;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -156,8 +168,18 @@ pub enum AgentEvent {
 pub struct MockAgentOptions {
     /// The `agent-shipper` binary.
     pub shipper_bin: PathBuf,
-    /// `path.data` and working directory for the shipper.
+    /// The component spec the command line comes from (default: the one beside the
+    /// binary, else the repository's `agent-shipper.spec.yml`).
+    pub spec: PathBuf,
+    /// The component id (`<shipper name>-<output name>` in the agent).
+    pub component_id: String,
+    /// `path.data` and working directory for the shipper (`<home>/run/<component id>`
+    /// under the agent).
     pub data_dir: PathBuf,
+    /// The Producer address the agent gives every INPUT unit that names no `server`.
+    pub agent_server: String,
+    /// Headers the agent was enrolled with: added to every Elasticsearch output block.
+    pub enrollment_headers: BTreeMap<String, String>,
     /// When revisions are acknowledged.
     pub ack_mode: AckMode,
     /// The period per missed check-in (30 s in the real agent).
@@ -172,7 +194,8 @@ pub struct MockAgentOptions {
     pub restart_on_exit: bool,
     /// Relay the shipper's stderr to our log.
     pub echo_shipper_logs: bool,
-    /// Extra command-line arguments for the shipper (after the agent's `-E path.data`).
+    /// Extra command-line arguments for the shipper, after the spec's `command.args` and
+    /// before `-E path.data` (where the agent puts its monitoring flags).
     pub shipper_args: Vec<String>,
     /// Also append the shipper's stderr lines, as they are, to this file (across
     /// restarts), e.g. for the `timeline` tool.
@@ -180,11 +203,16 @@ pub struct MockAgentOptions {
 }
 
 impl MockAgentOptions {
-    /// Defaults of the real agent for `shipper_bin` with data in `data_dir`.
+    /// Defaults of the real agent for `shipper_bin` with data (and, for INPUT units that
+    /// name no `server`, the Producer socket `shipper.sock`) in `data_dir`.
     pub fn new(shipper_bin: PathBuf, data_dir: PathBuf) -> Self {
         MockAgentOptions {
+            spec: component::spec_path_for(&shipper_bin),
             shipper_bin,
+            component_id: DEFAULT_COMPONENT_ID.into(),
+            agent_server: format!("unix://{}", data_dir.join("shipper.sock").display()),
             data_dir,
+            enrollment_headers: BTreeMap::new(),
             ack_mode: AckMode::AfterStopped,
             miss_period: Duration::from_secs(30),
             restart_delay: Duration::from_secs(10),
@@ -196,7 +224,25 @@ impl MockAgentOptions {
             shipper_log: None,
         }
     }
+
+    /// The real agent's layout under `home`: data and working directory
+    /// `<home>/run/<component id>`, the Producer socket in `<home>/tmp` (the agent names it
+    /// by a hash of the component id; here it is the id itself).
+    pub fn in_home(shipper_bin: PathBuf, home: &Path) -> Self {
+        let mut options =
+            MockAgentOptions::new(shipper_bin, home.join("run").join(DEFAULT_COMPONENT_ID));
+        options.agent_server = format!(
+            "unix://{}",
+            home.join("tmp")
+                .join(format!("{DEFAULT_COMPONENT_ID}.sock"))
+                .display()
+        );
+        options
+    }
 }
+
+/// The component id of a shipper `shipper` for the output `default`.
+pub const DEFAULT_COMPONENT_ID: &str = "shipper-default";
 
 struct StreamSlot {
     id: u64,
@@ -298,11 +344,69 @@ pub struct MockAgent {
     supervisor: tokio::task::JoinHandle<()>,
     watchdog: tokio::task::JoinHandle<()>,
     next_action: Mutex<u64>,
+    wiring: Mutex<Wiring>,
+    launch: Launch,
+}
+
+/// How the shipper process is started, as the agent derives it from the spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    /// The executable.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// Environment the agent adds.
+    pub env: Vec<(String, String)>,
+    /// SIGTERM to SIGKILL when stopping (the spec's `timeouts.stop`).
+    pub stop_timeout: Duration,
+}
+
+impl Launch {
+    fn from_spec(options: &MockAgentOptions) -> Result<Self> {
+        let spec = ComponentSpec::load(&options.spec)?;
+        let platform = component::this_platform();
+        let shipper = spec.shipper_for(&platform).with_context(|| {
+            format!(
+                "{} has no shipper for this platform ({platform})",
+                options.spec.display()
+            )
+        })?;
+        let command = shipper.command.clone().unwrap_or_default();
+        let mut env: Vec<(String, String)> = command
+            .env
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect();
+        env.push(("AGENT_COMPONENT_ID".into(), options.component_id.clone()));
+        env.push(("AGENT_COMPONENT_TYPE".into(), shipper.name.clone()));
+        Ok(Launch {
+            program: options.shipper_bin.clone(),
+            args: component::command_args(&command, &options.shipper_args, &options.data_dir),
+            cwd: options.data_dir.clone(),
+            env,
+            stop_timeout: command.timeouts.stop(),
+        })
+    }
 }
 
 impl MockAgent {
     /// Starts the agent's server and spawns the shipper.
     pub async fn start(options: MockAgentOptions) -> Result<Self> {
+        let launch = Launch::from_spec(&options)?;
+        let wiring = Wiring {
+            server: options.agent_server.clone(),
+            ca: ShipperCa::mint()?,
+            pairs: BTreeMap::new(),
+            headers: options.enrollment_headers.clone(),
+        };
+        if let Some(socket) = options.agent_server.strip_prefix("unix://") {
+            if let Some(dir) = Path::new(socket).parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+        }
         let certs = AgentCerts::mint()?;
         let token = format!(
             "token-{}",
@@ -358,9 +462,11 @@ impl MockAgent {
         let startup = startup_bytes(&options, &certs, &token, addr)?;
         std::fs::create_dir_all(&options.data_dir)
             .with_context(|| format!("creating {}", options.data_dir.display()))?;
+        tracing::info!(target: "mock_agent", program = %launch.program.display(), args = ?launch.args, cwd = %launch.cwd.display(), "spawning the shipper as the spec says");
         let supervisor = tokio::spawn(process::supervise(
             shared.clone(),
             options.clone(),
+            launch.clone(),
             startup,
             stop.clone(),
         ));
@@ -377,7 +483,24 @@ impl MockAgent {
             supervisor,
             watchdog,
             next_action: Mutex::new(0),
+            wiring: Mutex::new(wiring),
+            launch,
         })
+    }
+
+    /// How the shipper is started (program, args, working directory, env, stop timeout).
+    pub fn launch(&self) -> &Launch {
+        &self.launch
+    }
+
+    /// The Producer address the agent gives INPUT units that name no `server`.
+    pub fn agent_server(&self) -> String {
+        lock(&self.wiring).server.clone()
+    }
+
+    /// The config the agent hands the component for a unit (after its own wiring).
+    pub fn expected_config(&self, id: &str, kind: UnitType) -> Option<serde_json::Value> {
+        lock(&self.shared.core).expected_config(id, kind as i32)
     }
 
     /// The agent's control address.
@@ -387,11 +510,40 @@ impl MockAgent {
 
     /// Hands a policy revision to the component.
     pub fn apply(&self, revision: &Revision) {
-        let events = lock(&self.shared.core).apply(revision);
+        let revision = self.wire(revision);
+        let events = lock(&self.shared.core).apply(&revision);
         for event in events {
             self.shared.emit(event);
         }
         self.shared.push_expected();
+    }
+
+    /// The revision as the agent hands it over: output blocks cut to what the agent sends,
+    /// INPUT units given the shared server and their own pair (pairs of units gone are
+    /// forgotten, as the agent does).
+    fn wire(&self, revision: &Revision) -> Revision {
+        let mut wiring = lock(&self.wiring);
+        let ids: std::collections::BTreeSet<&str> = revision
+            .units
+            .iter()
+            .filter(|u| u.kind == UnitType::Input)
+            .map(|u| u.id.as_str())
+            .collect();
+        wiring.pairs.retain(|id, _| ids.contains(id.as_str()));
+        let units = revision
+            .units
+            .iter()
+            .map(|unit| {
+                wiring.wire(unit).unwrap_or_else(|err| {
+                    tracing::error!(target: "mock_agent", unit = %unit.id, error = %err, "cannot wire the unit; sending it as written");
+                    unit.clone()
+                })
+            })
+            .collect();
+        Revision {
+            number: revision.number,
+            units,
+        }
     }
 
     /// Changes a unit's log level without a config change.
@@ -583,7 +735,8 @@ impl MockAgent {
     }
 
     /// SIGTERM to the shipper, as the agent does when the component is removed; waits for
-    /// the exit (SIGKILL after `grace`), stops the agent, and returns the exit event.
+    /// the exit (SIGKILL after `grace`; the agent's is [`Launch::stop_timeout`]), stops the
+    /// agent, and returns the exit event.
     pub async fn stop(self, grace: Duration) -> Result<AgentEvent> {
         self.stop.cancel();
         let sent = process::signal(&self.shared, nix::sys::signal::Signal::SIGTERM);

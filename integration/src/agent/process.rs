@@ -1,6 +1,6 @@
 //! Spawning, watching and restarting the shipper process, and counting missed check-ins.
 
-use super::{lock, AgentEvent, MockAgentOptions, Shared};
+use super::{lock, AgentEvent, Launch, MockAgentOptions, Shared};
 use agent_shipper::proto::agent::State;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
@@ -22,6 +22,7 @@ pub(crate) fn signal(shared: &Shared, signal: nix::sys::signal::Signal) -> bool 
 pub(crate) async fn supervise(
     shared: Arc<Shared>,
     options: MockAgentOptions,
+    launch: Launch,
     startup: Vec<u8>,
     stop: CancellationToken,
 ) {
@@ -41,13 +42,10 @@ pub(crate) async fn supervise(
         None => None,
     };
     loop {
-        let mut child = match Command::new(&options.shipper_bin)
-            .arg("-E")
-            .arg(format!("path.data={}", options.data_dir.display()))
-            .args(&options.shipper_args)
-            .current_dir(&options.data_dir)
-            .env("AGENT_COMPONENT_ID", "shipper-default")
-            .env("AGENT_COMPONENT_TYPE", "shipper")
+        let mut child = match Command::new(&launch.program)
+            .args(&launch.args)
+            .current_dir(&launch.cwd)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,11 +1,14 @@
 //! `mock-agent`: spawns agent-shipper under a mock Elastic Agent and plays a scenario file.
+//!
+//! It plays the real agent's layout: the command line comes from the component spec
+//! (`agent-shipper.spec.yml`), the shipper runs in `<home>/run/shipper-default` with
+//! `-E path.data=` that directory, and its Producer socket is in `<home>/tmp`.
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use integration::agent::{AckMode, MockAgent, MockAgentOptions};
 use integration::scenario::Scenario;
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -19,9 +22,14 @@ struct Cli {
     /// The agent-shipper binary (default: next to this binary).
     #[arg(long)]
     shipper: Option<PathBuf>,
-    /// The shipper's data directory (default: a fresh temporary directory).
+    /// The component spec (default: `agent-shipper.spec.yml` beside the binary, else the
+    /// repository's).
     #[arg(long)]
-    data: Option<PathBuf>,
+    spec: Option<PathBuf>,
+    /// The agent's home directory (default: a fresh temporary directory); the shipper's
+    /// data is in `<home>/run/shipper-default`.
+    #[arg(long)]
+    home: Option<PathBuf>,
     /// Acknowledge revisions at once, as the real agent does.
     #[arg(long)]
     ack_immediately: bool,
@@ -31,7 +39,8 @@ struct Cli {
     /// Also append the shipper's raw stderr (JSON log lines) to this file, e.g. for `timeline`.
     #[arg(long)]
     shipper_log: Option<PathBuf>,
-    /// An extra argument for the shipper (repeatable), e.g. `--shipper-arg=-E --shipper-arg=logging.metrics.period=1s`.
+    /// An extra argument for the shipper (repeatable), after the spec's `command.args`,
+    /// e.g. `--shipper-arg=-E --shipper-arg=logging.metrics.period=1s`.
     #[arg(long = "shipper-arg", allow_hyphen_values = true)]
     shipper_args: Vec<String>,
 }
@@ -60,8 +69,13 @@ async fn main() -> Result<()> {
         .prefix("shipper-demo")
         .tempdir()
         .context("creating a data directory")?;
-    let data = cli.data.unwrap_or_else(|| temp.path().to_path_buf());
-    let mut options = MockAgentOptions::new(shipper, data.clone());
+    let home = cli.home.unwrap_or_else(|| temp.path().to_path_buf());
+    let mut options = MockAgentOptions::in_home(shipper, &home);
+    if let Some(spec) = cli.spec {
+        options.spec = spec;
+    }
+    let data = options.data_dir.clone();
+    options.enrollment_headers = scenario.enrollment_headers.clone();
     options.echo_shipper_logs = cli.shipper_logs;
     options.shipper_log = cli.shipper_log;
     options.shipper_args = cli.shipper_args;
@@ -70,7 +84,8 @@ async fn main() -> Result<()> {
     }
     let agent = MockAgent::start(options).await?;
     let played = scenario.play(&agent, &data, es.as_ref()).await;
-    let exit = agent.stop(Duration::from_secs(25)).await;
+    let stop_timeout = agent.launch().stop_timeout;
+    let exit = agent.stop(stop_timeout).await;
     if let Some(es) = es {
         es.stop().await;
     }

@@ -74,9 +74,11 @@ impl Harness {
         self.agent.history().iter().position(predicate)
     }
 
+    /// SIGTERM, then SIGKILL after the spec's `timeouts.stop`, as the agent does.
     pub async fn stop(self) -> AgentEvent {
+        let grace = self.agent.launch().stop_timeout;
         self.agent
-            .stop(Duration::from_secs(25))
+            .stop(grace)
             .await
             .expect("shipper exits after SIGTERM")
     }

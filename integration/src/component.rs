@@ -1,0 +1,360 @@
+//! The component spec (`agent-shipper.spec.yml`) read and checked the way Elastic Agent
+//! 8.6–8.15 reads it, and the command line the agent builds from it.
+//!
+//! The rules mirror the agent's `pkg/component` (spec.go, shipper_spec.go, load.go,
+//! platforms.go at the last release with shippers): version 2; a `shippers:` entry needs
+//! `name`, `description`, at least one platform from the agent's list, at least one
+//! output, and a `command`; no platform twice; command timeouts default to checkin 30 s,
+//! restart 10 s, stop 30 s. The binary is the spec's file name minus `.spec.yml`, in the
+//! same directory; `command.name` changes only the name the agent's monitoring sees.
+
+use agent_shipper::config::HumanDuration;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Platforms the agent knows (`GlobalPlatforms`); any other is refused.
+pub const KNOWN_PLATFORMS: &[&str] = &[
+    "container/amd64",
+    "container/arm64",
+    "darwin/amd64",
+    "darwin/arm64",
+    "linux/amd64",
+    "linux/arm64",
+    "windows/amd64",
+];
+
+/// Output types an agent shipper could serve (those of Elastic's own shipper spec).
+pub const KNOWN_OUTPUTS: &[&str] = &["elasticsearch", "kafka", "logstash", "redis"];
+
+/// What the agent appends to every spec's file name to find it.
+pub const SPEC_SUFFIX: &str = ".spec.yml";
+
+/// Why a spec is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The spec file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not YAML of the spec's shape.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// The spec file.
+        path: PathBuf,
+        /// The parser's error.
+        source: serde_yaml_ng::Error,
+    },
+    /// A rule of the agent's is broken.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A component spec file (`Spec` in the agent).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentSpec {
+    /// Must be 2.
+    pub version: u32,
+    /// Input types the component provides (none for a shipper).
+    #[serde(default)]
+    pub inputs: Vec<serde_yaml_ng::Value>,
+    /// Shipper types the component provides.
+    #[serde(default)]
+    pub shippers: Vec<ShipperSpec>,
+}
+
+/// One `shippers:` entry (`ShipperSpec` in the agent).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShipperSpec {
+    /// The shipper type; inputs' specs list it under `shippers:`.
+    #[serde(default)]
+    pub name: String,
+    /// Human description (required by the agent).
+    #[serde(default)]
+    pub description: String,
+    /// `os/arch` pairs from [`KNOWN_PLATFORMS`].
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    /// Output types (the policy's `outputs.<name>.type`) this shipper serves.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    /// Runtime preventions (EQL conditions), passed through unchecked.
+    #[serde(default)]
+    pub runtime: Option<serde_yaml_ng::Value>,
+    /// How to run it; the only runtime shippers have.
+    #[serde(default)]
+    pub command: Option<CommandSpec>,
+}
+
+/// `command:` of a spec entry (`CommandSpec` in the agent).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandSpec {
+    /// The name the agent's monitoring sees (not the file it runs).
+    pub name: Option<String>,
+    /// Arguments before the agent's own.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<CommandEnv>,
+    /// Check-in, restart and stop timeouts.
+    pub timeouts: CommandTimeouts,
+    /// Log key names, when not the ECS defaults.
+    pub log: Option<serde_yaml_ng::Value>,
+    /// Window for counting restarts.
+    pub restart_monitoring_period: Option<HumanDuration>,
+    /// Restarts allowed per window.
+    pub maximum_restarts_per_period: Option<u32>,
+}
+
+/// One `command.env` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandEnv {
+    /// Variable name.
+    pub name: String,
+    /// Its value.
+    pub value: String,
+}
+
+/// `command.timeouts`; a missing one takes the agent's default.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandTimeouts {
+    /// Period per missed check-in (default 30 s).
+    pub checkin: Option<HumanDuration>,
+    /// Delay before a crashed process is started again (default 10 s).
+    pub restart: Option<HumanDuration>,
+    /// Time from SIGTERM to SIGKILL (default 30 s).
+    pub stop: Option<HumanDuration>,
+}
+
+impl CommandTimeouts {
+    /// Check-in period.
+    pub fn checkin(&self) -> Duration {
+        self.checkin
+            .map_or(Duration::from_secs(30), HumanDuration::get)
+    }
+
+    /// Restart delay.
+    pub fn restart(&self) -> Duration {
+        self.restart
+            .map_or(Duration::from_secs(10), HumanDuration::get)
+    }
+
+    /// SIGTERM to SIGKILL.
+    pub fn stop(&self) -> Duration {
+        self.stop
+            .map_or(Duration::from_secs(30), HumanDuration::get)
+    }
+}
+
+impl ComponentSpec {
+    /// Reads and checks a spec file.
+    pub fn load(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let spec: ComponentSpec =
+            serde_yaml_ng::from_str(&text).map_err(|source| SpecError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The agent's rules for a spec that declares shippers.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let invalid = |text: String| Err(SpecError::Invalid(text));
+        if self.version != 2 {
+            return invalid("only version 2 is allowed".into());
+        }
+        for (i, shipper) in self.shippers.iter().enumerate() {
+            let at = format!("shippers.{i}");
+            if shipper.name.is_empty() {
+                return invalid(format!("{at}.name is required"));
+            }
+            if shipper.description.is_empty() {
+                return invalid(format!("{at}.description is required"));
+            }
+            if shipper.platforms.is_empty() {
+                return invalid(format!("{at}.platforms needs at least one platform"));
+            }
+            if shipper.outputs.is_empty() {
+                return invalid(format!("{at}.outputs needs at least one output"));
+            }
+            if shipper.command.is_none() {
+                return invalid(format!(
+                    "shipper '{}' must define command (no other type is supported for shippers)",
+                    shipper.name
+                ));
+            }
+            for (j, platform) in shipper.platforms.iter().enumerate() {
+                if !KNOWN_PLATFORMS.contains(&platform.as_str()) {
+                    return invalid(format!(
+                        "shipper '{}' defines an unknown platform '{platform}'",
+                        shipper.name
+                    ));
+                }
+                if shipper.platforms[..j].contains(platform) {
+                    return invalid(format!(
+                        "shipper '{}' defines the platform '{platform}' more than once",
+                        shipper.name
+                    ));
+                }
+            }
+            for output in &shipper.outputs {
+                if !KNOWN_OUTPUTS.contains(&output.as_str()) {
+                    return invalid(format!(
+                        "shipper '{}' serves an unknown output '{output}'",
+                        shipper.name
+                    ));
+                }
+            }
+            let earlier = &self.shippers[..i];
+            if let Some(twin) = earlier.iter().find(|s| s.name == shipper.name) {
+                if let Some(p) = shipper
+                    .platforms
+                    .iter()
+                    .find(|p| twin.platforms.contains(p))
+                {
+                    return invalid(format!(
+                        "shipper '{}' at {at} defines the platform '{p}' as a previous definition",
+                        shipper.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The shipper entry an agent on `platform` (`os/arch`) would run.
+    pub fn shipper_for(&self, platform: &str) -> Option<&ShipperSpec> {
+        self.shippers
+            .iter()
+            .find(|s| s.platforms.iter().any(|p| p == platform))
+    }
+}
+
+/// This machine's platform in the agent's naming (`linux/amd64`, `linux/arm64`).
+pub fn this_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    format!("{}/{arch}", std::env::consts::OS)
+}
+
+/// The binary the agent runs for the spec at `spec_path`: the file name minus `.spec.yml`,
+/// in the same directory.
+pub fn binary_for(spec_path: &Path) -> Option<PathBuf> {
+    let name = spec_path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(SPEC_SUFFIX)?;
+    Some(spec_path.with_file_name(stem))
+}
+
+/// The repository's `agent-shipper.spec.yml`, or the one beside `shipper_bin` when it
+/// has one (the layout of a package unpacked into the agent's components directory).
+pub fn spec_path_for(shipper_bin: &Path) -> PathBuf {
+    let beside = shipper_bin.with_file_name("agent-shipper.spec.yml");
+    if beside.is_file() {
+        return beside;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("agent-shipper.spec.yml")
+}
+
+/// The argument list the agent passes: the spec's `command.args`, then whatever the
+/// agent adds itself (`extra`, where its monitoring flags would go), then
+/// `-E path.data=<data_dir>`.
+pub fn command_args(command: &CommandSpec, extra: &[String], data_dir: &Path) -> Vec<String> {
+    let mut args = command.args.clone();
+    args.extend(extra.iter().cloned());
+    args.push("-E".into());
+    args.push(format!("path.data={}", data_dir.display()));
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ComponentSpec, SpecError> {
+        let spec: ComponentSpec =
+            serde_yaml_ng::from_str(text).map_err(|source| SpecError::Parse {
+                path: PathBuf::from("test.spec.yml"),
+                source,
+            })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    const GOOD: &str = "version: 2\nshippers:\n  - name: shipper\n    description: d\n    platforms: [linux/amd64]\n    outputs: [elasticsearch]\n    command: {args: [\"-E\", \"logging.level=info\"]}\n";
+
+    #[test]
+    fn a_minimal_shipper_spec_passes_and_takes_the_agents_default_timeouts() {
+        let spec = parse(GOOD).unwrap();
+        let command = spec.shippers[0].command.as_ref().unwrap();
+        assert_eq!(command.timeouts.stop(), Duration::from_secs(30));
+        assert_eq!(command.timeouts.checkin(), Duration::from_secs(30));
+        assert_eq!(command.timeouts.restart(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_agents_rules_refuse_what_it_refuses() {
+        for (broken, why) in [
+            (GOOD.replace("version: 2", "version: 1"), "version"),
+            (
+                GOOD.replace("linux/amd64", "linux/x86_64"),
+                "unknown platform",
+            ),
+            (
+                GOOD.replace("[linux/amd64]", "[linux/amd64, linux/amd64]"),
+                "more than once",
+            ),
+            (GOOD.replace("[elasticsearch]", "[]"), "at least one output"),
+            (GOOD.replace("    description: d\n", ""), "description"),
+            (
+                GOOD.replace(
+                    "    command: {args: [\"-E\", \"logging.level=info\"]}\n",
+                    "",
+                ),
+                "must define command",
+            ),
+        ] {
+            let err = parse(&broken).expect_err(why).to_string();
+            assert!(err.contains(why), "{why}: {err}");
+        }
+        assert!(
+            parse(&GOOD.replace("args:", "argz:")).is_err(),
+            "unknown keys"
+        );
+        assert!(
+            parse(&GOOD.replace(
+                "[\"-E\", \"logging.level=info\"]",
+                "\"-E logging.level=info\""
+            ))
+            .is_err(),
+            "args must be a list"
+        );
+    }
+
+    #[test]
+    fn the_binary_is_the_spec_file_name_minus_the_suffix() {
+        assert_eq!(
+            binary_for(Path::new("/c/agent-shipper.spec.yml")),
+            Some(PathBuf::from("/c/agent-shipper"))
+        );
+        assert_eq!(binary_for(Path::new("/c/agent-shipper.yml")), None);
+    }
+}
