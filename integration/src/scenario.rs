@@ -35,7 +35,7 @@ use agent_shipper::config::HumanDuration;
 use agent_shipper::proto::agent::{State, UnitLogLevel, UnitType};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 /// A parsed scenario file.
@@ -229,13 +229,31 @@ pub struct DeliveryCheck {
     pub lost: u64,
     /// Indexed more than once.
     pub duplicates: u64,
+    /// The dead-lettered ones by the DLQ entry's reason: its `error_type`, or `status N`
+    /// when Elasticsearch answered (`403` → `status 403`). A test compares this with
+    /// the reasons its settings promise (`input_removed`, `drain_timeout`, …).
+    pub reasons: BTreeMap<String, u64>,
+}
+
+/// How a DLQ entry's reason is counted in [`DeliveryCheck::reasons`].
+fn reason_label(reason: &agent_shipper::dlq::Reason) -> String {
+    match reason.status {
+        Some(status) => format!("status {status}"),
+        None => reason.error_type.clone(),
+    }
 }
 
 /// The loadgen `(run, seq)` of every dead-lettered event under `dlq_dir`.
 pub fn dead_lettered_seqs(dlq_dir: &Path) -> HashSet<(String, u64)> {
+    dead_lettered_reasons(dlq_dir).into_keys().collect()
+}
+
+/// The loadgen `(run, seq)` of every dead-lettered event under `dlq_dir`, with the
+/// reason it was dead-lettered for (see [`DeliveryCheck::reasons`]).
+pub fn dead_lettered_reasons(dlq_dir: &Path) -> HashMap<(String, u64), String> {
     use agent_shipper::proto::shipper::messages::value::Kind;
     use prost::Message;
-    let mut seqs = HashSet::new();
+    let mut seqs = HashMap::new();
     let mut reader = agent_shipper::dlq::DlqReader::new(dlq_dir);
     for _ in 0..100_000 {
         let Ok(Some((_, entries))) = reader.next_segment() else {
@@ -260,7 +278,7 @@ pub fn dead_lettered_seqs(dlq_dir: &Path) -> HashSet<(String, u64)> {
                 _ => continue,
             };
             if let Some(Kind::Uint64Value(seq)) = tag.data.get("seq").and_then(|v| v.kind.clone()) {
-                seqs.insert((run, seq));
+                seqs.insert((run, seq), reason_label(&entry.reason));
             }
         }
     }
@@ -273,7 +291,7 @@ pub fn check_delivery(
     dlq_dir: &Path,
     promised: &[(String, Vec<u64>)],
 ) -> DeliveryCheck {
-    let dead = dead_lettered_seqs(dlq_dir);
+    let dead = dead_lettered_reasons(dlq_dir);
     let mut check = DeliveryCheck::default();
     for (run, seqs) in promised {
         let counts = es.loadgen_counts(run);
@@ -282,8 +300,9 @@ pub fn check_delivery(
             check.promised += 1;
             if counts.contains_key(seq) {
                 check.indexed += 1;
-            } else if dead.contains(&(run.clone(), *seq)) {
+            } else if let Some(reason) = dead.get(&(run.clone(), *seq)) {
                 check.dead_lettered += 1;
+                *check.reasons.entry(reason.clone()).or_default() += 1;
             } else {
                 check.lost += 1;
             }
@@ -542,8 +561,8 @@ impl Scenario {
                     };
                     tracing::info!(
                         target: "mock_agent",
-                        "delivery check: promised {}, indexed {}, dead-lettered {}, duplicates {}, lost {}",
-                        check.promised, check.indexed, check.dead_lettered, check.duplicates, check.lost
+                        "delivery check: promised {}, indexed {}, dead-lettered {} {:?}, duplicates {}, lost {}",
+                        check.promised, check.indexed, check.dead_lettered, check.reasons, check.duplicates, check.lost
                     );
                     if check.lost > 0 {
                         bail!("{} promised events were lost", check.lost);

@@ -29,9 +29,19 @@ async fn mock_es() -> MockEs {
     })
     .await
     .unwrap();
-    es.add_api_key(KEY1.0, KEY1.1, &["logs-*-default"]);
-    // The new key may not write B's data stream: B is not in revision 2.
-    es.add_api_key(KEY2.0, KEY2.1, &["logs-app_a-default"]);
+    es.add_api_key(
+        KEY1.0,
+        KEY1.1,
+        &["logs-app_a-default", "logs-app_b-default"],
+    );
+    // The new key may not write B's data stream: B is not in revision 2. Only it may write
+    // `app_n`, where events published after a rotation go: one sent with the old key
+    // would be refused (403) and dead-lettered.
+    es.add_api_key(
+        KEY2.0,
+        KEY2.1,
+        &["logs-app_a-default", "logs-app_n-default"],
+    );
     es
 }
 
@@ -171,6 +181,10 @@ async fn seed_scenario_drains_b_with_the_old_key_before_stopped_and_the_ack() {
 
     let stopping = message_of(&h.agent, "input-b", State::Stopping).await;
     assert!(stopping.contains("draining"), "{stopping}");
+    // While the old key is still valid: new events must go with the new key.
+    let n = publish(&h.socket(), "filestream-a", "n", "app_n", 1_000).await;
+    let mut promised = promised;
+    promised.push(("n".to_string(), n));
     let stopped = message_of(&h.agent, "input-b", State::Stopped).await;
     assert!(stopped.contains("drained"), "{stopped}");
     h.agent
@@ -197,9 +211,9 @@ async fn seed_scenario_drains_b_with_the_old_key_before_stopped_and_the_ack() {
     assert_eq!(check.duplicates, 0, "{check:?}");
     assert_eq!(
         check.dead_lettered, 0,
-        "B was drained with its own key: {check:?}"
+        "B was drained with its own key, the new events went with the new key: {check:?}"
     );
-    assert_eq!(check.indexed, 105_000);
+    assert_eq!(check.indexed, 106_000);
     assert_eq!(
         es.stats().unauthorized_401,
         0,
@@ -368,6 +382,11 @@ async fn on_remove_drop_and_dead_letter_count_exactly() {
     );
     assert_eq!(b_indexed, 0);
     assert_eq!(check.dead_lettered, 1_000, "{check:?}");
+    assert_eq!(
+        check.reasons,
+        [("input_removed".to_string(), 1_000)].into(),
+        "{check:?}"
+    );
     assert_eq!(check.lost, 0, "{check:?}");
 }
 
@@ -418,6 +437,11 @@ async fn drain_timeout_moves_the_rest_to_the_dlq_and_stopped_says_how_many() {
     let check = delivered(&es, h.data(), &promised).await;
     assert_eq!(check.lost, 0, "{check:?}");
     assert_eq!(check.dead_lettered, moved, "{check:?} vs {stopped}");
+    assert_eq!(
+        check.reasons,
+        [("drain_timeout".to_string(), moved)].into(),
+        "{check:?}"
+    );
     assert_eq!(check.indexed + check.dead_lettered, 5_000);
     h.stop().await;
     es.stop().await;

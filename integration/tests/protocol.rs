@@ -100,3 +100,92 @@ async fn diagnostics_return_unit_states_and_unknown_actions_fail_clearly() {
     );
     h.stop().await;
 }
+
+/// Issue 14, 2.8: a drain's progress is one message change per acknowledged batch; each
+/// check-in of an unsettled unit draws the agent's whole expected state, so message-only
+/// check-ins are held to about one a second (state changes still go at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_checks_in_its_progress_about_once_a_second() {
+    use integration::loadgen::{self, LoadgenOptions};
+    use integration::mock_es::{Faults, MockEs, MockEsOptions};
+    use std::time::{Duration, Instant};
+
+    let es = MockEs::start(MockEsOptions {
+        keep_documents: false,
+        ..MockEsOptions::default()
+    })
+    .await
+    .unwrap();
+    es.add_api_key("k", "secret-k", &["logs-*-default"]);
+    let h = Harness::start(|_| {}).await;
+    let output = common::output_unit(serde_json::json!({
+        "type": "elasticsearch",
+        "hosts": [es.url()],
+        "api_key": "k:secret-k",
+        "workers": 1,
+        "bulk_max_size": 50,
+        "backoff": {"init": "50ms", "max": "100ms"},
+    }));
+    let a = h.input_unit("input-a", "filestream-a");
+    h.agent.apply(&revision(
+        1,
+        vec![
+            output.clone(),
+            a.clone(),
+            h.input_unit("input-b", "filestream-b"),
+        ],
+    ));
+    h.agent
+        .wait_for_states(WAIT, &[("input-b", UnitType::Input)], State::Healthy)
+        .await
+        .unwrap();
+    // The whole backlog waits for the drain: nothing is delivered before it starts.
+    es.pause();
+    let mut options = LoadgenOptions::new(&h.socket(), "filestream-b", 6_000);
+    options.run = "b".into();
+    let report = loadgen::run(&options).await.unwrap();
+    assert_eq!(report.promised.len(), 6_000, "{:?}", report.refused);
+    h.agent.apply(&revision(2, vec![output, a]));
+    h.agent
+        .wait_for(
+            WAIT,
+            "input-b STOPPING",
+            common::observed_state("input-b", State::Stopping),
+        )
+        .await
+        .unwrap();
+    let before = h.agent.message_only_checkins();
+    let started = Instant::now();
+    // 120 batches of 50, each answered after 20 ms: a drain of a few seconds.
+    es.set_faults(Faults {
+        latency_ms: 20,
+        ..Faults::default()
+    });
+    es.resume().await.unwrap();
+    h.agent
+        .wait_for(
+            Duration::from_secs(120),
+            "input-b STOPPED",
+            common::observed_state("input-b", State::Stopped),
+        )
+        .await
+        .unwrap();
+    let drain = started.elapsed();
+    let progress = h.agent.message_only_checkins() - before;
+    assert!(
+        drain >= Duration::from_secs(2),
+        "the drain was long enough to tell: {drain:?}"
+    );
+    assert_eq!(es.loadgen_counts("b").len(), 6_000, "B was drained");
+    let bound = drain.as_secs() + 3;
+    assert!(
+        progress <= bound,
+        "{progress} check-ins carried only drain progress in a {drain:?} drain (at most {bound})"
+    );
+    assert!(
+        progress >= 1,
+        "the drain's progress was reported: {progress}"
+    );
+    h.stop().await;
+    es.stop().await;
+}

@@ -2,6 +2,7 @@
 
 use super::chunk::ExpectedAssembler;
 use super::convert;
+use super::pace::{CheckinPacer, Pace, MESSAGE_GAP};
 use super::ControlError;
 use crate::metrics::{History, StatsWatch};
 use crate::proto::agent::elastic_agent_client::ElasticAgentClient;
@@ -113,15 +114,16 @@ impl ControlClient {
         }
     }
 
-    /// The check-in to send now; marks the observed state as sent.
-    fn observed_message(&mut self, memory: &SessionMemory, first: bool) -> CheckinObserved {
-        let units = self
-            .link
-            .observed
-            .borrow_and_update()
-            .iter()
-            .map(convert::observed_unit)
-            .collect();
+    /// The check-in to send now; marks the observed state as seen and tells `pacer`.
+    fn observed_message(
+        &mut self,
+        memory: &SessionMemory,
+        pacer: &mut CheckinPacer,
+        first: bool,
+    ) -> CheckinObserved {
+        let observed = self.link.observed.borrow_and_update().clone();
+        let units = observed.iter().map(convert::observed_unit).collect();
+        pacer.sent(observed, std::time::Instant::now());
         let offers_chunking = self
             .info
             .supports
@@ -179,7 +181,10 @@ impl ControlClient {
 
         // The first check-in goes into the stream before anything is awaited.
         let (checkin_tx, checkin_rx) = mpsc::channel::<CheckinObserved>(8);
-        let first = self.observed_message(memory, true);
+        let mut pacer = CheckinPacer::new(MESSAGE_GAP);
+        // A message-only change held back by the pacer, and when it is due.
+        let mut deferred: Option<tokio::time::Instant> = None;
+        let first = self.observed_message(memory, &mut pacer, true);
         let _ = checkin_tx.try_send(first);
         let mut expected = match client.checkin_v2(ReceiverStream::new(checkin_rx)).await {
             Ok(response) => response.into_inner(),
@@ -219,13 +224,24 @@ impl ControlClient {
                     if changed.is_err() {
                         return Ok(SessionEnd::Shutdown);
                     }
-                    true
+                    let now = std::time::Instant::now();
+                    match pacer.decide(&self.link.observed.borrow(), now) {
+                        Pace::Now => true,
+                        Pace::At(at) => {
+                            let at = tokio::time::Instant::from_std(at);
+                            deferred = Some(deferred.map_or(at, |d| d.min(at)));
+                            false
+                        }
+                        Pace::Nothing => false,
+                    }
                 }
+                _ = sleep_until(deferred) => true,
                 _ = ticker.tick() => true,
                 end = &mut actions => return end,
             };
             if send_now {
-                let message = self.observed_message(memory, false);
+                deferred = None;
+                let message = self.observed_message(memory, &mut pacer, false);
                 if checkin_tx.send(message).await.is_err() {
                     return Ok(SessionEnd::Broken(
                         "the CheckinV2 stream closed while sending".into(),
@@ -248,6 +264,13 @@ impl ControlClient {
         tracing::debug!(units = expected.units.len(), "expected state received");
         self.link.expected.send_replace(Some(Arc::new(units)));
         indices_changed
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -6,7 +6,9 @@
 //! `Actions` streams, and reconnects with backoff (1 s doubling to 30 s) when they break.
 //! Expected units are converted ([`convert`]) into typed commands for the supervisor; the
 //! supervisor's observed units come back through a `watch` channel and are checked in at
-//! once on change and at least every [`client::CHECKIN_INTERVAL`].
+//! once when a state or applied idx changes, at most once a second when only a message
+//! changes ([`pace`]: a drain's progress would otherwise be one check-in per batch), and
+//! at least every [`client::CHECKIN_INTERVAL`].
 //!
 //! # Rules it follows (PROTOCOL.md §1)
 //! - The first check-in is sent before anything is awaited, with the token and version.
@@ -19,6 +21,7 @@
 pub mod chunk;
 pub mod client;
 pub mod convert;
+pub mod pace;
 pub mod startup;
 
 pub use client::ControlClient;

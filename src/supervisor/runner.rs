@@ -160,6 +160,18 @@ impl Supervisor {
         for key in gone {
             self.forget(&key).await;
         }
+        // The credentials of stopping outputs before any output starts: after a restart
+        // the running output would otherwise read their queued records before it knows
+        // them (a record only ever goes with its own generation's credentials).
+        for unit in expected
+            .iter()
+            .filter(|u| u.key.kind == UnitKind::Output && u.stopped)
+        {
+            if let Some(config) = &unit.config {
+                self.remember_output_config(&unit.key, unit.config_idx, config)
+                    .await;
+            }
+        }
         // Outputs first: inputs route to the output generation that is current.
         // Stopping outputs after the running one, so that a drain barrier is taken on an
         // open queue (after a restart the queue opens with the first running output).
@@ -318,14 +330,20 @@ impl Supervisor {
     /// Keeps the config of an OUTPUT unit the agent expects STOPPED, so the records
     /// accepted under it are still sent with its credentials (after a restart too).
     async fn remember_stopping_output(&mut self, key: &UnitKey, config_idx: u64) {
-        let Some((source, revision)) = self
-            .units
-            .get(key)
-            .and_then(|r| r.config.as_ref())
-            .map(|c| (c.source.clone(), c.revision))
-        else {
+        let Some(config) = self.units.get(key).and_then(|r| r.config.clone()) else {
             return;
         };
+        self.remember_output_config(key, config_idx, &config).await;
+    }
+
+    /// [`Self::remember_stopping_output`] with the config at hand.
+    async fn remember_output_config(
+        &mut self,
+        key: &UnitKey,
+        config_idx: u64,
+        config: &UnitConfig,
+    ) {
+        let (source, revision) = (config.source.clone(), config.revision);
         // Its warnings were logged when it was applied.
         match OutputConfig::parse(source, UnknownKeys::Warn).map(|parsed| parsed.config) {
             Ok(config) => {

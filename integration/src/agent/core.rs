@@ -45,6 +45,10 @@ pub struct Core {
     /// Revisions waiting for their stopped units to report STOPPED.
     pending_acks: Vec<(u64, BTreeSet<UnitKey>)>,
     acknowledged: Vec<u64>,
+    /// Check-ins whose only news was a unit's message or payload.
+    message_only_checkins: u64,
+    /// Units left out of expected messages for now (a test's way to send one later).
+    withheld: BTreeSet<UnitKey>,
 }
 
 /// Human name of a unit type number.
@@ -66,7 +70,26 @@ impl Core {
             next_idx: 1,
             pending_acks: Vec::new(),
             acknowledged: Vec::new(),
+            message_only_checkins: 0,
+            withheld: BTreeSet::new(),
         }
+    }
+
+    /// Leaves the unit out of expected messages (`hold`) or puts it back; the real agent
+    /// never does this: tests use it to send a unit's config later than the others.
+    pub fn withhold(&mut self, id: &str, kind: i32, hold: bool) {
+        let key = (id.to_string(), kind);
+        if hold {
+            self.withheld.insert(key);
+        } else {
+            self.withheld.remove(&key);
+        }
+    }
+
+    /// Check-ins so far that changed only units' messages or payloads (same units, same
+    /// states, same idx): what a drain's progress costs the agent.
+    pub fn message_only_checkins(&self) -> u64 {
+        self.message_only_checkins
     }
 
     /// Revisions acknowledged so far, in order.
@@ -189,6 +212,7 @@ impl Core {
         let units = self
             .expected
             .iter()
+            .filter(|(key, _)| !self.withheld.contains(*key))
             .map(|((id, kind), unit)| {
                 let echoed = self.observed.get(&(id.clone(), *kind)).map(|o| o.idx);
                 UnitExpected {
@@ -255,6 +279,15 @@ impl Core {
                 });
             }
             seen.insert(key, view);
+        }
+        let same_shape = seen.len() == self.observed.len()
+            && seen.iter().all(|(key, view)| {
+                self.observed
+                    .get(key)
+                    .is_some_and(|old| old.state == view.state && old.idx == view.idx)
+            });
+        if !first && same_shape && seen != self.observed {
+            self.message_only_checkins += 1;
         }
         self.observed = seen;
 
@@ -453,6 +486,25 @@ mod tests {
         let (events, _) = core.on_checkin(&stopped, false);
         assert!(events.contains(&AgentEvent::RevisionAcknowledged(2)));
         assert!(events.contains(&AgentEvent::RevisionAcknowledged(3)));
+    }
+
+    #[test]
+    fn checkins_changing_only_a_message_are_counted() {
+        let mut core = Core::new(AckMode::AfterStopped);
+        core.apply(&revision(1, &[("b", UnitType::Input)]));
+        let mut stopping = report(&core, &[("b", UnitType::Input, State::Stopping)]);
+        core.on_checkin(&stopping, false);
+        stopping.units[0].message = "draining 10 events".into();
+        core.on_checkin(&stopping, false);
+        core.on_checkin(&stopping, false);
+        assert_eq!(core.message_only_checkins(), 1, "a repeat is no news");
+        let stopped = report(&core, &[("b", UnitType::Input, State::Stopped)]);
+        core.on_checkin(&stopped, false);
+        assert_eq!(
+            core.message_only_checkins(),
+            1,
+            "a state change is not counted"
+        );
     }
 
     #[test]

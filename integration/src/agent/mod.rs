@@ -565,6 +565,20 @@ impl MockAgent {
         lock(&self.shared.checkins).clone()
     }
 
+    /// Leaves a unit out of the expected messages (`hold`), or sends it again at once;
+    /// a test's way to have a unit's config arrive after the others.
+    pub fn withhold(&self, id: &str, kind: UnitType, hold: bool) {
+        lock(&self.shared.core).withhold(id, kind as i32, hold);
+        if !hold {
+            self.shared.push_expected();
+        }
+    }
+
+    /// Check-ins so far whose only news was units' messages or payloads.
+    pub fn message_only_checkins(&self) -> u64 {
+        lock(&self.shared.core).message_only_checkins()
+    }
+
     /// The last observed view of a unit.
     pub fn observed(&self, id: &str, kind: UnitType) -> Option<ObservedView> {
         lock(&self.shared.core).observed(id, kind as i32).cloned()

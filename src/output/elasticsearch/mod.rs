@@ -14,8 +14,14 @@
 //!   unacknowledged; they are sent again with the same `_id` (see [`bulk::document_id`]),
 //!   so the index holds each event once.
 //! - Each record is sent with the credentials of the output generation it was accepted
-//!   under (its OUTPUT unit and config idx, from the queue's generation table). A
-//!   generation this process has no config for (restarted since) uses the newest. A 401
+//!   under (its OUTPUT unit and config idx, from the queue's generation table), never with
+//!   another OUTPUT unit's. After a restart, records of an OUTPUT unit whose config the
+//!   agent has not sent (again) wait for it: the output holds them, unacknowledged, until
+//!   it is restarted with that config or a drain diverts them (`on_remove`,
+//!   `drain_timeout`); the output turns DEGRADED saying so. A config idx of a known unit
+//!   other than the ones kept (the agent changed that unit in place, and never resends an
+//!   old idx) uses that unit's newest config, as an earlier config that is not
+//!   Elasticsearch's or cannot be built uses the current one. A 401
 //!   with an older generation's credentials is retried at once with the newest ones, and
 //!   that generation's later records go straight to the newest (an invalidated key does
 //!   not come back), so a rotated key costs one 401, not one per batch.
@@ -72,8 +78,10 @@ struct Shared {
     metrics: Arc<OutputMetrics>,
 }
 
-/// Clients by (OUTPUT unit, config idx), the current generation's first.
-type GenerationClients = Vec<((String, u64), BulkClient)>;
+/// Clients by (OUTPUT unit, config idx), the current generation's first; `None` for an
+/// earlier generation known to have no client of its own (its records use the current
+/// one).
+type GenerationClients = Vec<((String, u64), Option<BulkClient>)>;
 
 /// Builds the clients for the current generation and the earlier ones still known.
 ///
@@ -87,23 +95,26 @@ pub(crate) fn prepare(
 ) -> Result<GenerationClients, ClientConfigError> {
     let mut clients = vec![(
         (current.unit_id.clone(), current.config_idx),
-        BulkClient::new(config)?,
+        Some(BulkClient::new(config)?),
     )];
     for generation in earlier {
+        let key = (generation.unit_id.clone(), generation.config_idx);
         let OutputKind::Elasticsearch(old) = &generation.kind else {
+            clients.push((key, None));
             continue;
         };
         match BulkClient::new(old) {
-            Ok(client) => {
-                clients.push(((generation.unit_id.clone(), generation.config_idx), client))
-            }
-            Err(err) => tracing::warn!(
+            Ok(client) => clients.push((key, Some(client))),
+            Err(err) => {
+                clients.push((key, None));
+                tracing::warn!(
                 "unit.id" = %generation.unit_id,
                 "unit.type" = "output",
                 config_idx = generation.config_idx,
                 error = %err,
                 "an earlier output config cannot be used; its events go with the newest credentials"
-            ),
+                )
+            }
         }
     }
     Ok(clients)
@@ -118,8 +129,14 @@ pub(crate) async fn run(
     metrics: Arc<OutputMetrics>,
 ) {
     let mut targets = HashMap::new();
-    let mut newest = None;
+    let mut newest: Option<Arc<Target>> = None;
     for ((unit_id, config_idx), client) in clients {
+        let Some(client) = client else {
+            if let Some(newest) = &newest {
+                targets.insert((unit_id, config_idx), newest.clone());
+            }
+            continue;
+        };
         let target = Arc::new(Target {
             unit_id: unit_id.clone(),
             config_idx,
@@ -209,40 +226,108 @@ struct Pass {
 }
 
 impl Shared {
-    fn target_for(&self, context: &LoopContext, generation: GenerationId) -> Arc<Target> {
+    /// The client for records of `generation`; `None` while this output has no
+    /// credentials of that generation's OUTPUT unit (see the module docs).
+    fn target_for(&self, context: &LoopContext, generation: GenerationId) -> Option<Arc<Target>> {
         let mut cache = self.by_generation.lock().unwrap_or_else(|p| p.into_inner());
-        let target = cache
-            .entry(generation)
-            .or_insert_with(|| {
-                context
-                    .queue
-                    .generation(generation)
-                    .and_then(|g| {
-                        self.targets
-                            .get(&(g.output_unit.clone(), g.output_config_idx))
-                            .cloned()
-                    })
-                    .unwrap_or_else(|| self.newest.clone())
-            })
-            .clone();
+        let target = match cache.get(&generation) {
+            Some(target) => target.clone(),
+            None => {
+                let target = match context.queue.generation(generation) {
+                    // Not in the table: nothing says whose the record is.
+                    None => self.newest.clone(),
+                    Some(g) => self.target_of(&g.output_unit, g.output_config_idx)?,
+                };
+                cache.insert(generation, target.clone());
+                target
+            }
+        };
         if target.refused.load(std::sync::atomic::Ordering::Relaxed) {
-            self.newest.clone()
+            Some(self.newest.clone())
         } else {
-            target
+            Some(target)
         }
+    }
+
+    /// That config's client, or the unit's newest kept config's; `None` for a unit this
+    /// output has no config of.
+    fn target_of(&self, unit_id: &str, config_idx: u64) -> Option<Arc<Target>> {
+        if let Some(target) = self.targets.get(&(unit_id.to_string(), config_idx)) {
+            return Some(target.clone());
+        }
+        self.targets
+            .iter()
+            .filter(|((unit, _), _)| unit == unit_id)
+            .max_by_key(|((_, idx), _)| *idx)
+            .map(|(_, target)| target.clone())
     }
 }
 
 /// Delivers one batch completely (indexed or dead-lettered). Returns false when cancelled
 /// first; the records not yet acknowledged are then left for the next reader.
 async fn deliver_batch(shared: &Shared, context: &LoopContext, batch: Vec<Record>) -> bool {
-    let mut pending: Vec<Pending> = batch
-        .into_iter()
-        .map(|record| Pending {
-            target: shared.target_for(context, record.generation),
-            record,
-        })
+    let mut pending = Vec::with_capacity(batch.len());
+    let mut waiting = Vec::new();
+    for record in batch {
+        match shared.target_for(context, record.generation) {
+            Some(target) => pending.push(Pending { record, target }),
+            None => waiting.push(record),
+        }
+    }
+    if !pending.is_empty() && !deliver_pending(shared, context, pending).await {
+        return false;
+    }
+    hold_without_credentials(shared, context, waiting).await
+}
+
+/// How often held records are checked against the diversion rules.
+const HOLD_CHECK: Duration = Duration::from_millis(250);
+
+/// Holds records whose OUTPUT unit's credentials this output does not have, so that none
+/// goes out with another unit's key, until the output is replaced (returns false: they go
+/// to the next reader, which may know them) or a diversion takes them.
+async fn hold_without_credentials(
+    shared: &Shared,
+    context: &LoopContext,
+    mut waiting: Vec<Record>,
+) -> bool {
+    if waiting.is_empty() {
+        return true;
+    }
+    let units: std::collections::BTreeSet<String> = waiting
+        .iter()
+        .filter_map(|r| context.queue.generation(r.generation))
+        .map(|g| format!("{}#{}", g.output_unit, g.output_config_idx))
         .collect();
+    let units = units.into_iter().collect::<Vec<_>>().join(", ");
+    let reason = format!(
+        "queued events wait for the config of OUTPUT unit {units}, which the agent has not sent since the restart; they are sent with no other unit's credentials"
+    );
+    tracing::warn!(events = waiting.len(), %reason, "events held");
+    loop {
+        shared.health.failure(reason.clone(), Instant::now());
+        tokio::select! {
+            biased;
+            _ = context.cancel.cancelled() => return false,
+            _ = tokio::time::sleep(HOLD_CHECK) => {}
+        }
+        if !context.diversions.is_empty() {
+            let (keep, handled) = divert(context, &shared.metrics, waiting).await;
+            ack_seqs(context, handled, &shared.metrics);
+            waiting = keep;
+            if waiting.is_empty() {
+                return true;
+            }
+        }
+    }
+}
+
+/// Delivers records whose client is known completely; false when cancelled first.
+async fn deliver_pending(
+    shared: &Shared,
+    context: &LoopContext,
+    mut pending: Vec<Pending>,
+) -> bool {
     let mut backoff = Backoff::new(
         shared.config.backoff.init.get(),
         shared.config.backoff.max.get(),
