@@ -131,7 +131,12 @@ async fn scenario_2_2_a_removed_input_stops_while_another_inputs_items_fail_fore
     let es = mock_es().await;
     let h = Harness::start(|_| {}).await;
     let out = output(&es, json!({"workers": 2}));
-    let a = input(&h, "input-a", "filestream-a", json!({"drain_timeout": "3s"}));
+    let a = input(
+        &h,
+        "input-a",
+        "filestream-a",
+        json!({"drain_timeout": "3s"}),
+    );
     let b = input(&h, "input-b", "filestream-b", json!({}));
     h.agent
         .apply(&revision(1, vec![out.clone(), a.clone(), b.clone()]));
@@ -153,7 +158,13 @@ async fn scenario_2_2_a_removed_input_stops_while_another_inputs_items_fail_fore
 
     let removed = Instant::now();
     h.agent.apply(&revision(2, vec![out, b]));
-    let stopped = reached(&h.agent, Duration::from_secs(3 + 10), "input-a", State::Stopped).await;
+    let stopped = reached(
+        &h.agent,
+        Duration::from_secs(3 + 10),
+        "input-a",
+        State::Stopped,
+    )
+    .await;
     let took = removed.elapsed();
     // A's own events were all delivered: its drain ends at once, not by its timeout.
     assert!(
@@ -179,7 +190,11 @@ async fn scenario_2_2_a_removed_input_stops_while_another_inputs_items_fail_fore
     assert_eq!(check.indexed, 600, "{check:?}");
     assert_eq!(check.duplicates, 0, "{check:?}");
     h.agent
-        .wait_for_states(WAIT, &[("output-default", UnitType::Output)], State::Healthy)
+        .wait_for_states(
+            WAIT,
+            &[("output-default", UnitType::Output)],
+            State::Healthy,
+        )
         .await
         .unwrap();
     h.stop().await;
@@ -195,7 +210,12 @@ async fn scenario_2_2_drain_timeout_ends_a_drain_whose_events_cannot_be_reached(
     let es = mock_es().await;
     let h = Harness::start(|_| {}).await;
     let out = output(&es, json!({"workers": 1}));
-    let a = input(&h, "input-a", "filestream-a", json!({"drain_timeout": "2s"}));
+    let a = input(
+        &h,
+        "input-a",
+        "filestream-a",
+        json!({"drain_timeout": "2s"}),
+    );
     let b = input(&h, "input-b", "filestream-b", json!({}));
     h.agent
         .apply(&revision(1, vec![out.clone(), a.clone(), b.clone()]));
@@ -216,7 +236,13 @@ async fn scenario_2_2_drain_timeout_ends_a_drain_whose_events_cannot_be_reached(
 
     let removed = Instant::now();
     h.agent.apply(&revision(2, vec![out, b]));
-    let stopped = reached(&h.agent, Duration::from_secs(2 + 10), "input-a", State::Stopped).await;
+    let stopped = reached(
+        &h.agent,
+        Duration::from_secs(2 + 10),
+        "input-a",
+        State::Stopped,
+    )
+    .await;
     let took = removed.elapsed();
     assert!(took >= Duration::from_secs(2), "{stopped} after {took:?}");
     assert!(stopped.contains("drain_timeout reached"), "{stopped}");
@@ -243,7 +269,12 @@ async fn scenario_2_3_a_failed_output_reconfigure_fails_refuses_publishes_and_dr
     let es = mock_es().await;
     let h = Harness::start(|_| {}).await;
     let good = output(&es, json!({}));
-    let a = input(&h, "input-a", "filestream-a", json!({"drain_timeout": "2s"}));
+    let a = input(
+        &h,
+        "input-a",
+        "filestream-a",
+        json!({"drain_timeout": "2s"}),
+    );
     let b = input(&h, "input-b", "filestream-b", json!({}));
     h.agent
         .apply(&revision(1, vec![good.clone(), a.clone(), b.clone()]));
@@ -285,7 +316,13 @@ async fn scenario_2_3_a_failed_output_reconfigure_fails_refuses_publishes_and_dr
 
     let removed = Instant::now();
     h.agent.apply(&revision(3, vec![bad, b.clone()]));
-    let stopped = reached(&h.agent, Duration::from_secs(2 + 10), "input-a", State::Stopped).await;
+    let stopped = reached(
+        &h.agent,
+        Duration::from_secs(2 + 10),
+        "input-a",
+        State::Stopped,
+    )
+    .await;
     assert!(
         stopped.contains("drain_timeout reached"),
         "{stopped} after {:?}",
@@ -296,7 +333,11 @@ async fn scenario_2_3_a_failed_output_reconfigure_fails_refuses_publishes_and_dr
     es.resume().await.unwrap();
     h.agent.apply(&revision(4, vec![good, b]));
     h.agent
-        .wait_for_states(WAIT, &[("output-default", UnitType::Output)], State::Healthy)
+        .wait_for_states(
+            WAIT,
+            &[("output-default", UnitType::Output)],
+            State::Healthy,
+        )
         .await
         .unwrap();
     let promised = vec![("a".to_string(), a_seqs)];
@@ -348,7 +389,11 @@ async fn scenario_2_6_a_whole_request_400_is_retried_and_degrades_not_dead_lette
     assert_eq!(check.indexed, 50, "{check:?}");
     assert_eq!(check.dead_lettered, 0, "{check:?}");
     h.agent
-        .wait_for_states(WAIT, &[("output-default", UnitType::Output)], State::Healthy)
+        .wait_for_states(
+            WAIT,
+            &[("output-default", UnitType::Output)],
+            State::Healthy,
+        )
         .await
         .unwrap();
     h.stop().await;
