@@ -4,9 +4,9 @@
 //!
 //! The supervisor sets a rule when a drain starts or times out; output workers consult
 //! the rules for each batch, before every send, so a batch stuck in retries is diverted
-//! at its next attempt. The drain then ends as usual, when the acknowledged prefix
-//! passes the barrier: a diverted record is acknowledged once it is in the DLQ (or
-//! counted as dropped).
+//! at its next attempt (a new rule cuts a retry's backoff short). A diverted record is
+//! acknowledged once it is in the DLQ (or counted as dropped), and the drain counts it
+//! done (see [`super::AckLedger`]).
 
 use super::Rejected;
 use crate::dlq::Reason;
@@ -14,6 +14,7 @@ use crate::queue::{GenerationId, Queue, Record, Seq};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use tokio::sync::watch;
 
 /// Where a diverted record goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,10 +36,22 @@ struct Rule {
 /// Shared mutable state by design: the supervisor writes, every output worker reads. The
 /// lock is held for a map lookup per record, never across an `.await`; when no rule is
 /// set a worker pays one atomic load per batch.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Diversions {
     any: AtomicBool,
     rules: Mutex<HashMap<String, Rule>>,
+    /// Bumped when a rule is set.
+    version: watch::Sender<u64>,
+}
+
+impl Default for Diversions {
+    fn default() -> Self {
+        Diversions {
+            any: AtomicBool::new(false),
+            rules: Mutex::new(HashMap::new()),
+            version: watch::Sender::new(0),
+        }
+    }
 }
 
 /// A batch split by the rules.
@@ -48,8 +61,8 @@ pub struct Diverted {
     pub keep: Vec<Record>,
     /// Records for the DLQ.
     pub dead_letter: Vec<Rejected>,
-    /// Records skipped on purpose.
-    pub dropped: Vec<Seq>,
+    /// Records skipped on purpose (sequence number and generation).
+    pub dropped: Vec<(Seq, GenerationId)>,
 }
 
 impl Diversions {
@@ -63,6 +76,13 @@ impl Diversions {
         let diverted = rules.get(input_unit).map(|r| r.diverted).unwrap_or(0);
         rules.insert(input_unit.to_string(), Rule { to, diverted });
         self.any.store(true, Ordering::Release);
+        drop(rules);
+        self.version.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Wakes when a rule is set.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
     }
 
     /// Records of `input_unit` are sent again (the agent configured it anew).
@@ -103,7 +123,7 @@ impl Diversions {
                 Some(rule) => {
                     rule.diverted += 1;
                     match &rule.to {
-                        DivertTo::Drop => out.dropped.push(record.seq),
+                        DivertTo::Drop => out.dropped.push((record.seq, record.generation)),
                         DivertTo::DeadLetter(reason) => out.dead_letter.push(Rejected {
                             record,
                             reason: reason.clone(),
@@ -150,7 +170,7 @@ mod tests {
             split.keep.iter().map(|r| r.seq).collect::<Vec<_>>(),
             vec![1, 3]
         );
-        assert_eq!(split.dropped, vec![2]);
+        assert_eq!(split.dropped, vec![(2, b)]);
 
         let reason = Reason {
             status: None,

@@ -12,6 +12,7 @@ pub mod document;
 pub mod elasticsearch;
 mod file;
 mod health;
+mod ledger;
 mod metrics;
 
 pub use backoff::Backoff;
@@ -19,11 +20,12 @@ pub use divert::{Diversions, DivertTo};
 pub use document::{event_document, DocumentError};
 pub use file::FileOutput;
 pub use health::HealthTracker;
+pub use ledger::AckLedger;
 pub use metrics::{OutputMetrics, OutputMetricsSnapshot};
 
 use crate::config::OutputKind;
 use crate::dlq::{DeadLetters, DlqEntry, Reason};
-use crate::queue::{Queue, Record};
+use crate::queue::{GenerationId, Queue, Record, Seq};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -42,6 +44,15 @@ pub enum OutputHealth {
     Healthy,
     /// Not delivering, and why.
     Degraded(String),
+}
+
+/// What the supervisor and the output tasks share about drains.
+#[derive(Debug, Default)]
+pub struct Drains {
+    /// Records of stopped inputs to dead-letter or drop instead of sending.
+    pub diversions: Diversions,
+    /// Records acknowledged ahead of the queue's acknowledged prefix.
+    pub ledger: AckLedger,
 }
 
 /// One OUTPUT unit config: the unit, its `config_state_idx`, and what it says.
@@ -79,7 +90,7 @@ impl OutputTask {
         earlier: &[OutputGeneration],
         queue: Arc<dyn Queue>,
         dead_letters: Option<DeadLetters>,
-        diversions: Arc<Diversions>,
+        drains: Arc<Drains>,
         revision: u64,
         metrics: Arc<OutputMetrics>,
     ) -> Result<Self, String> {
@@ -92,11 +103,12 @@ impl OutputTask {
         let tracker = Arc::new(tracker);
         let queue_health = queue.health();
         let context = LoopContext {
+            acked: queue.acked(),
             queue,
             health: tracker.clone(),
             cancel: cancel.clone(),
             dead_letters,
-            diversions,
+            drains,
             revision,
         };
         let join = match &current.kind {
@@ -170,23 +182,61 @@ pub trait Deliver: Send + 'static {
 #[derive(Clone)]
 pub(crate) struct LoopContext {
     queue: Arc<dyn Queue>,
+    /// The queue's acknowledged prefix.
+    acked: watch::Receiver<Seq>,
     health: Arc<HealthTracker>,
     cancel: CancellationToken,
     dead_letters: Option<DeadLetters>,
-    diversions: Arc<Diversions>,
+    drains: Arc<Drains>,
     revision: u64,
 }
 
+impl LoopContext {
+    /// Acknowledges `records` (sequence number and generation each) to the queue as
+    /// contiguous ranges, and notes them for the drains of their units.
+    fn ack(&self, records: &mut [(Seq, GenerationId)]) {
+        if records.is_empty() {
+            return;
+        }
+        records.sort_unstable();
+        let mut first = records[0].0;
+        let mut last = first;
+        for &(seq, _) in &records[1..] {
+            if seq == last + 1 || seq == last {
+                last = seq;
+            } else {
+                self.queue.ack(first, last);
+                first = seq;
+                last = seq;
+            }
+        }
+        self.queue.ack(first, last);
+        let prefix = *self.acked.borrow();
+        self.drains.ledger.note(records, prefix);
+    }
+
+    /// Resolves when the diversion rules change (a drain timed out): a retry waiting in
+    /// its backoff looks at them at once.
+    async fn diversions_changed(&self, seen: &mut watch::Receiver<u64>) {
+        if seen.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Applies the diversion rules to `records`: dead-letters and drops what they say and
-/// returns the records still to send, with the sequence numbers it handled (to be
-/// acknowledged by the caller).
+/// returns the records still to send, with the records it handled (to be acknowledged by
+/// the caller).
 async fn divert(
     context: &LoopContext,
     metrics: &OutputMetrics,
     records: Vec<Record>,
-) -> (Vec<Record>, Vec<crate::queue::Seq>) {
-    let split = context.diversions.split(context.queue.as_ref(), records);
-    let mut handled: Vec<crate::queue::Seq> = split.dropped;
+) -> (Vec<Record>, Vec<(Seq, GenerationId)>) {
+    let split = context
+        .drains
+        .diversions
+        .split(context.queue.as_ref(), records);
+    let mut handled: Vec<(Seq, GenerationId)> = split.dropped;
     if !handled.is_empty() {
         metrics.dropped(handled.len() as u64);
         tracing::info!(
@@ -194,7 +244,12 @@ async fn divert(
             "queued events of a removed input dropped (on_remove: drop)"
         );
     }
-    handled.extend(split.dead_letter.iter().map(|r| r.record.seq));
+    handled.extend(
+        split
+            .dead_letter
+            .iter()
+            .map(|r| (r.record.seq, r.record.generation)),
+    );
     metrics.dead_lettered(split.dead_letter.len() as u64);
     dead_letter(context, split.dead_letter).await;
     (split.keep, handled)
@@ -263,20 +318,23 @@ async fn run_loop<D: Deliver>(mut output: D, context: LoopContext, metrics: Arc<
             (Some(first), Some(last)) => (first.seq, last.seq),
             _ => continue,
         };
+        let mut ids: Vec<(Seq, GenerationId)> =
+            batch.iter().map(|r| (r.seq, r.generation)).collect();
+        let mut rules = context.drains.diversions.subscribe();
         let mut backoff = Duration::from_millis(100);
         let mut batch = batch;
         loop {
             let (keep, _) = divert(&context, &metrics, batch).await;
             batch = keep;
             if batch.is_empty() {
-                queue.ack(first, last);
+                context.ack(&mut ids);
                 break;
             }
             match output.deliver(&batch).await {
                 Ok(rejected) => {
                     metrics.dead_lettered(rejected.len() as u64);
                     dead_letter(&context, rejected).await;
-                    queue.ack(first, last);
+                    context.ack(&mut ids);
                     metrics.acked(batch.len() as u64);
                     delivered += batch.len() as u64;
                     health.success();
@@ -294,6 +352,7 @@ async fn run_loop<D: Deliver>(mut output: D, context: LoopContext, metrics: Arc<
                             return;
                         }
                         _ = tokio::time::sleep(backoff) => {}
+                        _ = context.diversions_changed(&mut rules) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }

@@ -11,9 +11,7 @@ use crate::config::{
 };
 use crate::dlq::{DeadLetterQueue, DeadLetters, DlqSettings, SystemClock};
 use crate::metrics::{OutputSnapshot, PipelineSnapshot};
-use crate::output::{
-    Diversions, DivertTo, OutputGeneration, OutputHealth, OutputMetrics, OutputTask,
-};
+use crate::output::{DivertTo, Drains, OutputGeneration, OutputHealth, OutputMetrics, OutputTask};
 use crate::queue::{
     Barrier, DiskOptions, DiskQueue, Durability, Generation, MemoryQueue, Queue, Seq,
 };
@@ -55,8 +53,9 @@ pub struct Pipeline {
     /// Earlier OUTPUT configs of this process, newest last: queued records accepted under
     /// them are sent with their credentials. In memory only (they hold secrets).
     earlier_outputs: Vec<OutputGeneration>,
-    /// Records of stopped inputs that go to the DLQ or are dropped instead of sent.
-    diversions: Arc<Diversions>,
+    /// Records of stopped inputs that go to the DLQ or are dropped instead of sent, and
+    /// records acknowledged ahead of the queue's prefix (shared with the output tasks).
+    drains: Arc<Drains>,
     /// Output counters of the whole process run, shared by every output generation.
     output_metrics: Arc<OutputMetrics>,
 }
@@ -80,7 +79,7 @@ impl Pipeline {
             dead_letters: None,
             dlq_timer: None,
             earlier_outputs: Vec::new(),
-            diversions: Arc::new(Diversions::default()),
+            drains: Arc::new(Drains::default()),
             output_metrics: Arc::new(OutputMetrics::default()),
         }
     }
@@ -110,12 +109,33 @@ impl Pipeline {
         self.queue.as_ref().map(|q| q.stats().acked).unwrap_or(0)
     }
 
-    /// Unacknowledged events of an INPUT unit.
+    /// Wakes when an output acknowledged records ahead of the queue's prefix.
+    pub fn acked_ahead(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.drains.ledger.subscribe()
+    }
+
+    /// Events of an INPUT unit not yet acknowledged (delivered, dead-lettered, dropped):
+    /// its own records, whatever holds the queue's acknowledged prefix.
     pub fn pending_for_input(&self, unit_id: &str) -> u64 {
-        self.queue
-            .as_ref()
-            .map(|q| q.pending_for_input(unit_id))
-            .unwrap_or(0)
+        let Some(queue) = &self.queue else {
+            return 0;
+        };
+        // The count first, then the prefix: see `output::ledger` on why this is never low.
+        let behind_prefix = queue.pending_for_input(unit_id);
+        let prefix = queue.stats().acked;
+        let ahead: u64 = self
+            .drains
+            .ledger
+            .acked_above(prefix)
+            .into_iter()
+            .filter(|(id, _)| {
+                queue
+                    .generation(*id)
+                    .is_some_and(|g| g.input_unit == unit_id)
+            })
+            .map(|(_, n)| n)
+            .sum();
+        behind_prefix.saturating_sub(ahead)
     }
 
     /// Unacknowledged events of every unit.
@@ -179,15 +199,24 @@ impl Pipeline {
         if let Some(old) = previous {
             old.task.stop().await;
         }
-        let task = OutputTask::spawn(
+        let task = match OutputTask::spawn(
             &current,
             &earlier,
             queue.clone(),
             self.dead_letters.clone(),
-            self.diversions.clone(),
+            self.drains.clone(),
             revision,
             self.output_metrics.clone(),
-        )?;
+        ) {
+            Ok(task) => task,
+            Err(reason) => {
+                // The old output is stopped and nothing reads the queue: refuse publishes
+                // (Unavailable) rather than accept events no output will take.
+                tracing::error!("unit.id" = unit_id, "unit.type" = "output", %reason, "the output cannot start; publishes are refused until a config that works arrives");
+                self.publish_routes();
+                return Err(reason);
+            }
+        };
         self.output = Some(ActiveOutput {
             unit_id: unit_id.to_string(),
             config_idx,
@@ -246,7 +275,7 @@ impl Pipeline {
         if let Some(queue) = &self.queue {
             queue.unseal_input(unit_id);
         }
-        self.diversions.clear(unit_id);
+        self.drains.diversions.clear(unit_id);
         let previous = self
             .inputs
             .insert(unit_id.to_string(), ActiveInput { config, address });
@@ -344,10 +373,17 @@ impl Pipeline {
         }
     }
 
-    /// Refuses new events of an INPUT unit; returns its drain barrier.
+    /// Refuses new events of an INPUT unit; returns its drain barrier, whose `pending`
+    /// leaves out what was acknowledged ahead of the queue's prefix.
     pub fn begin_input_drain(&mut self, unit_id: &str) -> Barrier {
         match &self.queue {
-            Some(queue) => queue.seal_input(unit_id),
+            Some(queue) => {
+                let barrier = queue.seal_input(unit_id);
+                Barrier {
+                    seq: barrier.seq,
+                    pending: self.pending_for_input(unit_id).min(barrier.pending),
+                }
+            }
             None => Barrier { seq: 0, pending: 0 },
         }
     }
@@ -362,12 +398,12 @@ impl Pipeline {
 
     /// Sends the queued records of a stopping INPUT unit to `to` instead of the output.
     pub fn divert_input(&self, unit_id: &str, to: DivertTo) {
-        self.diversions.set(unit_id, to);
+        self.drains.diversions.set(unit_id, to);
     }
 
     /// Records of an INPUT unit diverted so far.
     pub fn diverted(&self, unit_id: &str) -> u64 {
-        self.diversions.diverted(unit_id)
+        self.drains.diversions.diverted(unit_id)
     }
 
     /// Adds `generation` to the earlier outputs (newest last, replacing an entry of the same

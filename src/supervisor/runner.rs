@@ -27,11 +27,18 @@ struct UnitRecord {
     drain_deadline: Option<(tokio::time::Instant, std::time::Duration)>,
     /// Set once the drain timed out (its remaining events go to the DLQ).
     drain_timed_out: bool,
+    /// After a timeout: when the drain ends even if the output has not diverted every
+    /// record yet (it is stuck, or there is none).
+    drain_grace_until: Option<tokio::time::Instant>,
     /// When drain progress was last logged (at most once a second).
     progress_logged: Option<std::time::Instant>,
     /// When the current drain began.
     drain_started: Option<std::time::Instant>,
 }
+
+/// How long after `drain_timeout` the output has to divert the records left before the
+/// drain ends anyway; the rest are diverted when the output reaches them.
+const DIVERT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How many unit state changes DIAGNOSTICS keeps.
 const TRANSITIONS_KEPT: usize = 256;
@@ -44,6 +51,8 @@ pub struct Supervisor {
     log_control: Option<LogControl>,
     log_level: LogLevel,
     acked: Option<watch::Receiver<Seq>>,
+    /// Wakes when records are acknowledged ahead of the prefix (a drain may be done).
+    acked_ahead: watch::Receiver<u64>,
     /// When the acknowledged prefix last moved (for the ack → STOPPED latency).
     acked_moved_at: std::time::Instant,
     health: Option<watch::Receiver<OutputHealth>>,
@@ -79,6 +88,7 @@ impl Supervisor {
         let (observed, observed_rx) = watch::channel(Vec::new());
         let (expected_tx, expected) = watch::channel(None);
         let (commands_tx, commands) = mpsc::channel(8);
+        let acked_ahead = pipeline.acked_ahead();
         let supervisor = Supervisor {
             units: BTreeMap::new(),
             pipeline,
@@ -86,6 +96,7 @@ impl Supervisor {
             log_control,
             log_level: base_level,
             acked: None,
+            acked_ahead,
             acked_moved_at: std::time::Instant::now(),
             health: None,
             expected,
@@ -132,6 +143,9 @@ impl Supervisor {
                 alive = changed(&mut self.acked) => {
                     self.acked_moved_at = std::time::Instant::now();
                     if !alive { self.acked = None; }
+                    self.advance_drains().await;
+                }
+                Ok(()) = self.acked_ahead.changed() => {
                     self.advance_drains().await;
                 }
                 alive = changed(&mut self.health) => {
@@ -195,6 +209,7 @@ impl Supervisor {
                 drain: None,
                 drain_deadline: None,
                 drain_timed_out: false,
+                drain_grace_until: None,
                 progress_logged: None,
                 drain_started: None,
             }
@@ -304,6 +319,7 @@ impl Supervisor {
                             record.drain = Some(barrier);
                             record.drain_started = Some(std::time::Instant::now());
                             record.drain_timed_out = false;
+                            record.drain_grace_until = None;
                             record.drain_deadline =
                                 drain_timeout.map(|t| (tokio::time::Instant::now() + t, t));
                         }
@@ -366,14 +382,30 @@ impl Supervisor {
     fn next_drain_deadline(&self) -> Option<tokio::time::Instant> {
         self.units
             .values()
-            .filter(|r| !r.drain_timed_out)
-            .filter_map(|r| r.drain_deadline.map(|(at, _)| at))
+            .filter(|r| r.drain.is_some())
+            .filter_map(|r| match r.drain_timed_out {
+                false => r.drain_deadline.map(|(at, _)| at),
+                true => r.drain_grace_until,
+            })
             .min()
     }
 
-    /// Drains past their `drain_timeout`: the events left go to the DLQ.
+    /// Drains past their `drain_timeout`: the events left go to the DLQ. Drains past the
+    /// grace after that end now, whatever the output did meanwhile.
     async fn expire_drains(&mut self) {
         let now = tokio::time::Instant::now();
+        let graceless: Vec<(UnitKey, Barrier)> = self
+            .units
+            .iter()
+            .filter(|(_, r)| r.drain_timed_out && r.drain_grace_until.is_some_and(|t| t <= now))
+            .filter_map(|(k, r)| r.drain.map(|barrier| (k.clone(), barrier)))
+            .collect();
+        for (key, barrier) in graceless {
+            let acked = self.pipeline.acked_now();
+            let left = self.pipeline.pending_for_input(&key.id);
+            tracing::warn!(target: "agent_shipper::unit", { "unit.id" = %key.id, "unit.type" = %key.kind, pending_events = left }, "drain_timeout: the output did not divert every event in time; the drain ends, and the rest go to the dead letter queue when the output reaches them");
+            self.finish_drain(&key, barrier, acked, left).await;
+        }
         let expired: Vec<(UnitKey, std::time::Duration)> = self
             .units
             .iter()
@@ -400,8 +432,11 @@ impl Supervisor {
             );
             if let Some(record) = self.units.get_mut(&key) {
                 record.drain_timed_out = true;
+                record.drain_grace_until = Some(now + DIVERT_GRACE);
             }
         }
+        // The diversion may have finished a drain at once (nothing was in flight).
+        self.advance_drains().await;
     }
 
     async fn apply_config(&mut self, key: &UnitKey) -> Result<(), String> {
@@ -465,46 +500,16 @@ impl Supervisor {
             .filter_map(|(key, record)| record.drain.map(|barrier| (key.clone(), barrier)))
             .collect();
         for (key, barrier) in draining {
-            if acked >= barrier.seq {
-                let mut timed_out = false;
-                if let Some(record) = self.units.get_mut(&key) {
-                    record.drain = None;
-                    record.drain_deadline = None;
-                    timed_out = std::mem::take(&mut record.drain_timed_out);
-                }
-                if key.kind == UnitKind::Output {
-                    self.pipeline.stop_output(&key.id).await;
-                    self.health = self.pipeline.health();
-                }
-                let diverted = match key.kind {
-                    UnitKind::Input => self.pipeline.diverted(&key.id),
-                    UnitKind::Output => 0,
-                };
-                let (on_remove, _) = self.input_drain_policy(&key);
-                let delivered = barrier.pending.saturating_sub(diverted);
-                tracing::info!(target: "agent_shipper::unit", { "unit.id" = %key.id, "unit.type" = %key.kind, barrier = barrier.seq, acked, ack_to_stopped_us = self.acked_moved_at.elapsed().as_micros() as u64 }, "drain finished");
-                let summary = match (on_remove, timed_out) {
-                    (OnRemove::Drop, _) => format!(
-                        "drained {} queued events: {delivered} delivered, {diverted} dropped (on_remove: drop)",
-                        barrier.pending
-                    ),
-                    (OnRemove::DeadLetter, _) => format!(
-                        "drained {} queued events: {delivered} delivered, {diverted} dead-lettered (on_remove: dead_letter)",
-                        barrier.pending
-                    ),
-                    (OnRemove::Drain, true) => format!(
-                        "drain_timeout reached: {delivered} queued events delivered, {diverted} moved to the dead letter queue"
-                    ),
-                    (OnRemove::Drain, false) => {
-                        format!("drained {} queued events", barrier.pending)
-                    }
-                };
-                self.fire(&key, UnitEvent::DrainFinished { summary }).await;
+            // An input is drained once its own records are; an output once the prefix
+            // passes the barrier (every record accepted before it stopped).
+            let pending = match key.kind {
+                UnitKind::Input => self.pipeline.pending_for_input(&key.id),
+                UnitKind::Output => self.pipeline.pending_all(),
+            };
+            let drained = acked >= barrier.seq || (key.kind == UnitKind::Input && pending == 0);
+            if drained {
+                self.finish_drain(&key, barrier, acked, 0).await;
             } else {
-                let pending = match key.kind {
-                    UnitKind::Input => self.pipeline.pending_for_input(&key.id),
-                    UnitKind::Output => self.pipeline.pending_all(),
-                };
                 if let Some(record) = self.units.get_mut(&key) {
                     let due = record
                         .progress_logged
@@ -517,6 +522,49 @@ impl Supervisor {
                 self.fire(&key, UnitEvent::DrainProgress { pending }).await;
             }
         }
+    }
+
+    /// Ends a unit's drain and reports it STOPPED; `left` of its events are still queued
+    /// (a drain ended by `drain_timeout` whose output did not divert them in time).
+    async fn finish_drain(&mut self, key: &UnitKey, barrier: Barrier, acked: Seq, left: u64) {
+        let mut timed_out = false;
+        if let Some(record) = self.units.get_mut(key) {
+            record.drain = None;
+            record.drain_deadline = None;
+            record.drain_grace_until = None;
+            timed_out = std::mem::take(&mut record.drain_timed_out);
+        }
+        if key.kind == UnitKind::Output {
+            self.pipeline.stop_output(&key.id).await;
+            self.health = self.pipeline.health();
+        }
+        let diverted = match key.kind {
+            UnitKind::Input => self.pipeline.diverted(&key.id),
+            UnitKind::Output => 0,
+        };
+        let (on_remove, _) = self.input_drain_policy(key);
+        let delivered = barrier.pending.saturating_sub(diverted + left);
+        tracing::info!(target: "agent_shipper::unit", { "unit.id" = %key.id, "unit.type" = %key.kind, barrier = barrier.seq, acked, left_in_queue = left, ack_to_stopped_us = self.acked_moved_at.elapsed().as_micros() as u64 }, "drain finished");
+        let summary = match (on_remove, timed_out) {
+            (OnRemove::Drop, _) => format!(
+                "drained {} queued events: {delivered} delivered, {diverted} dropped (on_remove: drop)",
+                barrier.pending
+            ),
+            (OnRemove::DeadLetter, _) => format!(
+                "drained {} queued events: {delivered} delivered, {diverted} dead-lettered (on_remove: dead_letter)",
+                barrier.pending
+            ),
+            (OnRemove::Drain, true) if left > 0 => format!(
+                "drain_timeout reached: {delivered} queued events delivered, {diverted} moved to the dead letter queue, {left} still queued go there when the output reaches them"
+            ),
+            (OnRemove::Drain, true) => format!(
+                "drain_timeout reached: {delivered} queued events delivered, {diverted} moved to the dead letter queue"
+            ),
+            (OnRemove::Drain, false) => {
+                format!("drained {} queued events", barrier.pending)
+            }
+        };
+        self.fire(key, UnitEvent::DrainFinished { summary }).await;
     }
 
     async fn apply_health(&mut self) {

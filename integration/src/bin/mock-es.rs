@@ -144,6 +144,8 @@ async fn main() -> Result<()> {
         reject_field: cli.reject_field.clone(),
         reset_rate: cli.reset_rate,
         max_request_bytes: cli.max_request_bytes,
+        // Set through `PUT /_mock/faults` when needed.
+        ..Faults::default()
     });
     let mut stdout = std::io::stdout();
     writeln!(stdout, "mock-es listening on {}", server.url())?;

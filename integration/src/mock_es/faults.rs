@@ -8,7 +8,7 @@ use std::sync::Mutex;
 /// Faults to inject into `_bulk` requests. All rates are fractions in `0.0..=1.0`; the
 /// default injects nothing.
 ///
-/// Whole-request faults are tried in this order: reset, latency, 413, 429, 503. Item faults
+/// Whole-request faults are tried in this order: reset, latency, 413, 400, 429, 503. Item faults
 /// only hit items that would otherwise have been indexed, and the document is not indexed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -32,6 +32,12 @@ pub struct Faults {
     pub reset_rate: f64,
     /// Bodies larger than this (after decompression) are answered 413 as a whole.
     pub max_request_bytes: Option<usize>,
+    /// Items into this data stream are answered 429 `cluster_block_exception`, every time,
+    /// as Elasticsearch does for an index under the flood-stage disk watermark block.
+    pub blocked_index: Option<String>,
+    /// Fraction of `_bulk` requests answered 400 as a whole, whatever they hold (as a proxy
+    /// or a header Elasticsearch refuses does): no single item is at fault.
+    pub request_400_rate: f64,
 }
 
 impl Faults {
@@ -41,9 +47,11 @@ impl Faults {
     }
 }
 
-/// A 429/503 answer to a whole `_bulk` request (the reset fault is rolled separately, first).
+/// A 400/429/503 answer to a whole `_bulk` request (the reset fault is rolled separately, first).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RequestFault {
+    /// Answer 400 for the whole request.
+    BadRequest,
     /// Answer 429 `es_rejected_execution_exception`.
     TooManyRequests,
     /// Answer 503.
@@ -85,13 +93,18 @@ impl Dice {
         faults.reset_rate > 0.0 && hit(&mut self.lock(), faults.reset_rate)
     }
 
-    /// The 429/503 whole-request fault for this request, if any.
+    /// The 400/429/503 whole-request fault for this request, if any.
     pub(crate) fn request_fault(&self, faults: &Faults) -> Option<RequestFault> {
-        if faults.request_429_rate <= 0.0 && faults.request_5xx_rate <= 0.0 {
+        if faults.request_400_rate <= 0.0
+            && faults.request_429_rate <= 0.0
+            && faults.request_5xx_rate <= 0.0
+        {
             return None;
         }
         let mut rng = self.lock();
-        if hit(&mut rng, faults.request_429_rate) {
+        if hit(&mut rng, faults.request_400_rate) {
+            Some(RequestFault::BadRequest)
+        } else if hit(&mut rng, faults.request_429_rate) {
             Some(RequestFault::TooManyRequests)
         } else if hit(&mut rng, faults.request_5xx_rate) {
             Some(RequestFault::Unavailable)

@@ -385,6 +385,16 @@ async fn bulk(
         return whole(413, too_large());
     }
     match shared.dice.request_fault(&faults) {
+        Some(RequestFault::BadRequest) => {
+            return whole(
+                400,
+                error(
+                    400,
+                    "illegal_argument_exception",
+                    "request rejected as a whole (mock-es injected: as a proxy or a refused header would)",
+                ),
+            )
+        }
         Some(RequestFault::TooManyRequests) => {
             return whole(
                 429,
@@ -435,6 +445,7 @@ async fn bulk(
             Apply {
                 principal: principal.as_deref(),
                 reject_field: faults.reject_field.as_deref(),
+                blocked_index: faults.blocked_index.as_deref(),
                 item_faults,
             },
         )

@@ -19,9 +19,10 @@
 //! 400), documents need a top-level `@timestamp` (else item 400), `_index` in answers is the
 //! backing index `.ds-{name}-2026.11.22-000001`. A `_bulk` item is decided in this order:
 //! 403 (outside the principal's patterns) → 400 (op, unparsable document, no `@timestamp`,
-//! `reject_field`) → 409 (`_id` already in the data stream) → injected item fault (429/5xx)
+//! `reject_field`) → 429 `cluster_block_exception` (`blocked_index`) → 409 (`_id` already in
+//! the data stream) → injected item fault (429/5xx)
 //! → 201. Whole-request checks run before: 401 → reset → latency → 406 (Content-Type not
-//! JSON/NDJSON) → 413 → 429 → 503 → 400 (malformed NDJSON). Responses carry
+//! JSON/NDJSON) → 413 → injected 400 → 429 → 503 → 400 (malformed NDJSON). Responses carry
 //! `X-Elastic-Product: Elasticsearch`.
 //!
 //! # Invariants

@@ -195,6 +195,8 @@ pub(crate) struct Apply<'p> {
     pub(crate) principal: Option<&'p Principal>,
     /// Name of the reject field, for the 400 reason.
     pub(crate) reject_field: Option<&'p str>,
+    /// Items into this data stream are answered 429 `cluster_block_exception`.
+    pub(crate) blocked_index: Option<&'p str>,
     /// One roll per item.
     pub(crate) item_faults: Vec<Option<ItemFault>>,
 }
@@ -314,6 +316,17 @@ impl State {
                     ctx.reject_field.unwrap_or("")
                 ),
                 true,
+            );
+        }
+        if ctx.blocked_index == Some(index) {
+            return failed(
+                429,
+                "cluster_block_exception",
+                format!(
+                    "index [{index}] blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, \
+                     index has read-only-allow-delete block];"
+                ),
+                false,
             );
         }
         let keep = self.keep_documents;
@@ -508,6 +521,7 @@ mod tests {
                 Apply {
                     principal: None,
                     reject_field: Some("bad"),
+                    blocked_index: None,
                     item_faults: faults,
                 },
             )

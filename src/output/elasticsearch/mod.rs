@@ -25,10 +25,14 @@
 //!   with an older generation's credentials is retried at once with the newest ones, and
 //!   that generation's later records go straight to the newest (an invalidated key does
 //!   not come back), so a rotated key costs one 401, not one per batch.
-//! - A 413 (or a 400 for the whole request) splits the request in halves until the item
-//!   at fault is alone; that item is dead-lettered with the status.
-//! - Health: DEGRADED after `degraded_timeout` without a successful request, with the
-//!   last error as the message; HEALTHY again at the next success.
+//! - A 413 splits the request in halves until the item at fault is alone; that item is
+//!   dead-lettered with the status. A 400 for the whole request is not any one item's
+//!   fault (a proxy, a header): it is retried with backoff like a 5xx, never split, never
+//!   dead-lettered.
+//! - Health: DEGRADED after `degraded_timeout` without progress, with the last error as
+//!   the message; HEALTHY again at the next progress. Progress is an item indexed (or
+//!   already there, or dead-lettered for good): a 2xx `_bulk` whose items all failed is a
+//!   failure, and its message says how many items failed and why.
 //!
 //! # Connection
 //! [`client`] sends each request with the configured `headers` (marked sensitive, never
@@ -216,13 +220,37 @@ struct Pending {
 /// What one pass over the pending records produced.
 #[derive(Default)]
 struct Pass {
-    done: Vec<Seq>,
+    done: Vec<(Seq, GenerationId)>,
     rejected: Vec<Rejected>,
     retry: Vec<Pending>,
     /// The last failure, for health and logs.
     failure: Option<String>,
-    /// Whether some request got a 2xx answer.
-    answered: bool,
+    /// Items answered 429/5xx in 2xx answers, and the items those answers held.
+    items_failed: usize,
+    items_answered: usize,
+}
+
+impl Pass {
+    /// Whether some record got a final answer (indexed, already there, dead-lettered).
+    fn progressed(&self) -> bool {
+        !self.done.is_empty() || !self.rejected.is_empty()
+    }
+
+    /// Why nothing progressed, for health and logs.
+    fn reason(&self) -> String {
+        let last = self
+            .failure
+            .clone()
+            .unwrap_or_else(|| "items to retry".into());
+        if self.items_failed > 0 {
+            format!(
+                "{} of {} items failed, last: {last}",
+                self.items_failed, self.items_answered
+            )
+        } else {
+            last
+        }
+    }
 }
 
 impl Shared {
@@ -332,8 +360,10 @@ async fn deliver_pending(
         shared.config.backoff.init.get(),
         shared.config.backoff.max.get(),
     );
+    let mut rules = context.drains.diversions.subscribe();
     loop {
-        if !context.diversions.is_empty() {
+        rules.borrow_and_update();
+        if !context.drains.diversions.is_empty() {
             pending = apply_diversions(shared, context, pending).await;
             if pending.is_empty() {
                 return true;
@@ -344,27 +374,27 @@ async fn deliver_pending(
             _ = context.cancel.cancelled() => return false,
             pass = send_pass(shared, context, pending) => pass,
         };
+        let progressed = pass.progressed();
+        let reason = pass.reason();
         let Pass {
             done,
             rejected,
             retry,
-            failure,
-            answered,
+            ..
         } = pass;
-        if answered {
+        if progressed {
             shared.health.success();
         }
         let mut acked = done;
-        acked.extend(rejected.iter().map(|r| r.record.seq));
+        acked.extend(rejected.iter().map(|r| (r.record.seq, r.record.generation)));
         shared.metrics.dead_lettered(rejected.len() as u64);
         dead_letter(context, rejected).await;
-        ack_seqs(context, acked, &shared.metrics);
+        ack(context, acked, &shared.metrics);
         if retry.is_empty() {
             return true;
         }
         let delay = backoff.next_delay();
-        let reason = failure.unwrap_or_else(|| "items to retry".into());
-        if !answered {
+        if !progressed {
             shared.health.failure(reason.clone(), Instant::now());
         }
         shared.metrics.retried(retry.len() as u64);
@@ -378,6 +408,7 @@ async fn deliver_pending(
             biased;
             _ = context.cancel.cancelled() => return false,
             _ = tokio::time::sleep(delay) => {}
+            _ = context.diversions_changed(&mut rules) => {}
         }
         pending = retry;
     }
@@ -394,7 +425,7 @@ async fn apply_diversions(
         pending.into_iter().map(|p| (p.record, p.target)).unzip();
     let by_seq: HashMap<Seq, Arc<Target>> = records.iter().map(|r| r.seq).zip(targets).collect();
     let (keep, handled) = divert(context, &shared.metrics, records).await;
-    ack_seqs(context, handled, &shared.metrics);
+    ack(context, handled, &shared.metrics);
     keep.into_iter()
         .map(|record| Pending {
             target: by_seq
@@ -406,25 +437,13 @@ async fn apply_diversions(
         .collect()
 }
 
-/// Acknowledges `seqs` as contiguous ranges.
-fn ack_seqs(context: &LoopContext, mut seqs: Vec<Seq>, metrics: &OutputMetrics) {
-    if seqs.is_empty() {
+/// Acknowledges `records` (sequence number and generation each) and counts them.
+fn ack(context: &LoopContext, mut records: Vec<(Seq, GenerationId)>, metrics: &OutputMetrics) {
+    if records.is_empty() {
         return;
     }
-    metrics.acked(seqs.len() as u64);
-    seqs.sort_unstable();
-    let mut first = seqs[0];
-    let mut last = first;
-    for &seq in &seqs[1..] {
-        if seq == last + 1 {
-            last = seq;
-        } else {
-            context.queue.ack(first, last);
-            first = seq;
-            last = seq;
-        }
-    }
-    context.queue.ack(first, last);
+    metrics.acked(records.len() as u64);
+    context.ack(&mut records);
 }
 
 /// Sends every pending record once (splitting requests that are too large), grouped by
@@ -469,19 +488,20 @@ async fn send_pass(shared: &Shared, context: &LoopContext, pending: Vec<Pending>
         );
         match result {
             Ok(reply) => {
-                pass.answered = true;
+                pass.items_answered += sent.len();
                 match bulk::parse_response(&reply, sent.len()) {
                     Ok(outcomes) => {
                         for (record, outcome) in sent.into_iter().zip(outcomes) {
                             shared.metrics.item(&outcome);
                             match outcome {
                                 ItemOutcome::Indexed | ItemOutcome::AlreadyIndexed => {
-                                    pass.done.push(record.seq)
+                                    pass.done.push((record.seq, record.generation))
                                 }
                                 ItemOutcome::Reject(reason) => {
                                     pass.rejected.push(Rejected { record, reason })
                                 }
                                 ItemOutcome::Retry(reason) => {
+                                    pass.items_failed += 1;
                                     pass.failure = Some(format!(
                                         "item {}: {}: {}",
                                         reason.status.unwrap_or_default(),
@@ -506,13 +526,13 @@ async fn send_pass(shared: &Shared, context: &LoopContext, pending: Vec<Pending>
                 }
             }
             Err(err) => match err.status() {
-                Some(413) | Some(400) if sent.len() > 1 => {
+                Some(413) if sent.len() > 1 => {
                     tracing::info!(events = sent.len(), %err, "splitting the bulk request");
                     let (a, b) = split(sent);
                     groups.push((target.clone(), b));
                     groups.push((target, a));
                 }
-                Some(status @ (413 | 400)) => {
+                Some(413) => {
                     let summary = match &err {
                         RequestError::Status { summary, .. } => summary.clone(),
                         other => other.to_string(),
@@ -521,12 +541,8 @@ async fn send_pass(shared: &Shared, context: &LoopContext, pending: Vec<Pending>
                         pass.rejected.push(Rejected {
                             record,
                             reason: Reason {
-                                status: Some(status),
-                                error_type: if status == 413 {
-                                    "request_entity_too_large".into()
-                                } else {
-                                    "bad_request".into()
-                                },
+                                status: Some(413),
+                                error_type: "request_entity_too_large".into(),
                                 message: summary.clone(),
                             },
                         });
