@@ -5,7 +5,7 @@
 //! list only ever grows (FROZEN ORDER). It holds unit names, never credentials.
 
 use super::segment::write_atomically;
-use super::DiskError;
+use super::{DiskError, SegmentIo};
 use crate::queue::Generation;
 use std::path::{Path, PathBuf};
 
@@ -30,11 +30,11 @@ pub fn path(dir: &Path) -> PathBuf {
 
 impl Checkpoint {
     /// Writes the checkpoint durably.
-    pub fn store(&self, dir: &Path) -> Result<(), DiskError> {
+    pub fn store(&self, dir: &Path, io: &dyn SegmentIo) -> Result<(), DiskError> {
         let path = path(dir);
         let text = serde_json::to_vec(self)
             .map_err(|err| DiskError::io(&path, std::io::Error::other(err)))?;
-        write_atomically(&path, &text)
+        write_atomically(io, &path, &text)
     }
 
     /// Reads the checkpoint: `Ok(None)` when there is none (a new queue).
@@ -87,7 +87,7 @@ mod tests {
             output_config_idx: 3,
         };
         let checkpoint = Checkpoint::new(41, vec![generation]);
-        checkpoint.store(dir.path()).unwrap();
+        checkpoint.store(dir.path(), &super::super::OsIo).unwrap();
         assert_eq!(Checkpoint::load(dir.path()).unwrap(), Some(checkpoint));
         std::fs::write(path(dir.path()), b"{\"version\":1,\"ack").unwrap();
         assert!(matches!(

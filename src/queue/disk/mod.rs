@@ -49,6 +49,8 @@
 mod checkpoint;
 pub(crate) mod frame;
 mod io;
+#[cfg(test)]
+pub(crate) mod power_loss;
 mod reader;
 pub(crate) mod segment;
 mod writer;
@@ -243,6 +245,9 @@ enum WriterMsg {
     /// Stop at once, like a killed process (tests only).
     #[cfg(test)]
     Abandon,
+    /// Checkpoint now (tests only: the model test's checkpoints).
+    #[cfg(test)]
+    Checkpoint,
 }
 
 struct Shared {
@@ -285,8 +290,7 @@ impl Shared {
 /// Reads `queue.id` in `dir`, or creates it (temp + fsync + rename + dir fsync) with a
 /// new random id. A damaged id file is replaced: sequence numbers restart only with an
 /// empty queue, and a new id keeps the new numbers from colliding with old output ids.
-fn read_or_create_identity(dir: &Path) -> Result<String, DiskError> {
-    use std::io::Write;
+fn read_or_create_identity(dir: &Path, io: &dyn SegmentIo) -> Result<String, DiskError> {
     let path = dir.join("queue.id");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -300,19 +304,7 @@ fn read_or_create_identity(dir: &Path) -> Result<String, DiskError> {
         Err(err) => return Err(DiskError::io(&path, err)),
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let temp = dir.join("queue.id.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut file = crate::private_fs::private_file()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&temp)?;
-        file.write_all(id.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, &path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|err| DiskError::io(&path, err))?;
+    segment::write_atomically(io, &path, id.as_bytes())?;
     Ok(id)
 }
 
@@ -357,8 +349,8 @@ impl DiskQueue {
         lock.try_lock()
             .map_err(|_| DiskError::Locked(dir.clone()))?;
 
-        let identity = read_or_create_identity(&dir)?;
-        let recovered = writer::recover(&options)?;
+        let identity = read_or_create_identity(&dir, &*io)?;
+        let recovered = writer::recover(&options, &*io)?;
         let (persisted_tx, _) = watch::channel(recovered.state.durable);
         let (acked_tx, _) = watch::channel(recovered.state.acked);
         let (writer_tx, writer_rx) = std_mpsc::channel();
@@ -588,6 +580,14 @@ impl DiskQueue {
     }
 }
 
+#[cfg(test)]
+impl DiskQueue {
+    /// Asks the writer for a checkpoint (and the deletions it allows) now.
+    fn request_checkpoint(&self) {
+        let _ = self.writer_tx.send(WriterMsg::Checkpoint);
+    }
+}
+
 impl Drop for DiskQueue {
     fn drop(&mut self) {
         // Without `persist`, the writer still syncs and checkpoints on its way out.
@@ -595,5 +595,7 @@ impl Drop for DiskQueue {
     }
 }
 
+#[cfg(test)]
+mod crash_model;
 #[cfg(test)]
 mod tests;

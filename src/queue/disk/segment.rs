@@ -14,10 +14,9 @@
 //! (the tail at a crash) is scanned.
 
 use super::frame::{self, FrameStatus};
-use super::DiskError;
+use super::{DiskError, SegmentIo};
 use bytes::Bytes;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Segment header length.
@@ -131,11 +130,11 @@ impl SegmentMeta {
     }
 
     /// Writes the summary durably (temp file, fsync, rename).
-    pub fn store(&self, dir: &Path) -> Result<(), DiskError> {
+    pub fn store(&self, dir: &Path, io: &dyn SegmentIo) -> Result<(), DiskError> {
         let path = meta_path(dir, self.first_seq);
         let text = serde_json::to_vec(self)
             .map_err(|err| DiskError::io(&path, std::io::Error::other(err)))?;
-        write_atomically(&path, &text)
+        write_atomically(io, &path, &text)
     }
 
     /// Reads a summary; `None` when it is missing or unreadable (then the segment is scanned).
@@ -311,24 +310,21 @@ pub fn find_next_frame(
 
 /// Writes `contents` to `path` so that a crash leaves either the old or the new file:
 /// temp file, fsync, rename, fsync of the directory.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), DiskError> {
+pub fn write_atomically(io: &dyn SegmentIo, path: &Path, contents: &[u8]) -> Result<(), DiskError> {
     let temp = path.with_extension("tmp");
-    let mut file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Owner-only, like every file the queue writes.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(|err| DiskError::io(&temp, err))?
-    };
-    file.write_all(contents)
+    // Owner-only, like every file the queue writes.
+    let file = io.create(&temp).map_err(|err| DiskError::io(&temp, err))?;
+    io.write_all_at(&file, contents, 0)
         .map_err(|err| DiskError::io(&temp, err))?;
-    file.sync_all().map_err(|err| DiskError::io(&temp, err))?;
-    std::fs::rename(&temp, path).map_err(|err| DiskError::io(path, err))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    io.sync_all(&file).map_err(|err| DiskError::io(&temp, err))?;
+    io.rename(&temp, path)
+        .map_err(|err| DiskError::io(path, err))?;
+    sync_dir_with(io, path.parent().unwrap_or(Path::new(".")))
+}
+
+/// [`sync_dir`] through the queue's I/O.
+pub fn sync_dir_with(io: &dyn SegmentIo, dir: &Path) -> Result<(), DiskError> {
+    io.sync_dir(dir).map_err(|err| DiskError::io(dir, err))
 }
 
 /// Makes a directory's entries (creations, renames, deletions) durable.

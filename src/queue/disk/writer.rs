@@ -4,15 +4,14 @@ use super::checkpoint::Checkpoint;
 use super::frame;
 use super::segment::{self, SegmentMeta, HEADER_LEN, LOST_GENERATION};
 use super::{
-    CachedRecord, Counters, DiskError, DiskOptions, Durability, SegmentState, Shared, State,
-    WriterMsg,
+    CachedRecord, Counters, DiskError, DiskOptions, Durability, SegmentIo, SegmentState, Shared,
+    State, WriterMsg,
 };
 use crate::queue::generations::GenerationTable;
 use crate::queue::{AppendStop, Appended, GenerationId, QueueError, QueueHealth, Record, Seq};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -39,7 +38,7 @@ pub(super) struct Recovered {
     pub(super) active: ActiveSegment,
 }
 
-fn quarantine(dir: &Path, first: Seq, reason: &str) -> Result<(), DiskError> {
+fn quarantine(io: &dyn SegmentIo, dir: &Path, first: Seq, reason: &str) -> Result<(), DiskError> {
     let from = segment::segment_path(dir, first);
     let mut n = 0;
     let to = loop {
@@ -49,32 +48,23 @@ fn quarantine(dir: &Path, first: Seq, reason: &str) -> Result<(), DiskError> {
         }
         n += 1;
     };
-    std::fs::rename(&from, &to).map_err(|err| DiskError::io(&from, err))?;
-    let _ = std::fs::remove_file(segment::meta_path(dir, first));
+    io.rename(&from, &to).map_err(|err| DiskError::io(&from, err))?;
+    let _ = io.remove_file(&segment::meta_path(dir, first));
+    segment::sync_dir_with(io, dir)?;
     tracing::error!(path = %to.display(), reason, "queue segment is damaged: quarantined (kept for inspection, not deleted)");
     Ok(())
 }
 
-fn create_segment(dir: &Path, first: Seq) -> Result<ActiveSegment, DiskError> {
+fn create_segment(io: &dyn SegmentIo, dir: &Path, first: Seq) -> Result<ActiveSegment, DiskError> {
     let path = segment::segment_path(dir, first);
     // An active segment has no summary; one left from an earlier run would be stale.
-    let _ = std::fs::remove_file(segment::meta_path(dir, first));
-    let mut file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Queue files hold events: owner-only.
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .read(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|err| DiskError::io(&path, err))?
-    };
-    file.write_all(&segment::header(first))
+    let _ = io.remove_file(&segment::meta_path(dir, first));
+    // Queue files hold events: owner-only.
+    let file = io.create(&path).map_err(|err| DiskError::io(&path, err))?;
+    io.write_all_at(&file, &segment::header(first), 0)
         .map_err(|err| DiskError::io(&path, err))?;
-    file.sync_all().map_err(|err| DiskError::io(&path, err))?;
-    segment::sync_dir(dir)?;
+    io.sync_all(&file).map_err(|err| DiskError::io(&path, err))?;
+    segment::sync_dir_with(io, dir)?;
     Ok(ActiveSegment {
         file,
         meta: SegmentMeta::empty(first),
@@ -82,7 +72,7 @@ fn create_segment(dir: &Path, first: Seq) -> Result<ActiveSegment, DiskError> {
 }
 
 /// Rebuilds the state from the files in `options.dir` and starts a new active segment.
-pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
+pub(super) fn recover(options: &DiskOptions, io: &dyn SegmentIo) -> Result<Recovered, DiskError> {
     let dir = &options.dir;
     let checkpoint = match Checkpoint::load(dir) {
         Ok(checkpoint) => checkpoint,
@@ -134,13 +124,13 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
                             .metadata()
                             .map_err(|err| DiskError::io(&path, err))?
                             .len();
-                        file.set_len(scan.valid_len)
+                        io.set_len(&file, scan.valid_len)
                             .map_err(|err| DiskError::io(&path, err))?;
-                        file.sync_all().map_err(|err| DiskError::io(&path, err))?;
+                        io.sync_all(&file).map_err(|err| DiskError::io(&path, err))?;
                         tracing::warn!(path = %path.display(), damage, dropped_bytes = len - scan.valid_len, kept_through_seq = scan.meta.last_seq, "truncated the damaged end of a queue segment");
                     }
                     // Sealed from now on: remember the summary so the next open skips the scan.
-                    if let Err(err) = scan.meta.store(dir) {
+                    if let Err(err) = scan.meta.store(dir, io) {
                         tracing::warn!(error = %err, "could not store a segment summary; it will be scanned again");
                     }
                     scan.meta
@@ -148,7 +138,7 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
                 // Unreadable (bad header, or the OS cannot read it): set it aside rather
                 // than fail every start.
                 Err(err) => {
-                    quarantine(dir, first, &err.to_string())?;
+                    quarantine(io, dir, first, &err.to_string())?;
                     counters.quarantined_segments += 1;
                     continue;
                 }
@@ -157,14 +147,14 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
         if is_tail && meta.last_seq < meta.first_seq {
             // An empty tail (no append since the last start): the new active segment
             // takes its place.
-            let _ = std::fs::remove_file(&path);
-            let _ = std::fs::remove_file(segment::meta_path(dir, first));
+            let _ = io.remove_file(&path);
+            let _ = io.remove_file(&segment::meta_path(dir, first));
             continue;
         }
         if meta.last_seq <= acked && meta.last_seq + 1 >= meta.first_seq {
             // Every record acknowledged before the crash; the deletion did not happen yet.
-            let _ = std::fs::remove_file(&path);
-            let _ = std::fs::remove_file(segment::meta_path(dir, first));
+            let _ = io.remove_file(&path);
+            let _ = io.remove_file(&segment::meta_path(dir, first));
             continue;
         }
         let expected_first = head.map(|h| h + 1).unwrap_or(acked + 1);
@@ -222,7 +212,7 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
         );
     }
     let head = head.unwrap_or(acked).max(acked);
-    let active = create_segment(dir, head + 1)?;
+    let active = create_segment(io, dir, head + 1)?;
     segments.insert(
         head + 1,
         SegmentState {
@@ -296,6 +286,8 @@ pub(super) fn run(shared: Arc<Shared>, mut active: ActiveSegment, rx: Receiver<W
                 }
                 #[cfg(test)]
                 WriterMsg::Abandon => return,
+                #[cfg(test)]
+                WriterMsg::Checkpoint => writer.checkpoint(&active),
             }
             if appended_bytes < GROUP_BYTES {
                 next = rx.try_recv().ok();
@@ -511,7 +503,7 @@ impl Writer {
             tracing::error!(path = %path.display(), error = %err, "queue write failed: appends are refused (backpressure) until it works again");
             self.failed(format!("cannot write {}: {err}", path.display()));
             // Cut back whatever part of the chunk landed, so the file stays a clean prefix.
-            let _ = active.file.set_len(before);
+            let _ = self.shared.io.set_len(&active.file, before);
             let mut restored = recount(&active.meta, cached.len() as u64);
             restored.bytes = before;
             active.meta = restored;
@@ -564,10 +556,10 @@ impl Writer {
     /// Seals the active segment (its data is synced by the caller) and starts the next.
     fn seal_and_roll(&mut self, active: &mut ActiveSegment, next_first: Seq) -> bool {
         let dir = self.dir().to_path_buf();
-        if let Err(err) = active.meta.store(&dir) {
+        if let Err(err) = active.meta.store(&dir, &*self.shared.io) {
             tracing::warn!(error = %err, "could not store a segment summary; it will be scanned at the next open");
         }
-        match create_segment(&dir, next_first) {
+        match create_segment(&*self.shared.io, &dir, next_first) {
             Ok(next) => {
                 let mut state = self.shared.lock();
                 if let Some(old) = state.segments.get_mut(&active.meta.first_seq) {
@@ -591,7 +583,10 @@ impl Writer {
                 tracing::error!(error = %err, "cannot start a new queue segment: appends are refused until it works");
                 self.failed(format!("cannot start a new segment: {err}"));
                 // The old segment stays active: its summary must not claim it is complete.
-                let _ = std::fs::remove_file(segment::meta_path(&dir, active.meta.first_seq));
+                let _ = self
+                    .shared
+                    .io
+                    .remove_file(&segment::meta_path(&dir, active.meta.first_seq));
                 false
             }
         }
@@ -696,7 +691,8 @@ impl Writer {
                 .collect();
             (state.acked, state.generations.list(), doomed)
         };
-        if let Err(err) = Checkpoint::new(acked, table).store(&dir) {
+        let io = &*self.shared.io;
+        if let Err(err) = Checkpoint::new(acked, table).store(&dir, io) {
             tracing::error!(error = %err, "cannot write the queue checkpoint; segments are kept until it works (retried every second)");
             self.acked_moved = true;
             self.full = false;
@@ -710,11 +706,12 @@ impl Writer {
         let mut removed = Vec::new();
         for (first, corrupt) in doomed {
             let result = if corrupt {
-                quarantine(&dir, first, "frames failed their checksum when read")
+                quarantine(io, &dir, first, "frames failed their checksum when read")
             } else {
                 let path = segment::segment_path(&dir, first);
-                let _ = std::fs::remove_file(segment::meta_path(&dir, first));
-                std::fs::remove_file(&path).map_err(|err| DiskError::io(&path, err))
+                let _ = io.remove_file(&segment::meta_path(&dir, first));
+                io.remove_file(&path)
+                    .map_err(|err| DiskError::io(&path, err))
             };
             match result {
                 Ok(()) => removed.push((first, corrupt)),
@@ -724,7 +721,7 @@ impl Writer {
                 }
             }
         }
-        let _ = segment::sync_dir(&dir);
+        let _ = segment::sync_dir_with(io, &dir);
         let mut state = self.shared.lock();
         for (first, corrupt) in removed {
             if let Some(segment) = state.segments.remove(&first) {
