@@ -291,9 +291,11 @@ impl Model {
             })),
         );
         let payload = self.payload();
-        let appended =
-            tokio::time::timeout(Duration::from_secs(10), queue.append(vec![(gen, payload.into())]))
-                .await;
+        let appended = tokio::time::timeout(
+            Duration::from_secs(10),
+            queue.append(vec![(gen, payload.into())]),
+        )
+        .await;
         self.io.fail_next_writes(0, None);
         let Ok(Ok(appended)) = appended else {
             return self.fail("an append was not answered".into());
@@ -364,7 +366,7 @@ impl Model {
 /// Runs one seed; `Err` names the broken invariant and the steps before it.
 async fn run_seed(seed: u64, steps: usize) -> Check {
     let dir = tempfile::tempdir().map_err(|err| err.to_string())?;
-    let rng = fastrand::Rng::with_seed(seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let durability = match rng.u8(0..3) {
         0 => Durability::Batch,
         1 => Durability::Interval(Duration::from_millis(5)),
@@ -437,7 +439,9 @@ async fn run_seed(seed: u64, steps: usize) -> Check {
     }
     let untracked = model.io.untracked();
     if !untracked.is_empty() {
-        return model.fail(format!("file operations the harness did not see: {untracked:?}"));
+        return model.fail(format!(
+            "file operations the harness did not see: {untracked:?}"
+        ));
     }
     Ok(())
 }

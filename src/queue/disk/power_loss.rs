@@ -70,7 +70,8 @@ impl Model {
         let meta = file.metadata().ok()?;
         let id = self.by_ino.get(&(meta.dev(), meta.ino())).copied();
         if id.is_none() {
-            self.untracked.push(format!("{what} on inode {}", meta.ino()));
+            self.untracked
+                .push(format!("{what} on inode {}", meta.ino()));
         }
         id
     }
@@ -162,7 +163,7 @@ impl PowerLossIo {
     /// Rewrites every file this I/O knows to what a power loss keeps. The queue (and any
     /// process using the files) must be stopped first. `seed` picks the torn prefix.
     pub fn crash(&self, mode: CrashMode, seed: u64) -> std::io::Result<()> {
-        let rng = fastrand::Rng::with_seed(seed);
+        let mut rng = fastrand::Rng::with_seed(seed);
         let mut model = self.model();
         let paths: Vec<PathBuf> = model
             .live
@@ -330,7 +331,9 @@ impl SegmentIo for PowerLossIo {
         if let Some(id) = model.live.remove(from) {
             model.live.insert(to.to_path_buf(), id);
         } else {
-            model.untracked.push(format!("rename of {}", from.display()));
+            model
+                .untracked
+                .push(format!("rename of {}", from.display()));
         }
         Ok(())
     }
@@ -374,11 +377,15 @@ mod tests {
         io.write_all_at(&file, b"+lost", 6).unwrap();
         io.sync_dir(dir.path()).unwrap();
         let other = io.create(&b).unwrap();
-        io.write_all_at(&other, b"never in the directory", 0).unwrap();
+        io.write_all_at(&other, b"never in the directory", 0)
+            .unwrap();
         io.sync_all(&other).unwrap();
         io.crash(CrashMode::SyncedOnly, 1).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), b"synced");
-        assert!(!b.exists(), "an entry made after the last directory fsync vanishes");
+        assert!(
+            !b.exists(),
+            "an entry made after the last directory fsync vanishes"
+        );
     }
 
     #[test]

@@ -316,7 +316,8 @@ pub fn write_atomically(io: &dyn SegmentIo, path: &Path, contents: &[u8]) -> Res
     let file = io.create(&temp).map_err(|err| DiskError::io(&temp, err))?;
     io.write_all_at(&file, contents, 0)
         .map_err(|err| DiskError::io(&temp, err))?;
-    io.sync_all(&file).map_err(|err| DiskError::io(&temp, err))?;
+    io.sync_all(&file)
+        .map_err(|err| DiskError::io(&temp, err))?;
     io.rename(&temp, path)
         .map_err(|err| DiskError::io(path, err))?;
     sync_dir_with(io, path.parent().unwrap_or(Path::new(".")))

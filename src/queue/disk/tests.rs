@@ -313,7 +313,11 @@ async fn interval_durability_answers_after_the_write_and_persists_later() {
     io.close_gate();
     let appended = queue.append(events(gen, 0..10)).await.unwrap();
     assert_eq!(appended.last_seq, Some(10));
-    assert_eq!(*persisted.borrow(), 0, "persisted lags the answer in interval mode");
+    assert_eq!(
+        *persisted.borrow(),
+        0,
+        "persisted lags the answer in interval mode"
+    );
     io.open_gate();
     within(persisted.wait_for(|p| *p >= 10)).await.unwrap();
     assert_eq!(read_n(&queue, 10).await.len(), 10);
@@ -683,7 +687,10 @@ async fn power_loss_with_batch_durability_keeps_every_answered_record() {
         let queue = open_on(&opts, &io);
         let gen = queue.register(generation("a"));
         for chunk in 0..6 {
-            let appended = queue.append(events(gen, chunk * 10..chunk * 10 + 10)).await.unwrap();
+            let appended = queue
+                .append(events(gen, chunk * 10..chunk * 10 + 10))
+                .await
+                .unwrap();
             assert_eq!(appended.accepted, 10);
         }
         queue.crash();
@@ -712,14 +719,27 @@ async fn persisted_moves_only_after_the_sync_returns() {
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while io.syncs_waiting() == 0 {
-        assert!(std::time::Instant::now() < deadline, "the batch was never synced");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch was never synced"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // The sync is under way: nothing of the batch may be published or answered yet.
-    assert_eq!(*queue.persisted().borrow(), 5, "persisted before the sync returned");
-    assert!(!appending.is_finished(), "answered before the sync returned");
+    assert_eq!(
+        *queue.persisted().borrow(),
+        5,
+        "persisted before the sync returned"
+    );
     assert!(
-        read_available(&queue, Duration::from_millis(100)).await.len() <= 5,
+        !appending.is_finished(),
+        "answered before the sync returned"
+    );
+    assert!(
+        read_available(&queue, Duration::from_millis(100))
+            .await
+            .len()
+            <= 5,
         "a reader got a record before it was synced"
     );
     io.open_gate();
@@ -800,7 +820,11 @@ async fn a_damaged_checkpoint_never_restarts_numbering_under_the_same_queue_id()
             "remove_segments={remove_segments}: sequence {seq} given again under queue.id {identity}"
         );
         if !remove_segments {
-            assert_eq!(reopened.identity(), identity, "the tail's name proves continuity");
+            assert_eq!(
+                reopened.identity(),
+                identity,
+                "the tail's name proves continuity"
+            );
         }
     }
 }
@@ -818,7 +842,8 @@ async fn a_damaged_queue_id_keeps_the_backlogs_ids() {
     read_n(&queue, 10).await;
     queue.crash();
     io.crash(CrashMode::SyncedOnly, 1).unwrap();
-    io.damage(&dir.path().join("queue.id"), Some(b"garbage")).unwrap();
+    io.damage(&dir.path().join("queue.id"), Some(b"garbage"))
+        .unwrap();
     let reopened = open_on(&opts, &io);
     assert_eq!(
         reopened.identity(),
@@ -849,11 +874,22 @@ async fn a_seal_during_a_failing_write_never_points_past_the_head() {
     assert_eq!(refused.accepted, 0);
     let (sealed, all) = barrier.lock().unwrap().expect("sealed during the write");
     let head = queue.stats().head;
-    assert!(sealed.seq <= head, "input barrier {} past the head {head}", sealed.seq);
-    assert!(all.seq <= head, "barrier_all {} past the head {head}", all.seq);
+    assert!(
+        sealed.seq <= head,
+        "input barrier {} past the head {head}",
+        sealed.seq
+    );
+    assert!(
+        all.seq <= head,
+        "barrier_all {} past the head {head}",
+        all.seq
+    );
     // The drain ends: acknowledging what is there reaches both barriers.
     read_n(&queue, 5).await;
     queue.ack(1, 5);
     let acked = *queue.acked().borrow();
-    assert!(acked >= sealed.seq && acked >= all.seq, "acked {acked}, {sealed:?} {all:?}");
+    assert!(
+        acked >= sealed.seq && acked >= all.seq,
+        "acked {acked}, {sealed:?} {all:?}"
+    );
 }

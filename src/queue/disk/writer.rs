@@ -48,7 +48,8 @@ fn quarantine(io: &dyn SegmentIo, dir: &Path, first: Seq, reason: &str) -> Resul
         }
         n += 1;
     };
-    io.rename(&from, &to).map_err(|err| DiskError::io(&from, err))?;
+    io.rename(&from, &to)
+        .map_err(|err| DiskError::io(&from, err))?;
     let _ = io.remove_file(&segment::meta_path(dir, first));
     segment::sync_dir_with(io, dir)?;
     tracing::error!(path = %to.display(), reason, "queue segment is damaged: quarantined (kept for inspection, not deleted)");
@@ -63,7 +64,8 @@ fn create_segment(io: &dyn SegmentIo, dir: &Path, first: Seq) -> Result<ActiveSe
     let file = io.create(&path).map_err(|err| DiskError::io(&path, err))?;
     io.write_all_at(&file, &segment::header(first), 0)
         .map_err(|err| DiskError::io(&path, err))?;
-    io.sync_all(&file).map_err(|err| DiskError::io(&path, err))?;
+    io.sync_all(&file)
+        .map_err(|err| DiskError::io(&path, err))?;
     segment::sync_dir_with(io, dir)?;
     Ok(ActiveSegment {
         file,
@@ -126,7 +128,8 @@ pub(super) fn recover(options: &DiskOptions, io: &dyn SegmentIo) -> Result<Recov
                             .len();
                         io.set_len(&file, scan.valid_len)
                             .map_err(|err| DiskError::io(&path, err))?;
-                        io.sync_all(&file).map_err(|err| DiskError::io(&path, err))?;
+                        io.sync_all(&file)
+                            .map_err(|err| DiskError::io(&path, err))?;
                         tracing::warn!(path = %path.display(), damage, dropped_bytes = len - scan.valid_len, kept_through_seq = scan.meta.last_seq, "truncated the damaged end of a queue segment");
                     }
                     // Sealed from now on: remember the summary so the next open skips the scan.
