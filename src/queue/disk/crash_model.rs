@@ -144,12 +144,30 @@ impl Model {
                     self.last_read
                 ));
             }
-            let Ok(Some(batch)) =
-                tokio::time::timeout(Duration::from_secs(2), queue.read(64, 1 << 20)).await
-            else {
+            let read = tokio::time::timeout(Duration::from_millis(200), queue.read(64, 1 << 20));
+            let Ok(Some(batch)) = read.await else {
+                // Numbers with no record (burned by a failed write, or lost) end the
+                // backlog early: what matters is that every promise is kept (below).
+                if queue.stats().corrupted_events > 0
+                    || self.log.iter().any(|l| l.contains("Storage"))
+                {
+                    break;
+                }
+                let mut files: Vec<String> = std::fs::read_dir(&self.dir)
+                    .map(|d| {
+                        d.filter_map(|e| e.ok())
+                            .map(|e| {
+                                let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                                format!("{} ({len} B)", e.file_name().to_string_lossy())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                files.sort();
                 return self.fail(format!(
-                    "backlog unreadable after {} of {head}",
-                    self.last_read
+                    "backlog unreadable after {} of {head}: {:?}, files {files:?}",
+                    self.last_read,
+                    queue.stats()
                 ));
             };
             for record in batch {
@@ -229,8 +247,23 @@ impl Model {
         }
         let max = self.rng.usize(1..20);
         let Ok(Some(batch)) =
-            tokio::time::timeout(Duration::from_secs(2), queue.read(max, 1 << 20)).await
+            tokio::time::timeout(Duration::from_millis(200), queue.read(max, 1 << 20)).await
         else {
+            // Burned numbers (a failed write under a barrier) have no record; a promised
+            // record must still come.
+            let id = self.identity.clone();
+            let owed = self.promised.iter().any(|(payload, (i, seq))| {
+                *i == id
+                    && *seq > self.last_read
+                    && *seq <= persisted
+                    && !self.acked.contains(payload)
+            });
+            if !owed {
+                self.log
+                    .push(format!("nothing readable up to {persisted}: burned"));
+                self.last_read = persisted;
+                return Ok(());
+            }
             return self.fail(format!(
                 "nothing readable though persisted is {persisted} and {} was read",
                 self.last_read
@@ -454,11 +487,12 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
-/// A fixed seed budget: part of every `cargo test`.
+/// A fixed seed budget: part of every `cargo test` (about 10 s in a debug build). Seeds
+/// 0, 1, 4 and 34 found scenarios 2.5, 2.1c, 2.1a and 2.1b of issue 14 before their fixes.
 #[test]
 fn power_loss_model_fixed_seeds() {
     let runtime = runtime();
-    for seed in 0..40 {
+    for seed in (0..20).chain([34]) {
         if let Err(failure) = runtime.block_on(run_seed(seed, 120)) {
             panic!("{failure}");
         }

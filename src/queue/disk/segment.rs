@@ -45,6 +45,13 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
     (digits.len() == 20).then(|| digits.parse().ok()).flatten()
 }
 
+/// The first sequence number named by a quarantined segment (`<first>.seg.corrupt-<n>`).
+pub fn parse_quarantined_name(name: &str) -> Option<u64> {
+    let (segment, n) = name.split_once(".corrupt-")?;
+    n.parse::<u32>().ok()?;
+    parse_segment_name(segment)
+}
+
 /// The header bytes of a segment starting at `first_seq`.
 pub fn header(first_seq: u64) -> [u8; HEADER_LEN] {
     let mut out = [0u8; HEADER_LEN];

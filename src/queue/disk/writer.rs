@@ -36,6 +36,11 @@ pub(super) struct ActiveSegment {
 pub(super) struct Recovered {
     pub(super) state: State,
     pub(super) active: ActiveSegment,
+    /// The copy of `queue.id` in the checkpoint.
+    pub(super) checkpoint_id: Option<String>,
+    /// Why the files cannot prove that no sequence number given out before is given
+    /// out again (then the queue takes a new `queue.id`).
+    pub(super) unproven: Option<String>,
 }
 
 fn quarantine(io: &dyn SegmentIo, dir: &Path, first: Seq, reason: &str) -> Result<(), DiskError> {
@@ -76,27 +81,40 @@ fn create_segment(io: &dyn SegmentIo, dir: &Path, first: Seq) -> Result<ActiveSe
 /// Rebuilds the state from the files in `options.dir` and starts a new active segment.
 pub(super) fn recover(options: &DiskOptions, io: &dyn SegmentIo) -> Result<Recovered, DiskError> {
     let dir = &options.dir;
-    let checkpoint = match Checkpoint::load(dir) {
-        Ok(checkpoint) => checkpoint,
+    let (checkpoint, checkpoint_problem) = match Checkpoint::load(dir) {
+        Ok(Some(checkpoint)) => (Some(checkpoint), None),
+        Ok(None) => (None, Some("checkpoint.json is missing".to_string())),
         Err(err) => {
             tracing::error!(error = %err, "queue checkpoint unusable: treating every record on disk as unacknowledged (some may be delivered again; none is lost)");
-            None
+            (None, Some(format!("checkpoint unusable: {err}")))
         }
     };
+    let checkpoint_id = checkpoint.as_ref().and_then(|c| c.queue_id.clone());
     let (mut acked, table) = checkpoint
         .map(|c| (c.acked, c.generations))
         .unwrap_or_default();
-    let mut firsts: Vec<Seq> = std::fs::read_dir(dir)
-        .map_err(|err| DiskError::io(dir, err))?
-        .filter_map(|entry| {
-            entry
-                .ok()?
-                .file_name()
-                .to_str()
-                .and_then(segment::parse_segment_name)
-        })
-        .collect();
+    let mut firsts = Vec::new();
+    // Every segment name, quarantined ones too, says that the numbers before its first
+    // were given out: numbering goes on after them even when their records are gone.
+    let mut floor: Seq = 0;
+    let mut any_segment = false;
+    for entry in std::fs::read_dir(dir).map_err(|err| DiskError::io(dir, err))? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(first) = segment::parse_segment_name(name) {
+            firsts.push(first);
+        } else if segment::parse_quarantined_name(name).is_none() {
+            continue;
+        }
+        let first = segment::parse_segment_name(name)
+            .or_else(|| segment::parse_quarantined_name(name))
+            .unwrap_or(0);
+        any_segment = true;
+        floor = floor.max(first.saturating_sub(1));
+    }
     firsts.sort_unstable();
+    let mut unproven = None;
 
     let mut generations = GenerationTable::from_list(table);
     let mut segments = BTreeMap::new();
@@ -104,6 +122,8 @@ pub(super) fn recover(options: &DiskOptions, io: &dyn SegmentIo) -> Result<Recov
     let mut bytes_on_disk = 0;
     let mut head: Option<Seq> = None;
     let mut acked_ahead = BTreeMap::new();
+    // Numbers with no record in any file: readers skip them.
+    let mut burned = BTreeMap::new();
     let mut counters = Counters::default();
     for (index, &first) in firsts.iter().enumerate() {
         let path = segment::segment_path(dir, first);
@@ -143,6 +163,11 @@ pub(super) fn recover(options: &DiskOptions, io: &dyn SegmentIo) -> Result<Recov
                 Err(err) => {
                     quarantine(io, dir, first, &err.to_string())?;
                     counters.quarantined_segments += 1;
+                    if is_tail {
+                        unproven = Some(format!(
+                            "the last segment (from sequence {first}) is unreadable: how far its numbers went is unknown"
+                        ));
+                    }
                     continue;
                 }
             },
@@ -174,6 +199,7 @@ pub(super) fn recover(options: &DiskOptions, io: &dyn SegmentIo) -> Result<Recov
                 );
                 counters.corrupted_events += lost;
                 acked_ahead.insert(expected_first, meta.first_seq - 1);
+                burned.insert(expected_first, meta.first_seq - 1);
                 runs.push_back((GenerationId(LOST_GENERATION), lost));
             }
         }
@@ -214,7 +240,29 @@ pub(super) fn recover(options: &DiskOptions, io: &dyn SegmentIo) -> Result<Recov
             },
         );
     }
-    let head = head.unwrap_or(acked).max(acked);
+    let mut head = head.unwrap_or(acked).max(acked);
+    if floor > head {
+        if head == acked {
+            // Nothing after the acknowledged prefix is left, up to a segment's name:
+            // those numbers were acknowledged (their segments deleted) or never written.
+            acked = floor;
+        } else {
+            let lost = floor - head;
+            tracing::error!(
+                first = head + 1,
+                last = floor,
+                "queue records of a quarantined segment are missing: counted as lost"
+            );
+            counters.corrupted_events += lost;
+            acked_ahead.insert(head + 1, floor);
+            burned.insert(head + 1, floor);
+            runs.push_back((GenerationId(LOST_GENERATION), lost));
+        }
+        head = floor;
+    }
+    if unproven.is_none() && !any_segment {
+        unproven = checkpoint_problem;
+    }
     let active = create_segment(io, dir, head + 1)?;
     segments.insert(
         head + 1,
@@ -232,6 +280,9 @@ pub(super) fn recover(options: &DiskOptions, io: &dyn SegmentIo) -> Result<Recov
         durable: head,
         acked,
         acked_ahead,
+        burned,
+        in_flight: false,
+        barrier_in_flight: false,
         next_read: acked + 1,
         cache: VecDeque::new(),
         cache_bytes: 0,
@@ -250,11 +301,21 @@ pub(super) fn recover(options: &DiskOptions, io: &dyn SegmentIo) -> Result<Recov
         bytes = state.bytes_on_disk,
         "disk queue opened"
     );
-    Ok(Recovered { state, active })
+    Ok(Recovered {
+        state,
+        active,
+        checkpoint_id,
+        unproven,
+    })
 }
 
 /// The writer thread's loop; returns on `Close` or when every sender is gone.
-pub(super) fn run(shared: Arc<Shared>, mut active: ActiveSegment, rx: Receiver<WriterMsg>) {
+pub(super) fn run(
+    shared: Arc<Shared>,
+    mut active: ActiveSegment,
+    rx: Receiver<WriterMsg>,
+    checkpoint_now: bool,
+) {
     let mut writer = Writer {
         shared,
         unsynced: false,
@@ -264,6 +325,10 @@ pub(super) fn run(shared: Arc<Shared>, mut active: ActiveSegment, rx: Receiver<W
         full: false,
         failure: None,
     };
+    if checkpoint_now {
+        // The checkpoint does not hold this queue.id yet: keep a copy before any record.
+        writer.checkpoint(&active);
+    }
     loop {
         let first = match rx.recv_timeout(TICK) {
             Ok(message) => Some(message),
@@ -410,11 +475,19 @@ impl Writer {
                 }
                 plans.push(Planned { reply, seqs, stop });
             }
+            // Seals and barriers taken from now until the write is done may count frames
+            // that a failure takes back (see `roll_back`).
+            state.in_flight = !frames.is_empty();
         }
 
         let committed = self.write_frames(active, &frames);
         if committed < frames.len() {
             self.roll_back(&frames[committed..], &frames[..committed], &prior_last);
+        }
+        {
+            let mut state = self.shared.lock();
+            state.in_flight = false;
+            state.barrier_in_flight = false;
         }
         let committed_head = frames.get(committed.wrapping_sub(1)).map(|f| f.0);
         for plan in plans {
@@ -456,7 +529,10 @@ impl Writer {
         for (index, (seq, generation, payload)) in frames.iter().enumerate() {
             let len = frame::encoded_len(payload.len()) as u64;
             let has_records = active.meta.last_seq >= active.meta.first_seq;
-            if has_records && active.meta.bytes + len > segment_size {
+            // Numbers burned by a failed write (`roll_back`) are not in any segment: the
+            // next segment starts after them, so no segment has a hole in it.
+            let after_burned = *seq != active.meta.last_seq + 1;
+            if after_burned || (has_records && active.meta.bytes + len > segment_size) {
                 if !self.commit_chunk(active, &mut buf, &mut cached, true) {
                     return committed;
                 }
@@ -629,6 +705,22 @@ impl Writer {
         let Some(first_unwritten) = unwritten.first().map(|f| f.0) else {
             return;
         };
+        if state.barrier_in_flight {
+            // A drain barrier taken during the write may point at these numbers; taken
+            // back, no record would ever reach it and the drain would never end. Burn them
+            // instead: acknowledged, skipped by readers, never written (the next write
+            // starts a new segment after them), never given to another record.
+            let last = unwritten[unwritten.len() - 1].0;
+            state.acked_ahead.insert(first_unwritten, last);
+            state.burned.insert(first_unwritten, last);
+            state.head = state.head.max(last);
+            if state.advance_acked() {
+                let acked = state.acked;
+                drop(state);
+                self.shared.publish_acked(acked);
+            }
+            return;
+        }
         state.assigned = first_unwritten - 1;
         for (_, generation, _) in unwritten.iter().rev() {
             if let Some(g) = state.generations.get_mut(*generation) {
@@ -673,6 +765,8 @@ impl Writer {
                     state.head
                 };
                 self.shared.persisted_tx.send_replace(durable);
+                // Readers wait for synced records (interval mode).
+                self.shared.records_ready.notify_waiters();
             }
             Err(err) => tracing::error!(error = %err, "queue fdatasync failed; will retry"),
         }
@@ -695,7 +789,7 @@ impl Writer {
             (state.acked, state.generations.list(), doomed)
         };
         let io = &*self.shared.io;
-        if let Err(err) = Checkpoint::new(acked, table).store(&dir, io) {
+        if let Err(err) = Checkpoint::new(acked, table, &self.shared.identity).store(&dir, io) {
             tracing::error!(error = %err, "cannot write the queue checkpoint; segments are kept until it works (retried every second)");
             self.acked_moved = true;
             self.full = false;
