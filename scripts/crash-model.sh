@@ -26,5 +26,5 @@ export CRASH_MODEL_SECONDS="$seconds"
 if [ -n "$seed" ]; then
     export CRASH_MODEL_SEED="$seed"
 fi
-exec cargo test --quiet -p agent-shipper --lib power_loss_model_for_a_while -- \
+exec cargo test --quiet -p agent-shipper --lib -- \
     --ignored --exact queue::disk::crash_model::power_loss_model_for_a_while --nocapture
