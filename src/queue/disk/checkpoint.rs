@@ -3,9 +3,11 @@
 //! `<dir>/checkpoint.json` = `{"version":1,"acked":N,"generations":[{input_unit,
 //! output_unit, output_config_idx}, …]}`. Generation ids are positions in the list, so the
 //! list only ever grows (FROZEN ORDER). It holds unit names, never credentials.
+//! `"queue_id"` (absent in older files) is a copy of `queue.id`, so a damaged id file is
+//! restored rather than replaced while records it names are still queued.
 
 use super::segment::write_atomically;
-use super::DiskError;
+use super::{DiskError, SegmentIo};
 use crate::queue::Generation;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +23,9 @@ pub struct Checkpoint {
     pub acked: u64,
     /// The generation table.
     pub generations: Vec<Generation>,
+    /// A copy of `queue.id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_id: Option<String>,
 }
 
 /// The checkpoint's path in a queue directory.
@@ -30,11 +35,11 @@ pub fn path(dir: &Path) -> PathBuf {
 
 impl Checkpoint {
     /// Writes the checkpoint durably.
-    pub fn store(&self, dir: &Path) -> Result<(), DiskError> {
+    pub fn store(&self, dir: &Path, io: &dyn SegmentIo) -> Result<(), DiskError> {
         let path = path(dir);
         let text = serde_json::to_vec(self)
             .map_err(|err| DiskError::io(&path, std::io::Error::other(err)))?;
-        write_atomically(&path, &text)
+        write_atomically(io, &path, &text)
     }
 
     /// Reads the checkpoint: `Ok(None)` when there is none (a new queue).
@@ -63,12 +68,13 @@ impl Checkpoint {
         Ok(Some(checkpoint))
     }
 
-    /// A checkpoint of `acked` with `generations`.
-    pub fn new(acked: u64, generations: Vec<Generation>) -> Self {
+    /// A checkpoint of `acked` with `generations`, for the queue named `queue_id`.
+    pub fn new(acked: u64, generations: Vec<Generation>, queue_id: &str) -> Self {
         Checkpoint {
             version: VERSION,
             acked,
             generations,
+            queue_id: Some(queue_id.to_string()),
         }
     }
 }
@@ -86,8 +92,8 @@ mod tests {
             output_unit: "out".into(),
             output_config_idx: 3,
         };
-        let checkpoint = Checkpoint::new(41, vec![generation]);
-        checkpoint.store(dir.path()).unwrap();
+        let checkpoint = Checkpoint::new(41, vec![generation], "0123456789abcdef0123456789abcdef");
+        checkpoint.store(dir.path(), &super::super::OsIo).unwrap();
         assert_eq!(Checkpoint::load(dir.path()).unwrap(), Some(checkpoint));
         std::fs::write(path(dir.path()), b"{\"version\":1,\"ack").unwrap();
         assert!(matches!(

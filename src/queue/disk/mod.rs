@@ -8,7 +8,9 @@
 //!    segment (`segment.rs`), writes them with one `write`, and makes them durable with one
 //!    `fdatasync` per batch. Only then are the appends answered and `persisted` moved
 //!    (`durability: batch`, the default). With `durability: interval` the appends are
-//!    answered after the write and `persisted` moves at the next timed `fdatasync`.
+//!    answered after the write and `persisted` moves at the next timed `fdatasync`;
+//!    readers get only synced records, so the output never sends one a power loss can
+//!    still take (its number would then go to a new event, answered 409).
 //! 2. Written records also go into a bounded in-memory tail (`read_ahead` bytes). A reader
 //!    that keeps up is served from it and never touches the disk; one that falls behind
 //!    reads the segment files (`reader.rs`) from where it stopped.
@@ -28,6 +30,15 @@
 //! `Healthy`. The data I/O goes through [`SegmentIo`] so tests can inject `ENOSPC`.
 //!
 //! # Invariants
+//! - A sequence number is never given to two records under one `queue.id` (the output's
+//!   `_id` is `queue.id` + sequence). Recovery continues numbering after every segment
+//!   name, quarantined and empty ones too; when it cannot prove that (an unusable
+//!   checkpoint and no segment left, an unreadable last segment) it takes a new
+//!   `queue.id` and says why at WARN. The checkpoint keeps a copy of `queue.id`, so a
+//!   damaged id file is restored instead of giving the backlog new `_id`s.
+//! - A drain barrier never points at a number that will have no record: numbers a failed
+//!   write takes back after a barrier counted them are burned (acknowledged, skipped by
+//!   readers, never reused) and the next segment starts after them.
 //! - Record `n` is answered to its producer only after it is in the file (and, by default,
 //!   synced). `persisted` never passes what is synced.
 //! - A segment is deleted only after a durable checkpoint covers its last record.
@@ -35,13 +46,25 @@
 //!   prefix of an append and says so (backpressure), it never drops.
 //! - Memory is bounded by `read_ahead` plus the batches in flight, whatever the backlog.
 //!
+//! # What the power-loss harness proves
+//! The tests run the queue on `power_loss::PowerLossIo`, which sees every write, sync,
+//! create, rename, removal and directory fsync and can rewrite the directory to what a
+//! power loss leaves (synced bytes only, or a torn prefix of the unsynced writes; entries
+//! not made durable by a directory fsync revert). `crash_model.rs` drives random appends,
+//! reads, out-of-order acks, seals, checkpoints, failing writes, damaged files and power
+//! losses against a model and checks, after every step and reopen: every answered record
+//! (`batch`) or every record `persisted` published (`interval`) is readable or
+//! acknowledged; no sequence number names two payloads under one `queue.id`; no payload
+//! is delivered under two `_id`s; no barrier exceeds the committed head. A SIGKILL test
+//! cannot show these: after SIGKILL the page cache survives.
+//!
 //! # Recovery (`open`)
 //! Take the lock file (`lock`, refused if another process holds it); read the checkpoint;
 //! delete segments it covers; trust each sealed segment's `.meta` summary and scan only
 //! segments without one (normally just the tail); truncate a torn tail at its last valid
-//! frame; start a new active segment after the last record. A damaged checkpoint is
-//! logged and replaced by "nothing acknowledged" (records may be delivered again; none is
-//! lost). A segment whose frames fail their checksum when read is counted, its readable
+//! frame; start a new active segment after the last record (and after every segment name).
+//! A damaged checkpoint is logged and replaced by "nothing acknowledged" (records may be
+//! delivered again under their old `_id`s; none is lost). A segment whose frames fail their checksum when read is counted, its readable
 //! records are delivered, the unreadable ones are counted as lost, and once acknowledged
 //! it is renamed aside (`.corrupt-N`), never deleted. The shipper never crash-loops on
 //! its own files.
@@ -49,6 +72,8 @@
 mod checkpoint;
 pub(crate) mod frame;
 mod io;
+#[cfg(test)]
+pub(crate) mod power_loss;
 mod reader;
 pub(crate) mod segment;
 mod writer;
@@ -165,6 +190,13 @@ struct State {
     durable: Seq,
     acked: Seq,
     acked_ahead: BTreeMap<Seq, Seq>,
+    /// Numbers a failed write took back after a barrier counted them (`roll_back`):
+    /// acknowledged, in no file, skipped by readers.
+    burned: BTreeMap<Seq, Seq>,
+    /// The writer is between assigning numbers and committing (or taking them back).
+    in_flight: bool,
+    /// A seal or barrier was taken while `in_flight`.
+    barrier_in_flight: bool,
     next_read: Seq,
     cache: VecDeque<CachedRecord>,
     cache_bytes: u64,
@@ -202,6 +234,20 @@ impl State {
         }
         self.next_read = self.next_read.max(self.acked + 1);
         self.acked != before
+    }
+
+    /// Moves the read position past numbers burned by a failed write.
+    fn skip_burned(&mut self) {
+        while let Some((&start, &end)) = self.burned.first_key_value() {
+            if end < self.next_read {
+                self.burned.pop_first();
+                continue;
+            }
+            if start <= self.next_read {
+                self.next_read = end + 1;
+            }
+            break;
+        }
     }
 
     fn release_runs(&mut self, mut count: u64) {
@@ -243,6 +289,9 @@ enum WriterMsg {
     /// Stop at once, like a killed process (tests only).
     #[cfg(test)]
     Abandon,
+    /// Checkpoint now (tests only: the model test's checkpoints).
+    #[cfg(test)]
+    Checkpoint,
 }
 
 struct Shared {
@@ -257,6 +306,8 @@ struct Shared {
     io: Arc<dyn SegmentIo>,
     /// The writer's inbox, for readers that acknowledge unreadable records.
     writer_tx: Mutex<std_mpsc::Sender<WriterMsg>>,
+    /// `queue.id`, copied into every checkpoint.
+    identity: String,
 }
 
 impl Shared {
@@ -282,37 +333,51 @@ impl Shared {
     }
 }
 
-/// Reads `queue.id` in `dir`, or creates it (temp + fsync + rename + dir fsync) with a
-/// new random id. A damaged id file is replaced: sequence numbers restart only with an
-/// empty queue, and a new id keeps the new numbers from colliding with old output ids.
-fn read_or_create_identity(dir: &Path) -> Result<String, DiskError> {
-    use std::io::Write;
+/// The queue's `queue.id`: the one in `dir`, else the checkpoint's copy, else a new one.
+///
+/// The rule is that a sequence number is never given to two events under one id (the
+/// output's `_id`s are `queue.id` + sequence). When recovery cannot prove that
+/// (`unproven` says why), the queue takes a new id. A new id while records are queued
+/// gives them new `_id`s (they may be indexed twice), so a damaged id file is restored
+/// from the checkpoint's copy when there is one.
+fn choose_identity(
+    dir: &Path,
+    io: &dyn SegmentIo,
+    checkpoint_id: Option<&str>,
+    unproven: Option<&str>,
+) -> Result<String, DiskError> {
+    let valid = |id: &str| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
     let path = dir.join("queue.id");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let id = text.trim();
-            if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Ok(id.to_string());
-            }
-            tracing::warn!(path = %path.display(), "queue id file is damaged; writing a new one");
+    let existing = match std::fs::read_to_string(&path) {
+        Ok(text) if valid(text.trim()) => Some(text.trim().to_string()),
+        Ok(_) => {
+            tracing::warn!(path = %path.display(), "queue id file is damaged");
+            None
         }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
         Err(err) => return Err(DiskError::io(&path, err)),
-    }
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let temp = dir.join("queue.id.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut file = crate::private_fs::private_file()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&temp)?;
-        file.write_all(id.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, &path)?;
-        std::fs::File::open(dir)?.sync_all()
     };
-    write().map_err(|err| DiskError::io(&path, err))?;
+    let restored = checkpoint_id.filter(|id| valid(id));
+    let id = match (unproven, existing, restored) {
+        (None, Some(id), _) => return Ok(id),
+        (None, None, Some(id)) => {
+            tracing::warn!(path = %path.display(), "queue id file is damaged or missing: restored from the checkpoint's copy");
+            id.to_string()
+        }
+        (None, None, None) => {
+            if path.exists() {
+                tracing::warn!(path = %path.display(), "queue id file is damaged and the checkpoint has no copy: taking a new queue.id (queued records may be indexed again under new _ids)");
+            }
+            uuid::Uuid::new_v4().simple().to_string()
+        }
+        (Some(reason), old, copy) => {
+            if old.is_some() || copy.is_some() {
+                tracing::warn!(path = %path.display(), reason, "cannot prove that no queue sequence number is given out twice: taking a new queue.id");
+            }
+            uuid::Uuid::new_v4().simple().to_string()
+        }
+    };
+    segment::write_atomically(io, &path, id.as_bytes())?;
     Ok(id)
 }
 
@@ -357,8 +422,14 @@ impl DiskQueue {
         lock.try_lock()
             .map_err(|_| DiskError::Locked(dir.clone()))?;
 
-        let identity = read_or_create_identity(&dir)?;
-        let recovered = writer::recover(&options)?;
+        let recovered = writer::recover(&options, &*io)?;
+        let identity = choose_identity(
+            &dir,
+            &*io,
+            recovered.checkpoint_id.as_deref(),
+            recovered.unproven.as_deref(),
+        )?;
+        let checkpoint_now = recovered.checkpoint_id.as_deref() != Some(identity.as_str());
         let (persisted_tx, _) = watch::channel(recovered.state.durable);
         let (acked_tx, _) = watch::channel(recovered.state.acked);
         let (writer_tx, writer_rx) = std_mpsc::channel();
@@ -371,12 +442,13 @@ impl DiskQueue {
             health_tx: watch::channel(QueueHealth::Healthy).0,
             io,
             writer_tx: Mutex::new(writer_tx.clone()),
+            identity: identity.clone(),
         });
         let writer_shared = shared.clone();
         let active = recovered.active;
         let handle = std::thread::Builder::new()
             .name("queue-writer".into())
-            .spawn(move || writer::run(writer_shared, active, writer_rx))
+            .spawn(move || writer::run(writer_shared, active, writer_rx, checkpoint_now))
             .map_err(|err| DiskError::io(&dir, err))?;
         Ok(DiskQueue {
             shared,
@@ -397,17 +469,27 @@ impl DiskQueue {
         if state.next_read < front {
             return None;
         }
-        let start = (state.next_read - front) as usize;
+        // By number, not position: burned numbers leave holes in the tail.
+        let next_read = state.next_read;
+        let start = state.cache.partition_point(|c| c.record.seq < next_read);
+        let durable = state.durable;
         let mut batch = Vec::new();
         let mut bytes = 0usize;
-        for cached in state.cache.iter().skip(start).take(max_events.max(1)) {
+        for cached in state
+            .cache
+            .iter()
+            .skip(start)
+            .take(max_events.max(1))
+            .take_while(|c| c.record.seq <= durable)
+        {
             if !batch.is_empty() && bytes + cached.record.payload.len() > max_bytes {
                 break;
             }
             bytes += cached.record.payload.len();
             batch.push(cached.record.clone());
         }
-        state.next_read += batch.len() as u64;
+        let last = batch.last()?.seq;
+        state.next_read = last + 1;
         Some(batch)
     }
 }
@@ -448,8 +530,12 @@ impl Queue for DiskQueue {
             notified.as_mut().enable();
             let from = {
                 let mut state = self.shared.lock();
-                if state.next_read > state.head {
-                    if state.closed {
+                state.skip_burned();
+                // Only what is synced: a power loss can take the rest, and its sequence
+                // numbers would then go to new events (answered 409 under the old `_id`s).
+                if state.next_read > state.durable {
+                    // Closed: what is written is synced on the way out (`persist`).
+                    if state.closed && state.next_read > state.head {
                         return None;
                     }
                     None
@@ -506,7 +592,9 @@ impl Queue for DiskQueue {
     }
 
     fn seal_input(&self, input_unit: &str) -> Barrier {
-        self.shared.lock().generations.seal(input_unit)
+        let mut state = self.shared.lock();
+        state.barrier_in_flight |= state.in_flight;
+        state.generations.seal(input_unit)
     }
 
     fn unseal_input(&self, input_unit: &str) {
@@ -518,7 +606,8 @@ impl Queue for DiskQueue {
     }
 
     fn barrier_all(&self) -> Barrier {
-        let state = self.shared.lock();
+        let mut state = self.shared.lock();
+        state.barrier_in_flight |= state.in_flight;
         Barrier {
             seq: state.assigned,
             pending: state.assigned - state.acked,
@@ -588,6 +677,14 @@ impl DiskQueue {
     }
 }
 
+#[cfg(test)]
+impl DiskQueue {
+    /// Asks the writer for a checkpoint (and the deletions it allows) now.
+    fn request_checkpoint(&self) {
+        let _ = self.writer_tx.send(WriterMsg::Checkpoint);
+    }
+}
+
 impl Drop for DiskQueue {
     fn drop(&mut self) {
         // Without `persist`, the writer still syncs and checkpoints on its way out.
@@ -595,5 +692,7 @@ impl Drop for DiskQueue {
     }
 }
 
+#[cfg(test)]
+mod crash_model;
 #[cfg(test)]
 mod tests;

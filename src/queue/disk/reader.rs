@@ -52,7 +52,8 @@ pub(super) async fn read_from_disk(
     let (first, last) = {
         let state = shared.lock();
         let (first, segment) = state.segments.range(..=from).next_back()?;
-        (*first, segment.last_seq.min(state.head))
+        // Never past what is synced (see `DiskQueue::read`).
+        (*first, segment.last_seq.min(state.durable))
     };
     let dir = shared.options.dir.clone();
     let mut owned = std::mem::take(&mut *guard);

@@ -14,10 +14,9 @@
 //! (the tail at a crash) is scanned.
 
 use super::frame::{self, FrameStatus};
-use super::DiskError;
+use super::{DiskError, SegmentIo};
 use bytes::Bytes;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Segment header length.
@@ -44,6 +43,13 @@ pub fn meta_path(dir: &Path, first_seq: u64) -> PathBuf {
 pub fn parse_segment_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".seg")?;
     (digits.len() == 20).then(|| digits.parse().ok()).flatten()
+}
+
+/// The first sequence number named by a quarantined segment (`<first>.seg.corrupt-<n>`).
+pub fn parse_quarantined_name(name: &str) -> Option<u64> {
+    let (segment, n) = name.split_once(".corrupt-")?;
+    n.parse::<u32>().ok()?;
+    parse_segment_name(segment)
 }
 
 /// The header bytes of a segment starting at `first_seq`.
@@ -131,11 +137,11 @@ impl SegmentMeta {
     }
 
     /// Writes the summary durably (temp file, fsync, rename).
-    pub fn store(&self, dir: &Path) -> Result<(), DiskError> {
+    pub fn store(&self, dir: &Path, io: &dyn SegmentIo) -> Result<(), DiskError> {
         let path = meta_path(dir, self.first_seq);
         let text = serde_json::to_vec(self)
             .map_err(|err| DiskError::io(&path, std::io::Error::other(err)))?;
-        write_atomically(&path, &text)
+        write_atomically(io, &path, &text)
     }
 
     /// Reads a summary; `None` when it is missing or unreadable (then the segment is scanned).
@@ -311,24 +317,22 @@ pub fn find_next_frame(
 
 /// Writes `contents` to `path` so that a crash leaves either the old or the new file:
 /// temp file, fsync, rename, fsync of the directory.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), DiskError> {
+pub fn write_atomically(io: &dyn SegmentIo, path: &Path, contents: &[u8]) -> Result<(), DiskError> {
     let temp = path.with_extension("tmp");
-    let mut file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Owner-only, like every file the queue writes.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(|err| DiskError::io(&temp, err))?
-    };
-    file.write_all(contents)
+    // Owner-only, like every file the queue writes.
+    let file = io.create(&temp).map_err(|err| DiskError::io(&temp, err))?;
+    io.write_all_at(&file, contents, 0)
         .map_err(|err| DiskError::io(&temp, err))?;
-    file.sync_all().map_err(|err| DiskError::io(&temp, err))?;
-    std::fs::rename(&temp, path).map_err(|err| DiskError::io(path, err))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    io.sync_all(&file)
+        .map_err(|err| DiskError::io(&temp, err))?;
+    io.rename(&temp, path)
+        .map_err(|err| DiskError::io(path, err))?;
+    sync_dir_with(io, path.parent().unwrap_or(Path::new(".")))
+}
+
+/// [`sync_dir`] through the queue's I/O.
+pub fn sync_dir_with(io: &dyn SegmentIo, dir: &Path) -> Result<(), DiskError> {
+    io.sync_dir(dir).map_err(|err| DiskError::io(dir, err))
 }
 
 /// Makes a directory's entries (creations, renames, deletions) durable.

@@ -305,10 +305,20 @@ async fn interval_durability_answers_after_the_write_and_persists_later() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(dir.path());
     opts.durability = Durability::Interval(Duration::from_millis(50));
-    let queue = DiskQueue::open(opts).unwrap();
+    let io = Arc::new(power_loss::PowerLossIo::default());
+    let queue = DiskQueue::open_with_io(opts, io.clone()).unwrap();
     let gen = queue.register(generation("a"));
     let mut persisted = queue.persisted();
-    queue.append(events(gen, 0..10)).await.unwrap();
+    // Hold the timed sync: the answer must not wait for it, and persisted must wait.
+    io.close_gate();
+    let appended = queue.append(events(gen, 0..10)).await.unwrap();
+    assert_eq!(appended.last_seq, Some(10));
+    assert_eq!(
+        *persisted.borrow(),
+        0,
+        "persisted lags the answer in interval mode"
+    );
+    io.open_gate();
     within(persisted.wait_for(|p| *p >= 10)).await.unwrap();
     assert_eq!(read_n(&queue, 10).await.len(), 10);
 }
@@ -647,5 +657,239 @@ async fn a_full_disk_refuses_appends_reports_it_loses_nothing_and_recovers() {
     assert_eq!(
         payloads(&read_n(&reopened, 60).await),
         (0..60).map(|i| format!("event-{i:06}")).collect::<Vec<_>>()
+    );
+}
+
+// Power losses (`power_loss.rs`): only what was synced survives, unlike after SIGKILL.
+
+use super::power_loss::{CrashMode, PowerLossIo};
+
+fn open_on(opts: &DiskOptions, io: &Arc<PowerLossIo>) -> DiskQueue {
+    DiskQueue::open_with_io(opts.clone(), io.clone()).unwrap()
+}
+
+/// Reads whatever is readable within `wait`.
+async fn read_available(queue: &DiskQueue, wait: Duration) -> Vec<Record> {
+    let mut out = Vec::new();
+    while let Ok(Some(batch)) = tokio::time::timeout(wait, queue.read(1000, usize::MAX)).await {
+        out.extend(batch);
+    }
+    out
+}
+
+#[tokio::test]
+async fn power_loss_with_batch_durability_keeps_every_answered_record() {
+    for mode in [CrashMode::SyncedOnly, CrashMode::TornTail] {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Arc::new(PowerLossIo::default());
+        let mut opts = options(dir.path());
+        opts.segment_size = 400;
+        let queue = open_on(&opts, &io);
+        let gen = queue.register(generation("a"));
+        for chunk in 0..6 {
+            let appended = queue
+                .append(events(gen, chunk * 10..chunk * 10 + 10))
+                .await
+                .unwrap();
+            assert_eq!(appended.accepted, 10);
+        }
+        queue.crash();
+        io.crash(mode, 7).unwrap();
+        let reopened = open_on(&opts, &io);
+        assert_eq!(
+            payloads(&read_n(&reopened, 60).await),
+            (0..60).map(|i| format!("event-{i:06}")).collect::<Vec<_>>(),
+            "{mode:?}: an answered append is on disk"
+        );
+        assert!(io.untracked().is_empty(), "{:?}", io.untracked());
+    }
+}
+
+#[tokio::test]
+async fn persisted_moves_only_after_the_sync_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(PowerLossIo::default());
+    let queue = Arc::new(open_on(&options(dir.path()), &io));
+    let gen = queue.register(generation("a"));
+    queue.append(events(gen, 0..5)).await.unwrap();
+    io.close_gate();
+    let appending = tokio::spawn({
+        let queue = queue.clone();
+        async move { queue.append(events(gen, 5..10)).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while io.syncs_waiting() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch was never synced"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The sync is under way: nothing of the batch may be published or answered yet.
+    assert_eq!(
+        *queue.persisted().borrow(),
+        5,
+        "persisted before the sync returned"
+    );
+    assert!(
+        !appending.is_finished(),
+        "answered before the sync returned"
+    );
+    assert!(
+        read_available(&queue, Duration::from_millis(100))
+            .await
+            .len()
+            <= 5,
+        "a reader got a record before it was synced"
+    );
+    io.open_gate();
+    let appended = within(appending).await.unwrap().unwrap();
+    assert_eq!(appended.last_seq, Some(10));
+    assert_eq!(*queue.persisted().borrow(), 10);
+}
+
+#[tokio::test]
+async fn power_loss_with_interval_durability_never_reuses_a_delivered_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(PowerLossIo::default());
+    let mut opts = options(dir.path());
+    opts.durability = Durability::Interval(Duration::from_secs(3600));
+    let queue = open_on(&opts, &io);
+    let identity = queue.identity().to_string();
+    let gen = queue.register(generation("a"));
+    let appended = queue.append(events(gen, 0..5)).await.unwrap();
+    assert_eq!(appended.last_seq, Some(5));
+    assert_eq!(*queue.persisted().borrow(), 0, "persisted lags the answer");
+    // The output must not get what a power loss can still take.
+    let delivered = read_available(&queue, Duration::from_millis(200)).await;
+    queue.crash();
+    io.crash(CrashMode::SyncedOnly, 1).unwrap();
+
+    let reopened = open_on(&opts, &io);
+    let gen = reopened.register(generation("a"));
+    let appended = reopened.append(events(gen, 100..105)).await.unwrap();
+    let first_new = appended.last_seq.unwrap() - 4;
+    let reused: Vec<u64> = delivered
+        .iter()
+        .map(|r| r.seq)
+        .filter(|seq| reopened.identity() == identity && *seq >= first_new)
+        .collect();
+    assert!(
+        reused.is_empty(),
+        "sequence numbers {reused:?} were delivered, lost, and given to new events under the same queue.id"
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_checkpoint_never_restarts_numbering_under_the_same_queue_id() {
+    for remove_segments in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Arc::new(PowerLossIo::default());
+        let mut opts = options(dir.path());
+        opts.segment_size = 300;
+        let queue = open_on(&opts, &io);
+        let identity = queue.identity().to_string();
+        let gen = queue.register(generation("a"));
+        queue.append(events(gen, 0..30)).await.unwrap();
+        read_n(&queue, 30).await;
+        queue.ack(1, 30);
+        queue.close();
+        queue.persist().await;
+        drop(queue);
+        // Reopen once: the acknowledged tail goes, an empty one named 31 takes its place.
+        let queue = open_on(&opts, &io);
+        queue.close();
+        queue.persist().await;
+        drop(queue);
+        io.damage(&dir.path().join("checkpoint.json"), Some(b"{\"vers"))
+            .unwrap();
+        if remove_segments {
+            for entry in std::fs::read_dir(dir.path()).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "seg") {
+                    io.damage(&path, None).unwrap();
+                }
+            }
+        }
+        let reopened = open_on(&opts, &io);
+        let gen = reopened.register(generation("a"));
+        let appended = reopened.append(events(gen, 100..101)).await.unwrap();
+        let seq = appended.last_seq.unwrap();
+        assert!(
+            reopened.identity() != identity || seq > 30,
+            "remove_segments={remove_segments}: sequence {seq} given again under queue.id {identity}"
+        );
+        if !remove_segments {
+            assert_eq!(
+                reopened.identity(),
+                identity,
+                "the tail's name proves continuity"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_queue_id_keeps_the_backlogs_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(PowerLossIo::default());
+    let opts = options(dir.path());
+    let queue = open_on(&opts, &io);
+    let identity = queue.identity().to_string();
+    let gen = queue.register(generation("a"));
+    queue.append(events(gen, 0..10)).await.unwrap();
+    // Delivered (indexed under identity:seq), not yet acknowledged.
+    read_n(&queue, 10).await;
+    queue.crash();
+    io.crash(CrashMode::SyncedOnly, 1).unwrap();
+    io.damage(&dir.path().join("queue.id"), Some(b"garbage"))
+        .unwrap();
+    let reopened = open_on(&opts, &io);
+    assert_eq!(
+        reopened.identity(),
+        identity,
+        "a new queue.id would index the backlog again under new _ids"
+    );
+    assert_eq!(read_n(&reopened, 10).await.len(), 10);
+}
+
+#[tokio::test]
+async fn a_seal_during_a_failing_write_never_points_past_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(PowerLossIo::default());
+    let queue = Arc::new(open_on(&options(dir.path()), &io));
+    let gen = queue.register(generation("a"));
+    queue.append(events(gen, 0..5)).await.unwrap();
+    let barrier = Arc::new(Mutex::new(None));
+    let (weak, slot) = (Arc::downgrade(&queue), barrier.clone());
+    io.fail_next_writes(
+        1,
+        Some(Box::new(move || {
+            if let Some(queue) = weak.upgrade() {
+                *slot.lock().unwrap() = Some((queue.seal_input("a"), queue.barrier_all()));
+            }
+        })),
+    );
+    let refused = queue.append(events(gen, 5..10)).await.unwrap();
+    assert_eq!(refused.accepted, 0);
+    let (sealed, all) = barrier.lock().unwrap().expect("sealed during the write");
+    let head = queue.stats().head;
+    assert!(
+        sealed.seq <= head,
+        "input barrier {} past the head {head}",
+        sealed.seq
+    );
+    assert!(
+        all.seq <= head,
+        "barrier_all {} past the head {head}",
+        all.seq
+    );
+    // The drain ends: acknowledging what is there reaches both barriers.
+    read_n(&queue, 5).await;
+    queue.ack(1, 5);
+    let acked = *queue.acked().borrow();
+    assert!(
+        acked >= sealed.seq && acked >= all.seq,
+        "acked {acked}, {sealed:?} {all:?}"
     );
 }

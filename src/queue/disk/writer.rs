@@ -4,15 +4,14 @@ use super::checkpoint::Checkpoint;
 use super::frame;
 use super::segment::{self, SegmentMeta, HEADER_LEN, LOST_GENERATION};
 use super::{
-    CachedRecord, Counters, DiskError, DiskOptions, Durability, SegmentState, Shared, State,
-    WriterMsg,
+    CachedRecord, Counters, DiskError, DiskOptions, Durability, SegmentIo, SegmentState, Shared,
+    State, WriterMsg,
 };
 use crate::queue::generations::GenerationTable;
 use crate::queue::{AppendStop, Appended, GenerationId, QueueError, QueueHealth, Record, Seq};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -37,9 +36,14 @@ pub(super) struct ActiveSegment {
 pub(super) struct Recovered {
     pub(super) state: State,
     pub(super) active: ActiveSegment,
+    /// The copy of `queue.id` in the checkpoint.
+    pub(super) checkpoint_id: Option<String>,
+    /// Why the files cannot prove that no sequence number given out before is given
+    /// out again (then the queue takes a new `queue.id`).
+    pub(super) unproven: Option<String>,
 }
 
-fn quarantine(dir: &Path, first: Seq, reason: &str) -> Result<(), DiskError> {
+fn quarantine(io: &dyn SegmentIo, dir: &Path, first: Seq, reason: &str) -> Result<(), DiskError> {
     let from = segment::segment_path(dir, first);
     let mut n = 0;
     let to = loop {
@@ -49,32 +53,25 @@ fn quarantine(dir: &Path, first: Seq, reason: &str) -> Result<(), DiskError> {
         }
         n += 1;
     };
-    std::fs::rename(&from, &to).map_err(|err| DiskError::io(&from, err))?;
-    let _ = std::fs::remove_file(segment::meta_path(dir, first));
+    io.rename(&from, &to)
+        .map_err(|err| DiskError::io(&from, err))?;
+    let _ = io.remove_file(&segment::meta_path(dir, first));
+    segment::sync_dir_with(io, dir)?;
     tracing::error!(path = %to.display(), reason, "queue segment is damaged: quarantined (kept for inspection, not deleted)");
     Ok(())
 }
 
-fn create_segment(dir: &Path, first: Seq) -> Result<ActiveSegment, DiskError> {
+fn create_segment(io: &dyn SegmentIo, dir: &Path, first: Seq) -> Result<ActiveSegment, DiskError> {
     let path = segment::segment_path(dir, first);
     // An active segment has no summary; one left from an earlier run would be stale.
-    let _ = std::fs::remove_file(segment::meta_path(dir, first));
-    let mut file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Queue files hold events: owner-only.
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .read(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|err| DiskError::io(&path, err))?
-    };
-    file.write_all(&segment::header(first))
+    let _ = io.remove_file(&segment::meta_path(dir, first));
+    // Queue files hold events: owner-only.
+    let file = io.create(&path).map_err(|err| DiskError::io(&path, err))?;
+    io.write_all_at(&file, &segment::header(first), 0)
         .map_err(|err| DiskError::io(&path, err))?;
-    file.sync_all().map_err(|err| DiskError::io(&path, err))?;
-    segment::sync_dir(dir)?;
+    io.sync_all(&file)
+        .map_err(|err| DiskError::io(&path, err))?;
+    segment::sync_dir_with(io, dir)?;
     Ok(ActiveSegment {
         file,
         meta: SegmentMeta::empty(first),
@@ -82,29 +79,42 @@ fn create_segment(dir: &Path, first: Seq) -> Result<ActiveSegment, DiskError> {
 }
 
 /// Rebuilds the state from the files in `options.dir` and starts a new active segment.
-pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
+pub(super) fn recover(options: &DiskOptions, io: &dyn SegmentIo) -> Result<Recovered, DiskError> {
     let dir = &options.dir;
-    let checkpoint = match Checkpoint::load(dir) {
-        Ok(checkpoint) => checkpoint,
+    let (checkpoint, checkpoint_problem) = match Checkpoint::load(dir) {
+        Ok(Some(checkpoint)) => (Some(checkpoint), None),
+        Ok(None) => (None, Some("checkpoint.json is missing".to_string())),
         Err(err) => {
             tracing::error!(error = %err, "queue checkpoint unusable: treating every record on disk as unacknowledged (some may be delivered again; none is lost)");
-            None
+            (None, Some(format!("checkpoint unusable: {err}")))
         }
     };
+    let checkpoint_id = checkpoint.as_ref().and_then(|c| c.queue_id.clone());
     let (mut acked, table) = checkpoint
         .map(|c| (c.acked, c.generations))
         .unwrap_or_default();
-    let mut firsts: Vec<Seq> = std::fs::read_dir(dir)
-        .map_err(|err| DiskError::io(dir, err))?
-        .filter_map(|entry| {
-            entry
-                .ok()?
-                .file_name()
-                .to_str()
-                .and_then(segment::parse_segment_name)
-        })
-        .collect();
+    let mut firsts = Vec::new();
+    // Every segment name, quarantined ones too, says that the numbers before its first
+    // were given out: numbering goes on after them even when their records are gone.
+    let mut floor: Seq = 0;
+    let mut any_segment = false;
+    for entry in std::fs::read_dir(dir).map_err(|err| DiskError::io(dir, err))? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(first) = segment::parse_segment_name(name) {
+            firsts.push(first);
+        } else if segment::parse_quarantined_name(name).is_none() {
+            continue;
+        }
+        let first = segment::parse_segment_name(name)
+            .or_else(|| segment::parse_quarantined_name(name))
+            .unwrap_or(0);
+        any_segment = true;
+        floor = floor.max(first.saturating_sub(1));
+    }
     firsts.sort_unstable();
+    let mut unproven = None;
 
     let mut generations = GenerationTable::from_list(table);
     let mut segments = BTreeMap::new();
@@ -112,6 +122,8 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
     let mut bytes_on_disk = 0;
     let mut head: Option<Seq> = None;
     let mut acked_ahead = BTreeMap::new();
+    // Numbers with no record in any file: readers skip them.
+    let mut burned = BTreeMap::new();
     let mut counters = Counters::default();
     for (index, &first) in firsts.iter().enumerate() {
         let path = segment::segment_path(dir, first);
@@ -134,13 +146,14 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
                             .metadata()
                             .map_err(|err| DiskError::io(&path, err))?
                             .len();
-                        file.set_len(scan.valid_len)
+                        io.set_len(&file, scan.valid_len)
                             .map_err(|err| DiskError::io(&path, err))?;
-                        file.sync_all().map_err(|err| DiskError::io(&path, err))?;
+                        io.sync_all(&file)
+                            .map_err(|err| DiskError::io(&path, err))?;
                         tracing::warn!(path = %path.display(), damage, dropped_bytes = len - scan.valid_len, kept_through_seq = scan.meta.last_seq, "truncated the damaged end of a queue segment");
                     }
                     // Sealed from now on: remember the summary so the next open skips the scan.
-                    if let Err(err) = scan.meta.store(dir) {
+                    if let Err(err) = scan.meta.store(dir, io) {
                         tracing::warn!(error = %err, "could not store a segment summary; it will be scanned again");
                     }
                     scan.meta
@@ -148,8 +161,13 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
                 // Unreadable (bad header, or the OS cannot read it): set it aside rather
                 // than fail every start.
                 Err(err) => {
-                    quarantine(dir, first, &err.to_string())?;
+                    quarantine(io, dir, first, &err.to_string())?;
                     counters.quarantined_segments += 1;
+                    if is_tail {
+                        unproven = Some(format!(
+                            "the last segment (from sequence {first}) is unreadable: how far its numbers went is unknown"
+                        ));
+                    }
                     continue;
                 }
             },
@@ -157,14 +175,14 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
         if is_tail && meta.last_seq < meta.first_seq {
             // An empty tail (no append since the last start): the new active segment
             // takes its place.
-            let _ = std::fs::remove_file(&path);
-            let _ = std::fs::remove_file(segment::meta_path(dir, first));
+            let _ = io.remove_file(&path);
+            let _ = io.remove_file(&segment::meta_path(dir, first));
             continue;
         }
         if meta.last_seq <= acked && meta.last_seq + 1 >= meta.first_seq {
             // Every record acknowledged before the crash; the deletion did not happen yet.
-            let _ = std::fs::remove_file(&path);
-            let _ = std::fs::remove_file(segment::meta_path(dir, first));
+            let _ = io.remove_file(&path);
+            let _ = io.remove_file(&segment::meta_path(dir, first));
             continue;
         }
         let expected_first = head.map(|h| h + 1).unwrap_or(acked + 1);
@@ -181,6 +199,7 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
                 );
                 counters.corrupted_events += lost;
                 acked_ahead.insert(expected_first, meta.first_seq - 1);
+                burned.insert(expected_first, meta.first_seq - 1);
                 runs.push_back((GenerationId(LOST_GENERATION), lost));
             }
         }
@@ -221,8 +240,30 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
             },
         );
     }
-    let head = head.unwrap_or(acked).max(acked);
-    let active = create_segment(dir, head + 1)?;
+    let mut head = head.unwrap_or(acked).max(acked);
+    if floor > head {
+        if head == acked {
+            // Nothing after the acknowledged prefix is left, up to a segment's name:
+            // those numbers were acknowledged (their segments deleted) or never written.
+            acked = floor;
+        } else {
+            let lost = floor - head;
+            tracing::error!(
+                first = head + 1,
+                last = floor,
+                "queue records of a quarantined segment are missing: counted as lost"
+            );
+            counters.corrupted_events += lost;
+            acked_ahead.insert(head + 1, floor);
+            burned.insert(head + 1, floor);
+            runs.push_back((GenerationId(LOST_GENERATION), lost));
+        }
+        head = floor;
+    }
+    if unproven.is_none() && !any_segment {
+        unproven = checkpoint_problem;
+    }
+    let active = create_segment(io, dir, head + 1)?;
     segments.insert(
         head + 1,
         SegmentState {
@@ -239,6 +280,9 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
         durable: head,
         acked,
         acked_ahead,
+        burned,
+        in_flight: false,
+        barrier_in_flight: false,
         next_read: acked + 1,
         cache: VecDeque::new(),
         cache_bytes: 0,
@@ -257,11 +301,21 @@ pub(super) fn recover(options: &DiskOptions) -> Result<Recovered, DiskError> {
         bytes = state.bytes_on_disk,
         "disk queue opened"
     );
-    Ok(Recovered { state, active })
+    Ok(Recovered {
+        state,
+        active,
+        checkpoint_id,
+        unproven,
+    })
 }
 
 /// The writer thread's loop; returns on `Close` or when every sender is gone.
-pub(super) fn run(shared: Arc<Shared>, mut active: ActiveSegment, rx: Receiver<WriterMsg>) {
+pub(super) fn run(
+    shared: Arc<Shared>,
+    mut active: ActiveSegment,
+    rx: Receiver<WriterMsg>,
+    checkpoint_now: bool,
+) {
     let mut writer = Writer {
         shared,
         unsynced: false,
@@ -271,6 +325,10 @@ pub(super) fn run(shared: Arc<Shared>, mut active: ActiveSegment, rx: Receiver<W
         full: false,
         failure: None,
     };
+    if checkpoint_now {
+        // The checkpoint does not hold this queue.id yet: keep a copy before any record.
+        writer.checkpoint(&active);
+    }
     loop {
         let first = match rx.recv_timeout(TICK) {
             Ok(message) => Some(message),
@@ -296,6 +354,8 @@ pub(super) fn run(shared: Arc<Shared>, mut active: ActiveSegment, rx: Receiver<W
                 }
                 #[cfg(test)]
                 WriterMsg::Abandon => return,
+                #[cfg(test)]
+                WriterMsg::Checkpoint => writer.checkpoint(&active),
             }
             if appended_bytes < GROUP_BYTES {
                 next = rx.try_recv().ok();
@@ -415,11 +475,19 @@ impl Writer {
                 }
                 plans.push(Planned { reply, seqs, stop });
             }
+            // Seals and barriers taken from now until the write is done may count frames
+            // that a failure takes back (see `roll_back`).
+            state.in_flight = !frames.is_empty();
         }
 
         let committed = self.write_frames(active, &frames);
         if committed < frames.len() {
             self.roll_back(&frames[committed..], &frames[..committed], &prior_last);
+        }
+        {
+            let mut state = self.shared.lock();
+            state.in_flight = false;
+            state.barrier_in_flight = false;
         }
         let committed_head = frames.get(committed.wrapping_sub(1)).map(|f| f.0);
         for plan in plans {
@@ -461,7 +529,10 @@ impl Writer {
         for (index, (seq, generation, payload)) in frames.iter().enumerate() {
             let len = frame::encoded_len(payload.len()) as u64;
             let has_records = active.meta.last_seq >= active.meta.first_seq;
-            if has_records && active.meta.bytes + len > segment_size {
+            // Numbers burned by a failed write (`roll_back`) are not in any segment: the
+            // next segment starts after them, so no segment has a hole in it.
+            let after_burned = *seq != active.meta.last_seq + 1;
+            if after_burned || (has_records && active.meta.bytes + len > segment_size) {
                 if !self.commit_chunk(active, &mut buf, &mut cached, true) {
                     return committed;
                 }
@@ -511,7 +582,7 @@ impl Writer {
             tracing::error!(path = %path.display(), error = %err, "queue write failed: appends are refused (backpressure) until it works again");
             self.failed(format!("cannot write {}: {err}", path.display()));
             // Cut back whatever part of the chunk landed, so the file stays a clean prefix.
-            let _ = active.file.set_len(before);
+            let _ = self.shared.io.set_len(&active.file, before);
             let mut restored = recount(&active.meta, cached.len() as u64);
             restored.bytes = before;
             active.meta = restored;
@@ -564,10 +635,10 @@ impl Writer {
     /// Seals the active segment (its data is synced by the caller) and starts the next.
     fn seal_and_roll(&mut self, active: &mut ActiveSegment, next_first: Seq) -> bool {
         let dir = self.dir().to_path_buf();
-        if let Err(err) = active.meta.store(&dir) {
+        if let Err(err) = active.meta.store(&dir, &*self.shared.io) {
             tracing::warn!(error = %err, "could not store a segment summary; it will be scanned at the next open");
         }
-        match create_segment(&dir, next_first) {
+        match create_segment(&*self.shared.io, &dir, next_first) {
             Ok(next) => {
                 let mut state = self.shared.lock();
                 if let Some(old) = state.segments.get_mut(&active.meta.first_seq) {
@@ -591,7 +662,10 @@ impl Writer {
                 tracing::error!(error = %err, "cannot start a new queue segment: appends are refused until it works");
                 self.failed(format!("cannot start a new segment: {err}"));
                 // The old segment stays active: its summary must not claim it is complete.
-                let _ = std::fs::remove_file(segment::meta_path(&dir, active.meta.first_seq));
+                let _ = self
+                    .shared
+                    .io
+                    .remove_file(&segment::meta_path(&dir, active.meta.first_seq));
                 false
             }
         }
@@ -631,6 +705,22 @@ impl Writer {
         let Some(first_unwritten) = unwritten.first().map(|f| f.0) else {
             return;
         };
+        if state.barrier_in_flight {
+            // A drain barrier taken during the write may point at these numbers; taken
+            // back, no record would ever reach it and the drain would never end. Burn them
+            // instead: acknowledged, skipped by readers, never written (the next write
+            // starts a new segment after them), never given to another record.
+            let last = unwritten[unwritten.len() - 1].0;
+            state.acked_ahead.insert(first_unwritten, last);
+            state.burned.insert(first_unwritten, last);
+            state.head = state.head.max(last);
+            if state.advance_acked() {
+                let acked = state.acked;
+                drop(state);
+                self.shared.publish_acked(acked);
+            }
+            return;
+        }
         state.assigned = first_unwritten - 1;
         for (_, generation, _) in unwritten.iter().rev() {
             if let Some(g) = state.generations.get_mut(*generation) {
@@ -675,6 +765,8 @@ impl Writer {
                     state.head
                 };
                 self.shared.persisted_tx.send_replace(durable);
+                // Readers wait for synced records (interval mode).
+                self.shared.records_ready.notify_waiters();
             }
             Err(err) => tracing::error!(error = %err, "queue fdatasync failed; will retry"),
         }
@@ -696,7 +788,8 @@ impl Writer {
                 .collect();
             (state.acked, state.generations.list(), doomed)
         };
-        if let Err(err) = Checkpoint::new(acked, table).store(&dir) {
+        let io = &*self.shared.io;
+        if let Err(err) = Checkpoint::new(acked, table, &self.shared.identity).store(&dir, io) {
             tracing::error!(error = %err, "cannot write the queue checkpoint; segments are kept until it works (retried every second)");
             self.acked_moved = true;
             self.full = false;
@@ -710,11 +803,12 @@ impl Writer {
         let mut removed = Vec::new();
         for (first, corrupt) in doomed {
             let result = if corrupt {
-                quarantine(&dir, first, "frames failed their checksum when read")
+                quarantine(io, &dir, first, "frames failed their checksum when read")
             } else {
                 let path = segment::segment_path(&dir, first);
-                let _ = std::fs::remove_file(segment::meta_path(&dir, first));
-                std::fs::remove_file(&path).map_err(|err| DiskError::io(&path, err))
+                let _ = io.remove_file(&segment::meta_path(&dir, first));
+                io.remove_file(&path)
+                    .map_err(|err| DiskError::io(&path, err))
             };
             match result {
                 Ok(()) => removed.push((first, corrupt)),
@@ -724,7 +818,7 @@ impl Writer {
                 }
             }
         }
-        let _ = segment::sync_dir(&dir);
+        let _ = segment::sync_dir_with(io, &dir);
         let mut state = self.shared.lock();
         for (first, corrupt) in removed {
             if let Some(segment) = state.segments.remove(&first) {
