@@ -85,6 +85,11 @@ impl Clock for SystemClock {
     }
 }
 
+/// Pauses before each attempt to store entries the files failed to take (the first is
+/// immediate): bounded, so a failing disk delays an output by well under a second per
+/// batch before it backs off with the records unacknowledged.
+const RETRY_PAUSES_MS: [u64; 3] = [0, 50, 200];
+
 /// The one interface the output and the supervisor use to dead-letter events: async, so
 /// the store's blocking writes run off the runtime threads.
 #[derive(Clone)]
@@ -101,15 +106,42 @@ impl DeadLetters {
     }
 
     /// Stores entries; what does not fit is handled by the storage policy and counted.
-    pub async fn dead_letter(&self, entries: Vec<DlqEntry>) -> WriteOutcome {
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.write(&entries)).await {
-            Ok(outcome) => outcome,
-            Err(err) => {
-                tracing::error!(error = %err, "DLQ writer task failed");
-                WriteOutcome::default()
+    /// Entries the files fail to take (a failed write or `fdatasync`) are tried again a
+    /// few times; the indices (into `entries`) of those still not stored are returned:
+    /// their records must not be acknowledged.
+    pub async fn dead_letter(&self, entries: Vec<DlqEntry>) -> (WriteOutcome, Vec<usize>) {
+        let mut total = WriteOutcome::default();
+        // Original index of each entry still to store.
+        let mut pending: Vec<usize> = (0..entries.len()).collect();
+        let entries = Arc::new(entries);
+        for (attempt, pause_ms) in RETRY_PAUSES_MS.iter().enumerate() {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(*pause_ms)).await;
+            }
+            let store = self.store.clone();
+            let all = entries.clone();
+            let indices = pending.clone();
+            let attempted = tokio::task::spawn_blocking(move || {
+                let batch: Vec<DlqEntry> = indices.iter().map(|&i| all[i].clone()).collect();
+                store.write_entries(&batch)
+            })
+            .await;
+            let (outcome, failed) = match attempted {
+                Ok(result) => result,
+                Err(err) => {
+                    tracing::error!(error = %err, "DLQ writer task failed");
+                    break;
+                }
+            };
+            total.written += outcome.written;
+            total.refused += outcome.refused;
+            pending = failed.iter().map(|&i| pending[i]).collect();
+            if pending.is_empty() {
+                break;
             }
         }
+        total.failed = pending.len();
+        (total, pending)
     }
 
     /// Seals the head and applies age retention every `period` until `stop`.

@@ -5,10 +5,10 @@ use super::entry::DlqEntry;
 use super::{Clock, DlqError};
 use crate::queue::disk::frame;
 use crate::queue::disk::segment::{self, HEADER_LEN};
+use crate::queue::disk::{OsIo, SegmentIo};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -139,6 +139,23 @@ struct Head {
     opened_ms: u64,
 }
 
+/// The head as it was before a write's first unsynced entry.
+#[derive(Default)]
+struct HeadMark {
+    /// Its size; `None` when there was no head (the write opens one).
+    bytes: Option<u64>,
+    newest_ms: u64,
+}
+
+impl HeadMark {
+    fn of(state: &StoreState) -> Self {
+        HeadMark {
+            bytes: state.head.as_ref().map(|h| h.bytes),
+            newest_ms: state.head.as_ref().map(|h| h.newest_ms).unwrap_or(0),
+        }
+    }
+}
+
 struct StoreState {
     head: Option<Head>,
     next_seq: u64,
@@ -155,6 +172,9 @@ pub struct WriteOutcome {
     pub written: usize,
     /// Entries refused by `drop_newer` (or too big for the DLQ at all).
     pub refused: usize,
+    /// Entries not stored because the DLQ's files failed (a write or `fdatasync`): none
+    /// of them is kept or counted, so their records must not be acknowledged; try again.
+    pub failed: usize,
 }
 
 /// The dead letter store. Blocking file I/O: call it from blocking contexts
@@ -162,14 +182,29 @@ pub struct WriteOutcome {
 pub struct DeadLetterQueue {
     settings: DlqSettings,
     clock: Arc<dyn Clock>,
-    /// Shared mutable state: writers and the retention timer; held only for bookkeeping
-    /// and the small writes themselves, never across an `.await`.
+    /// Shared mutable state: writers and the retention timer; held for bookkeeping and
+    /// the writes and syncs themselves, never across an `.await`.
     state: Mutex<StoreState>,
+    /// The figures as of the last change, so a snapshot never waits for a write's
+    /// `fdatasync` (the supervisor takes one for every check-in).
+    figures: Mutex<DlqMetrics>,
+    /// The head's data writes and syncs (fault injection in tests).
+    io: Arc<dyn SegmentIo>,
 }
 
 impl DeadLetterQueue {
     /// Opens the DLQ in `settings.dir`, sealing a head left by a crash (its torn end cut).
     pub fn open(settings: DlqSettings, clock: Arc<dyn Clock>) -> Result<Self, DlqError> {
+        Self::open_with_io(settings, clock, Arc::new(OsIo))
+    }
+
+    /// [`DeadLetterQueue::open`] with the head's writes and syncs going through `io`: how
+    /// tests make a sync slow or fail.
+    pub fn open_with_io(
+        settings: DlqSettings,
+        clock: Arc<dyn Clock>,
+        io: Arc<dyn SegmentIo>,
+    ) -> Result<Self, DlqError> {
         let dir = settings.dir.clone();
         crate::private_fs::create_private_dir(&dir).map_err(|err| DlqError::io(&dir, err))?;
         let sealed: BTreeMap<u64, SealedSegment> = list_sealed(&dir)?
@@ -192,6 +227,8 @@ impl DeadLetterQueue {
                 expired_events: 0,
                 last_error: None,
             }),
+            figures: Mutex::new(DlqMetrics::default()),
+            io,
         };
         let head_path = dir.join(HEAD_NAME);
         if head_path.exists() {
@@ -199,6 +236,7 @@ impl DeadLetterQueue {
             next_seq = next_seq.max(recovered);
             store.lock().next_seq = next_seq;
         }
+        store.publish(&store.lock());
         Ok(store)
     }
 
@@ -351,13 +389,24 @@ impl DeadLetterQueue {
     /// Stores `entries`; applies the storage policy when they do not fit. Never blocks on
     /// anything but its own small writes.
     pub fn write(&self, entries: &[DlqEntry]) -> WriteOutcome {
+        self.write_entries(entries).0
+    }
+
+    /// [`DeadLetterQueue::write`], also saying which entries (indices into `entries`)
+    /// failed: those are neither kept nor counted, and can be written again.
+    pub fn write_entries(&self, entries: &[DlqEntry]) -> (WriteOutcome, Vec<usize>) {
         let mut state = self.lock();
         self.refresh(&mut state);
         self.expire(&mut state);
         let mut outcome = WriteOutcome::default();
+        let mut failed = Vec::new();
         let mut deleted_segments = 0;
         let mut deleted_events = 0;
-        for entry in entries {
+        // Entries of this call in the head, not synced yet, and the head as it was before
+        // the first of them: a failed sync cuts the head back there.
+        let mut unsynced: Vec<usize> = Vec::new();
+        let mut mark = HeadMark::default();
+        for (index, entry) in entries.iter().enumerate() {
             let payload = entry.encode();
             let len = frame::encoded_len(payload.len()) as u64;
             let needed = len
@@ -414,19 +463,42 @@ impl DeadLetterQueue {
                     Some("dead letter queue full (storage_policy drop_newer)".into());
                 continue;
             }
+            if state.head.is_none() {
+                // Sealed (and synced) meanwhile: what this write put there is durable.
+                unsynced.clear();
+            }
+            if unsynced.is_empty() {
+                mark = HeadMark::of(&state);
+            }
             match self.append(&mut state, &payload, entry.dead_lettered_at_ms) {
-                Ok(()) => outcome.written += 1,
+                Ok(()) => {
+                    outcome.written += 1;
+                    unsynced.push(index);
+                }
                 Err(err) => {
-                    outcome.refused += 1;
+                    // Not in the file (cut back): to be tried again, not dropped.
+                    failed.push(index);
                     state.last_error = Some(err.to_string());
                 }
             }
         }
-        if let Some(head) = state.head.as_mut() {
-            if let Err(err) = head.file.sync_data() {
+        if state.head.is_none() {
+            unsynced.clear();
+        }
+        if let Some(head) = state.head.as_ref() {
+            if let Err(err) = self.io.sync_data(&head.file) {
                 state.last_error = Some(format!("DLQ fdatasync failed: {err}"));
+                if !unsynced.is_empty() {
+                    // Not durable, so not stored: cut them out, or the retry would store
+                    // them twice.
+                    self.cut_back(&mut state, &mark, unsynced.len() as u64);
+                    outcome.written -= unsynced.len();
+                    failed.append(&mut unsynced);
+                }
             }
         }
+        failed.sort_unstable();
+        outcome.failed = failed.len();
         state.dropped_events += deleted_events + outcome.refused as u64;
         // One line per decision, with counts, not one per event.
         if deleted_segments > 0 {
@@ -440,7 +512,47 @@ impl DeadLetterQueue {
         if outcome.refused > 0 {
             tracing::warn!(policy = self.settings.storage_policy.as_str(), refused = outcome.refused, last_error = ?state.last_error, "DLQ full or failing: refused new entries");
         }
-        outcome
+        if outcome.failed > 0 {
+            tracing::error!(failed = outcome.failed, last_error = ?state.last_error, "DLQ write failed: entries not stored; their events stay queued to be tried again");
+        }
+        self.publish(&state);
+        (outcome, failed)
+    }
+
+    /// Removes the last `count` entries from the head, back to `mark`.
+    fn cut_back(&self, state: &mut StoreState, mark: &HeadMark, count: u64) {
+        let path = self.settings.dir.join(HEAD_NAME);
+        let Some(head) = state.head.as_mut() else {
+            return;
+        };
+        let bytes = mark.bytes.unwrap_or(HEADER_LEN as u64);
+        if let Err(err) = head.file.set_len(bytes) {
+            tracing::error!(path = %path.display(), error = %err, "cannot cut back the DLQ head after a failed sync");
+        }
+        head.bytes = bytes;
+        head.count = head.count.saturating_sub(count);
+        head.newest_ms = mark.newest_ms;
+        state.next_seq -= count;
+        if head.count == 0 && mark.bytes.is_none() {
+            // Opened by this write: nothing of it remains.
+            state.head = None;
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    /// Makes the current figures what [`DeadLetterQueue::metrics`] answers.
+    fn publish(&self, state: &StoreState) {
+        let figures = DlqMetrics {
+            queue_size_in_bytes: Self::total_bytes(state),
+            max_queue_size_in_bytes: self.settings.max_bytes,
+            storage_policy: self.settings.storage_policy.as_str(),
+            entries: state.sealed.values().map(|s| s.count).sum::<u64>()
+                + state.head.as_ref().map(|h| h.count).unwrap_or(0),
+            dropped_events: state.dropped_events,
+            expired_events: state.expired_events,
+            last_error: state.last_error.clone(),
+        };
+        *self.figures.lock().unwrap_or_else(|p| p.into_inner()) = figures;
     }
 
     fn append(&self, state: &mut StoreState, payload: &[u8], at_ms: u64) -> Result<(), DlqError> {
@@ -481,7 +593,7 @@ impl DeadLetterQueue {
             message: "no head".into(),
         })?;
         // Positional, and cut back on failure: a torn entry must not sit before later ones.
-        if let Err(err) = head.file.write_all_at(&buf, head.bytes) {
+        if let Err(err) = self.io.write_all_at(&head.file, &buf, head.bytes) {
             let _ = head.file.set_len(head.bytes);
             return Err(DlqError::io(&path, err));
         }
@@ -490,7 +602,11 @@ impl DeadLetterQueue {
         head.newest_ms = head.newest_ms.max(at_ms);
         state.next_seq += 1;
         if head.bytes >= self.settings.segment_size() {
-            self.seal_head(state)?;
+            // The entry is written; a head that cannot be sealed now is synced at the end
+            // of the write and sealed on a later try.
+            if let Err(err) = self.seal_head(state) {
+                state.last_error = Some(err.to_string());
+            }
         }
         Ok(())
     }
@@ -509,6 +625,7 @@ impl DeadLetterQueue {
             }
         }
         self.expire(&mut state);
+        self.publish(&state);
     }
 
     /// Seals the head (shutdown).
@@ -517,20 +634,14 @@ impl DeadLetterQueue {
         if let Err(err) = self.seal_head(&mut state) {
             state.last_error = Some(err.to_string());
         }
+        self.publish(&state);
     }
 
-    /// Current figures.
+    /// Current figures, as of the last change: never waits for a write in progress.
     pub fn metrics(&self) -> DlqMetrics {
-        let state = self.lock();
-        DlqMetrics {
-            queue_size_in_bytes: Self::total_bytes(&state),
-            max_queue_size_in_bytes: self.settings.max_bytes,
-            storage_policy: self.settings.storage_policy.as_str(),
-            entries: state.sealed.values().map(|s| s.count).sum::<u64>()
-                + state.head.as_ref().map(|h| h.count).unwrap_or(0),
-            dropped_events: state.dropped_events,
-            expired_events: state.expired_events,
-            last_error: state.last_error.clone(),
-        }
+        self.figures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }

@@ -3,6 +3,7 @@
 use super::*;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 struct ManualClock(AtomicU64);
 
@@ -222,4 +223,115 @@ fn a_damaged_entry_mid_segment_costs_only_that_entry() {
     let entries = read_entries(&segment.path).unwrap();
     let seqs: Vec<u64> = entries.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(seqs, vec![1, 2, 4, 5]);
+}
+
+/// DLQ file I/O whose `fdatasync` can be made slow (until released) or failing.
+#[derive(Default)]
+struct SyncControl {
+    fail: std::sync::atomic::AtomicBool,
+    /// While set, a sync reports itself on `started` and waits for `release`.
+    hold: std::sync::atomic::AtomicBool,
+    started: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    release: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl crate::queue::SegmentIo for SyncControl {
+    fn write_all_at(&self, file: &std::fs::File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        crate::queue::disk::OsIo.write_all_at(file, buf, offset)
+    }
+
+    fn sync_data(&self, file: &std::fs::File) -> std::io::Result<()> {
+        if self.hold.load(Ordering::SeqCst) {
+            if let Some(started) = self.started.lock().unwrap().as_ref() {
+                let _ = started.send(());
+            }
+            if let Some(release) = self.release.lock().unwrap().as_ref() {
+                // Bounded: a test that forgets to release does not hang the suite.
+                let _ = release.recv_timeout(Duration::from_secs(20));
+            }
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(5)); // EIO
+        }
+        crate::queue::disk::OsIo.sync_data(file)
+    }
+}
+
+/// Issue 14, 2.8: a snapshot of the DLQ's figures (what the supervisor takes for every
+/// check-in and diagnostics) is answered while a write waits on a slow `fdatasync`.
+#[test]
+fn scenario_2_8_a_snapshot_is_answered_while_a_sync_is_slow() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let io = Arc::new(SyncControl::default());
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    *io.started.lock().unwrap() = Some(started_tx);
+    *io.release.lock().unwrap() = Some(release_rx);
+    let store = Arc::new(
+        DeadLetterQueue::open_with_io(settings(dir.path()), clock.clone(), io.clone()).unwrap(),
+    );
+    assert_eq!(store.write(&[entry(&clock, 0)]).written, 1);
+    io.hold.store(true, Ordering::SeqCst);
+    let writer = {
+        let store = store.clone();
+        let entry = entry(&clock, 1);
+        std::thread::spawn(move || store.write(&[entry]))
+    };
+    started
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the write reached its sync");
+    let (answer_tx, answer) = std::sync::mpsc::channel();
+    let snapshot = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let _ = answer_tx.send(store.metrics());
+        })
+    };
+    let metrics = answer.recv_timeout(Duration::from_secs(2));
+    io.hold.store(false, Ordering::SeqCst);
+    release.send(()).unwrap();
+    let metrics = metrics.expect("the snapshot waited for the fdatasync");
+    assert_eq!(
+        metrics.entries, 1,
+        "the entry being synced is not counted yet"
+    );
+    assert_eq!(writer.join().unwrap().written, 1);
+    snapshot.join().unwrap();
+    assert_eq!(store.metrics().entries, 2);
+}
+
+/// Issue 14, 2.8: a failed `fdatasync` stores nothing it was asked to: the entries are
+/// not counted as written (so their records are not acknowledged) and not kept in the
+/// file either, so the retry that follows stores each exactly once.
+#[test]
+fn scenario_2_8_a_failed_sync_counts_nothing_as_written_and_the_retry_stores_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let io = Arc::new(SyncControl::default());
+    let store =
+        DeadLetterQueue::open_with_io(settings(dir.path()), clock.clone(), io.clone()).unwrap();
+    assert_eq!(store.write(&[entry(&clock, 0)]).written, 1);
+    io.fail.store(true, Ordering::SeqCst);
+    let batch = [entry(&clock, 1), entry(&clock, 2)];
+    let outcome = store.write(&batch);
+    assert_eq!((outcome.written, outcome.failed), (0, 2), "{outcome:?}");
+    let metrics = store.metrics();
+    assert_eq!(metrics.entries, 1);
+    assert_eq!(metrics.dropped_events, 0, "not dropped: to be retried");
+    assert!(
+        metrics
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("fdatasync")),
+        "{metrics:?}"
+    );
+    io.fail.store(false, Ordering::SeqCst);
+    assert_eq!(store.write(&batch).written, 2);
+    store.flush();
+    let stored: Vec<String> = all_entries(dir.path())
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.event)[..12].to_string())
+        .collect();
+    assert_eq!(stored, vec!["event-000000", "event-000001", "event-000002"]);
 }

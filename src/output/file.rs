@@ -1,14 +1,20 @@
 //! `type: file`: appends one JSON document per line, rotating by size.
+//!
+//! A delivery is answered (and its records acknowledged) only after `fdatasync` of the
+//! file, and of its directory when the file is new: an acknowledged line survives a
+//! power loss as an acknowledged record of the disk queue does.
 
 use super::{event_document, Deliver, DocumentError, Rejected};
 use crate::config::FileOutputConfig;
 use crate::dlq::Reason;
 use crate::proto::shipper::messages::Event;
+use crate::queue::disk::{OsIo, SegmentIo};
 use crate::queue::Record;
 use prost::Message;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Writes NDJSON to a local file. Each line is the event document plus `@metadata.shipper`
 /// (sequence number, input id, stream id) so a reader can tell events apart.
@@ -16,12 +22,23 @@ pub struct FileOutput {
     config: FileOutputConfig,
     /// The open file and its size; taken into the blocking task while writing.
     file: Option<OpenFile>,
+    /// How lines are made durable (fault injection in tests).
+    io: Arc<dyn SegmentIo>,
 }
 
 impl FileOutput {
     /// An output for `config`; the file is opened on first delivery.
     pub fn new(config: FileOutputConfig) -> Self {
-        FileOutput { config, file: None }
+        Self::with_io(config, Arc::new(OsIo))
+    }
+
+    /// [`FileOutput::new`] with the sync going through `io` (tests make it fail).
+    pub fn with_io(config: FileOutputConfig, io: Arc<dyn SegmentIo>) -> Self {
+        FileOutput {
+            config,
+            file: None,
+            io,
+        }
     }
 }
 
@@ -64,9 +81,11 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
 }
 
 fn open(path: &Path) -> std::io::Result<OpenFile> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
         std::fs::create_dir_all(parent)?;
     }
+    let new = !path.exists();
     let mut file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -79,6 +98,10 @@ fn open(path: &Path) -> std::io::Result<OpenFile> {
         tracing::warn!(path = %path.display(), "the output file ends in a torn line; terminating it");
         file.write_all(b"\n")?;
         size += 1;
+    }
+    if new {
+        // The new name must survive a power loss like the lines synced into it.
+        File::open(parent.unwrap_or(Path::new(".")))?.sync_all()?;
     }
     Ok((file, size))
 }
@@ -113,6 +136,7 @@ type OpenFile = (File, u64);
 /// back the file if it is still usable, with the reason.
 fn write_blocking(
     config: &FileOutputConfig,
+    io: &dyn SegmentIo,
     current: Option<OpenFile>,
     lines: &[u8],
 ) -> Result<OpenFile, (Option<OpenFile>, String)> {
@@ -127,7 +151,12 @@ fn write_blocking(
         rotate(config).map_err(|err| (None, describe(err)))?;
         (file, size) = open(path).map_err(|err| (None, describe(err)))?;
     }
-    match file.write_all(lines).and_then(|()| file.flush()) {
+    // Synced before the delivery is answered: an acknowledged record is on disk.
+    match file
+        .write_all(lines)
+        .and_then(|()| file.flush())
+        .and_then(|()| io.sync_data(&file))
+    {
         Ok(()) => Ok((file, size + lines.len() as u64)),
         // A partial write may have landed: reopen next time so the size is re-read.
         Err(err) => Err((None, describe(err))),
@@ -155,9 +184,12 @@ impl Deliver for FileOutput {
             .collect();
         let config = self.config.clone();
         let current = self.file.take();
-        let result = tokio::task::spawn_blocking(move || write_blocking(&config, current, &lines))
-            .await
-            .map_err(|err| format!("file writer task failed: {err}"))?;
+        let io = self.io.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            write_blocking(&config, io.as_ref(), current, &lines)
+        })
+        .await
+        .map_err(|err| format!("file writer task failed: {err}"))?;
         match result {
             Ok(open) => {
                 self.file = Some(open);
@@ -246,6 +278,46 @@ mod tests {
         assert_eq!(rejected[0].record.seq, 2);
         assert_eq!(rejected[0].reason.error_type, "undecodable");
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+    }
+
+    /// Data I/O whose `fdatasync` fails (EIO), counting the calls.
+    #[derive(Default)]
+    struct FailingSync {
+        syncs: std::sync::atomic::AtomicU64,
+    }
+
+    impl SegmentIo for FailingSync {
+        fn write_all_at(&self, file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+            OsIo.write_all_at(file, buf, offset)
+        }
+
+        fn sync_data(&self, _file: &File) -> std::io::Result<()> {
+            self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(std::io::Error::from_raw_os_error(5))
+        }
+    }
+
+    /// Issue 14, 2.8: a delivery is answered (and its records acknowledged) only once
+    /// the lines are synced: a failed `fdatasync` fails the delivery, to be retried.
+    #[tokio::test]
+    async fn scenario_2_8_a_delivery_is_acknowledged_only_after_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.ndjson");
+        let io = Arc::new(FailingSync::default());
+        let mut output = FileOutput::with_io(
+            FileOutputConfig {
+                path: path.clone(),
+                rotate_every_bytes: ByteSize(1 << 20),
+                number_of_files: 2,
+            },
+            io.clone(),
+        );
+        let err = output.deliver(&[record(1)]).await.unwrap_err();
+        assert!(err.contains("events.ndjson"), "{err}");
+        assert!(
+            io.syncs.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+            "fdatasync was called"
+        );
     }
 
     #[tokio::test]

@@ -226,12 +226,27 @@ impl LoopContext {
 
 /// Applies the diversion rules to `records`: dead-letters and drops what they say and
 /// returns the records still to send, with the records it handled (to be acknowledged by
-/// the caller).
+/// the caller). Records the DLQ failed to store are handled by neither: they come back
+/// with the records still to send, so they stay unacknowledged until stored or delivered.
 async fn divert(
     context: &LoopContext,
     metrics: &OutputMetrics,
     records: Vec<Record>,
 ) -> (Vec<Record>, Vec<(Seq, GenerationId)>) {
+    let (mut keep, handled, unstored) = divert_detailed(context, metrics, records).await;
+    if !unstored.is_empty() {
+        keep.extend(unstored);
+        keep.sort_unstable_by_key(|r| r.seq);
+    }
+    (keep, handled)
+}
+
+/// [`divert`], returning apart the records to dead-letter that the DLQ failed to store.
+async fn divert_detailed(
+    context: &LoopContext,
+    metrics: &OutputMetrics,
+    records: Vec<Record>,
+) -> (Vec<Record>, Vec<(Seq, GenerationId)>, Vec<Record>) {
     let split = context
         .drains
         .diversions
@@ -244,40 +259,48 @@ async fn divert(
             "queued events of a removed input dropped (on_remove: drop)"
         );
     }
-    handled.extend(
-        split
-            .dead_letter
-            .iter()
-            .map(|r| (r.record.seq, r.record.generation)),
-    );
-    metrics.dead_lettered(split.dead_letter.len() as u64);
-    dead_letter(context, split.dead_letter).await;
-    (split.keep, handled)
+    let mut stored: Vec<(Seq, GenerationId)> = split
+        .dead_letter
+        .iter()
+        .map(|r| (r.record.seq, r.record.generation))
+        .collect();
+    let count = stored.len();
+    let unstored: Vec<Record> = dead_letter(context, split.dead_letter)
+        .await
+        .into_iter()
+        .map(|r| r.record)
+        .collect();
+    stored.retain(|(seq, _)| !unstored.iter().any(|r| r.seq == *seq));
+    metrics.dead_lettered((count - unstored.len()) as u64);
+    handled.extend(stored);
+    (split.keep, handled, unstored)
 }
 
 /// Dead-letters `rejected` (before their batch is acknowledged, so none is lost between).
-async fn dead_letter(context: &LoopContext, rejected: Vec<Rejected>) {
+/// Returns those the DLQ could not store (its files failed): the caller must not
+/// acknowledge them.
+async fn dead_letter(context: &LoopContext, rejected: Vec<Rejected>) -> Vec<Rejected> {
     if rejected.is_empty() {
-        return;
+        return Vec::new();
     }
     let Some(dead_letters) = &context.dead_letters else {
         tracing::warn!(
             events = rejected.len(),
             "undeliverable events dropped: the dead letter queue is disabled (dlq.enabled: false)"
         );
-        return;
+        return Vec::new();
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let entries = rejected
-        .into_iter()
+        .iter()
         .map(|r| {
             let generation = context.queue.generation(r.record.generation);
             DlqEntry {
-                event: r.record.payload,
-                reason: r.reason,
+                event: r.record.payload.clone(),
+                reason: r.reason.clone(),
                 input_unit: generation
                     .as_ref()
                     .map(|g| g.input_unit.clone())
@@ -289,13 +312,29 @@ async fn dead_letter(context: &LoopContext, rejected: Vec<Rejected>) {
         })
         .collect::<Vec<_>>();
     let count = entries.len();
-    let outcome = dead_letters.dead_letter(entries).await;
+    let (outcome, failed) = dead_letters.dead_letter(entries).await;
     tracing::warn!(
         events = count,
         stored = outcome.written,
         refused = outcome.refused,
+        failed = outcome.failed,
         "undeliverable events dead-lettered"
     );
+    let mut rejected: Vec<Option<Rejected>> = rejected.into_iter().map(Some).collect();
+    failed
+        .into_iter()
+        .filter_map(|i| rejected.get_mut(i)?.take())
+        .collect()
+}
+
+/// Why records wait: the DLQ could not store some of them (with its last error).
+fn dlq_failure(context: &LoopContext) -> String {
+    let last_error = context
+        .dead_letters
+        .as_ref()
+        .and_then(|d| d.metrics().last_error)
+        .unwrap_or_else(|| "unknown error".into());
+    format!("dead letter queue cannot store undeliverable events (they stay queued): {last_error}")
 }
 
 async fn run_loop<D: Deliver>(mut output: D, context: LoopContext, metrics: Arc<OutputMetrics>) {
@@ -324,40 +363,204 @@ async fn run_loop<D: Deliver>(mut output: D, context: LoopContext, metrics: Arc<
         let mut backoff = Duration::from_millis(100);
         let mut batch = batch;
         loop {
-            let (keep, _) = divert(&context, &metrics, batch).await;
+            let (keep, mut handled, unstored) = divert_detailed(&context, &metrics, batch).await;
+            // What the rules handled is acknowledged now, so a rewind never diverts it twice.
+            if !handled.is_empty() {
+                let gone: std::collections::HashSet<Seq> = handled.iter().map(|h| h.0).collect();
+                ids.retain(|(seq, _)| !gone.contains(seq));
+                context.ack(&mut handled);
+            }
             batch = keep;
-            if batch.is_empty() {
+            // Whatever the DLQ could not store goes round again after a pause; the rest of
+            // the batch is acknowledged only once each of its records is handled.
+            let reason = if !unstored.is_empty() {
+                batch.extend(unstored);
+                batch.sort_unstable_by_key(|r| r.seq);
+                dlq_failure(&context)
+            } else if batch.is_empty() {
                 context.ack(&mut ids);
                 break;
-            }
-            match output.deliver(&batch).await {
-                Ok(rejected) => {
-                    metrics.dead_lettered(rejected.len() as u64);
-                    dead_letter(&context, rejected).await;
-                    context.ack(&mut ids);
-                    metrics.acked(batch.len() as u64);
-                    delivered += batch.len() as u64;
-                    health.success();
-                    tracing::debug!(first, last, delivered, "batch delivered");
-                    break;
-                }
-                Err(reason) => {
-                    tracing::warn!(output = %output.describe(), %reason, retry_in_ms = backoff.as_millis() as u64, "delivery failed; will retry");
-                    health.failure(reason, std::time::Instant::now());
-                    tokio::select! {
-                        _ = cancel.cancelled() => {
-                            // Nothing of this batch was acknowledged: let the next reader have it.
-                            queue.rewind();
-                            tracing::info!(output = %output.describe(), delivered, "output stopped");
-                            return;
+            } else {
+                match output.deliver(&batch).await {
+                    Ok(rejected) => {
+                        let count = rejected.len();
+                        let unstored = dead_letter(&context, rejected).await;
+                        metrics.dead_lettered((count - unstored.len()) as u64);
+                        if unstored.is_empty() {
+                            context.ack(&mut ids);
+                            metrics.acked(batch.len() as u64);
+                            delivered += batch.len() as u64;
+                            health.success();
+                            tracing::debug!(first, last, delivered, "batch delivered");
+                            break;
                         }
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = context.diversions_changed(&mut rules) => {}
+                        // Delivered (or stored) now, so not written twice by another reader.
+                        let held: Vec<Record> = unstored.into_iter().map(|r| r.record).collect();
+                        let kept: std::collections::HashSet<Seq> =
+                            held.iter().map(|r| r.seq).collect();
+                        let (mut done, rest): (Vec<_>, Vec<_>) =
+                            ids.into_iter().partition(|(seq, _)| !kept.contains(seq));
+                        context.ack(&mut done);
+                        ids = rest;
+                        batch = held;
+                        dlq_failure(&context)
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    Err(reason) => reason,
                 }
+            };
+            tracing::warn!(output = %output.describe(), %reason, retry_in_ms = backoff.as_millis() as u64, "delivery failed; will retry");
+            health.failure(reason, std::time::Instant::now());
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    // What of this batch is not acknowledged goes to the next reader.
+                    queue.rewind();
+                    tracing::info!(output = %output.describe(), delivered, "output stopped");
+                    return;
+                }
+                _ = tokio::time::sleep(backoff) => {}
+                _ = context.diversions_changed(&mut rules) => {}
             }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     }
     tracing::info!(output = %output.describe(), delivered, "output stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ByteSize, FileOutputConfig};
+    use crate::dlq::{DeadLetterQueue, DlqSettings, StoragePolicy, SystemClock};
+    use crate::queue::disk::OsIo;
+    use crate::queue::{Generation, MemoryQueue, SegmentIo};
+    use prost::Message;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// DLQ file I/O whose `fdatasync` fails while `fail` is set.
+    #[derive(Default)]
+    struct FlakySync {
+        fail: AtomicBool,
+    }
+
+    impl SegmentIo for FlakySync {
+        fn write_all_at(
+            &self,
+            file: &std::fs::File,
+            buf: &[u8],
+            offset: u64,
+        ) -> std::io::Result<()> {
+            OsIo.write_all_at(file, buf, offset)
+        }
+
+        fn sync_data(&self, file: &std::fs::File) -> std::io::Result<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(5));
+            }
+            OsIo.sync_data(file)
+        }
+    }
+
+    async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Issue 14, 2.8: an undeliverable record whose DLQ write fails its `fdatasync` is not
+    /// acknowledged: it stays queued and is dead-lettered (once) when the DLQ works again.
+    #[tokio::test]
+    async fn scenario_2_8_a_record_is_not_acknowledged_when_its_dlq_sync_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Arc::new(FlakySync::default());
+        io.fail.store(true, Ordering::SeqCst);
+        let store = DeadLetterQueue::open_with_io(
+            DlqSettings {
+                dir: dir.path().join("dlq"),
+                max_bytes: 1 << 20,
+                storage_policy: StoragePolicy::DropNewer,
+                retain_age: None,
+                flush_interval: Duration::from_secs(5),
+            },
+            Arc::new(SystemClock),
+            io.clone(),
+        )
+        .unwrap();
+        let dead_letters = DeadLetters::new(store);
+        let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new(100, 1 << 20));
+        let gen = queue.register(Generation {
+            input_unit: "in".into(),
+            output_unit: "out".into(),
+            output_config_idx: 1,
+        });
+        let good = crate::proto::shipper::messages::Event::default().encode_to_vec();
+        queue
+            .append(vec![
+                (gen, good.clone().into()),
+                (gen, bytes::Bytes::from_static(b"\xff\xff\xff")),
+                (gen, good.into()),
+            ])
+            .await
+            .unwrap();
+        let out = dir.path().join("events.ndjson");
+        let output = FileOutput::new(FileOutputConfig {
+            path: out.clone(),
+            rotate_every_bytes: ByteSize(1 << 20),
+            number_of_files: 2,
+        });
+        let (tracker, _health) = HealthTracker::new(Duration::ZERO);
+        let cancel = CancellationToken::new();
+        let context = LoopContext {
+            queue: queue.clone(),
+            health: Arc::new(tracker),
+            cancel: cancel.clone(),
+            acked: queue.acked(),
+            dead_letters: Some(dead_letters.clone()),
+            drains: Arc::new(Drains::default()),
+            revision: 1,
+        };
+        let task = tokio::spawn(run_loop(
+            output,
+            context,
+            Arc::new(OutputMetrics::default()),
+        ));
+        until("the DLQ sync failed", || {
+            dead_letters
+                .metrics()
+                .last_error
+                .is_some_and(|e| e.contains("fdatasync"))
+        })
+        .await;
+        until("the good records written", || {
+            std::fs::read_to_string(&out).is_ok_and(|t| t.lines().count() == 2)
+        })
+        .await;
+        // The records around it are acknowledged, it is not.
+        let mut acked = queue.acked();
+        tokio::time::timeout(Duration::from_secs(10), acked.wait_for(|a| *a >= 1))
+            .await
+            .expect("the delivered record acknowledged")
+            .unwrap();
+        assert_eq!(
+            *acked.borrow(),
+            1,
+            "the undeliverable record was acknowledged"
+        );
+        assert_eq!(dead_letters.metrics().entries, 0);
+
+        io.fail.store(false, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(60), acked.wait_for(|a| *a == 3))
+            .await
+            .expect("acknowledged once the DLQ works")
+            .unwrap();
+        assert_eq!(dead_letters.metrics().entries, 1);
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap().lines().count(),
+            2,
+            "the delivered records were not written twice"
+        );
+        cancel.cancel();
+        task.await.unwrap();
+    }
 }

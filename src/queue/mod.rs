@@ -61,6 +61,31 @@ pub struct Record {
     pub payload: Bytes,
 }
 
+/// Removes from `batch` (in sequence order) the records that `acked_ahead` (acknowledged
+/// ranges past the prefix, first → last) covers: a rewind must not hand out again what a
+/// faster worker already acknowledged. Linear in the batch plus the ranges.
+pub(crate) fn skip_acked_ahead(
+    batch: &mut Vec<Record>,
+    acked_ahead: &std::collections::BTreeMap<Seq, Seq>,
+) {
+    if acked_ahead.is_empty() {
+        return;
+    }
+    let mut ranges = acked_ahead.iter().peekable();
+    // The highest end of the ranges that start at or before the record: ranges may overlap.
+    let mut covered: Seq = 0;
+    batch.retain(|record| {
+        while let Some((&start, &end)) = ranges.peek() {
+            if start > record.seq {
+                break;
+            }
+            covered = covered.max(end);
+            ranges.next();
+        }
+        record.seq > covered
+    });
+}
+
 /// Why an append accepted fewer events than it was given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendStop {

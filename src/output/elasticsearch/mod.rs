@@ -50,7 +50,7 @@ mod tls;
 use super::backoff::Backoff;
 use super::health::HealthTracker;
 use super::metrics::OutputMetrics;
-use super::{dead_letter, divert, LoopContext, OutputGeneration, Rejected};
+use super::{dead_letter, divert, dlq_failure, LoopContext, OutputGeneration, Rejected};
 use crate::config::{ElasticsearchConfig, OutputKind};
 use crate::dlq::Reason;
 use crate::queue::{GenerationId, Record, Seq};
@@ -339,9 +339,9 @@ async fn hold_without_credentials(
             _ = context.cancel.cancelled() => return false,
             _ = tokio::time::sleep(HOLD_CHECK) => {}
         }
-        if !context.diversions.is_empty() {
+        if !context.drains.diversions.is_empty() {
             let (keep, handled) = divert(context, &shared.metrics, waiting).await;
-            ack_seqs(context, handled, &shared.metrics);
+            ack(context, handled, &shared.metrics);
             waiting = keep;
             if waiting.is_empty() {
                 return true;
@@ -386,9 +386,10 @@ async fn deliver_pending(
             shared.health.success();
         }
         let mut acked = done;
-        acked.extend(rejected.iter().map(|r| (r.record.seq, r.record.generation)));
-        shared.metrics.dead_lettered(rejected.len() as u64);
-        dead_letter(context, rejected).await;
+        if !store_rejected(shared, context, rejected, &mut acked).await {
+            ack(context, acked, &shared.metrics);
+            return false;
+        }
         ack(context, acked, &shared.metrics);
         if retry.is_empty() {
             return true;
@@ -411,6 +412,47 @@ async fn deliver_pending(
             _ = context.diversions_changed(&mut rules) => {}
         }
         pending = retry;
+    }
+}
+
+/// Dead-letters `rejected`, adding each stored one to `acked`. While the DLQ cannot store
+/// some (its files fail) they are retried after a pause, with the reason in the output's
+/// health, and never acknowledged. False when cancelled first: what was not stored stays
+/// unacknowledged in the queue.
+async fn store_rejected(
+    shared: &Shared,
+    context: &LoopContext,
+    mut rejected: Vec<Rejected>,
+    acked: &mut Vec<(Seq, GenerationId)>,
+) -> bool {
+    let mut backoff = Backoff::new(
+        shared.config.backoff.init.get(),
+        shared.config.backoff.max.get(),
+    );
+    loop {
+        let ids: Vec<(Seq, GenerationId)> = rejected
+            .iter()
+            .map(|r| (r.record.seq, r.record.generation))
+            .collect();
+        let unstored = dead_letter(context, rejected).await;
+        shared
+            .metrics
+            .dead_lettered((ids.len() - unstored.len()) as u64);
+        let held: std::collections::HashSet<Seq> = unstored.iter().map(|r| r.record.seq).collect();
+        acked.extend(ids.into_iter().filter(|(seq, _)| !held.contains(seq)));
+        if unstored.is_empty() {
+            return true;
+        }
+        let reason = dlq_failure(context);
+        shared.health.failure(reason.clone(), Instant::now());
+        let delay = backoff.next_delay();
+        tracing::warn!(events = unstored.len(), retry_in_ms = delay.as_millis() as u64, %reason, "will retry");
+        tokio::select! {
+            biased;
+            _ = context.cancel.cancelled() => return false,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        rejected = unstored;
     }
 }
 

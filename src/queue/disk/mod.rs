@@ -41,7 +41,11 @@
 //!   readers, never reused) and the next segment starts after them.
 //! - Record `n` is answered to its producer only after it is in the file (and, by default,
 //!   synced). `persisted` never passes what is synced.
-//! - A segment is deleted only after a durable checkpoint covers its last record.
+//! - A segment is deleted only after a durable checkpoint covers its last record, or,
+//!   while the checkpoint cannot be written (a disk the queue filled itself), when it is
+//!   fully acknowledged, every older one is gone and a newer segment holding records
+//!   stays: recovery then infers the acknowledged prefix from that segment's name, and
+//!   never numbers below it (`writer.rs`, `free_without_checkpoint`).
 //! - Bytes on disk never exceed `max_size` by more than one frame; a full queue accepts a
 //!   prefix of an append and says so (backpressure), it never drops.
 //! - Memory is bounded by `read_ahead` plus the batches in flight, whatever the backlog.
@@ -539,8 +543,14 @@ impl Queue for DiskQueue {
                         return None;
                     }
                     None
-                } else if let Some(batch) = Self::take_from_cache(&mut state, max_events, max_bytes)
+                } else if let Some(mut batch) =
+                    Self::take_from_cache(&mut state, max_events, max_bytes)
                 {
+                    // After a rewind, what was acknowledged out of order is skipped.
+                    super::skip_acked_ahead(&mut batch, &state.acked_ahead);
+                    if batch.is_empty() {
+                        continue;
+                    }
                     return Some(batch);
                 } else {
                     Some(state.next_read)
@@ -550,10 +560,14 @@ impl Queue for DiskQueue {
                 notified.await;
                 continue;
             };
-            if let Some(batch) =
+            if let Some(mut batch) =
                 reader::read_from_disk(&self.shared, &self.reader, from, max_events, max_bytes)
                     .await
             {
+                super::skip_acked_ahead(&mut batch, &self.shared.lock().acked_ahead);
+                if batch.is_empty() {
+                    continue;
+                }
                 return Some(batch);
             }
             if self.shared.lock().next_read == from {

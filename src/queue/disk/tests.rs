@@ -893,3 +893,124 @@ async fn a_seal_during_a_failing_write_never_points_past_the_head() {
         "acked {acked}, {sealed:?} {all:?}"
     );
 }
+
+/// Scenario 2.7 (issue 14): with two workers, one batch is acknowledged ahead of an older
+/// one; when the older one's worker gives up (`rewind`), what was already acknowledged
+/// must not be handed out again (it would be dead-lettered or counted a second time).
+#[tokio::test]
+async fn scenario_2_7_a_rewind_skips_what_was_acknowledged_out_of_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    // Small enough that the second pass is read from the segment files, not the cache.
+    opts.read_ahead = 64;
+    let queue = DiskQueue::open(opts).unwrap();
+    let gen = queue.register(generation("a"));
+    queue.append(events(gen, 0..10)).await.unwrap();
+    assert_eq!(read_n(&queue, 10).await.len(), 10);
+    queue.ack(4, 6);
+    queue.ack(9, 9);
+    queue.rewind();
+    let again: Vec<Seq> = read_n(&queue, 5).await.iter().map(|r| r.seq).collect();
+    assert_eq!(again, vec![1, 2, 3, 7, 8, 10][..5].to_vec());
+    let rest: Vec<Seq> = read_n(&queue, 1).await.iter().map(|r| r.seq).collect();
+    assert_eq!(rest, vec![10]);
+    queue.ack(1, 10);
+    assert_eq!(*queue.acked().borrow(), 10);
+
+    // The same from the in-memory tail.
+    queue.append(events(gen, 10..16)).await.unwrap();
+    let seqs: Vec<Seq> = read_n(&queue, 6).await.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (11..=16).collect::<Vec<_>>());
+    queue.ack(12, 13);
+    queue.rewind();
+    let again: Vec<Seq> = read_n(&queue, 4).await.iter().map(|r| r.seq).collect();
+    assert_eq!(again, vec![11, 14, 15, 16]);
+}
+
+fn segment_files(dir: &Path) -> Vec<Seq> {
+    let mut firsts: Vec<Seq> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| segment::parse_segment_name(e.ok()?.file_name().to_str()?))
+        .collect();
+    firsts.sort_unstable();
+    firsts
+}
+
+/// Waits (bounded) until at most `count` segment files are left in `dir`.
+async fn wait_for_segments_at_most(dir: &Path, count: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while segment_files(dir).len() > count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "acknowledged segments never freed: {:?}",
+            segment_files(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Scenario 2.4 (issue 14): a queue that filled its own disk cannot write its checkpoint
+/// (ENOSPC), and used to keep every acknowledged segment until a restart, so the disk
+/// stayed full forever. Here the checkpoint write fails for good (its temp path is a
+/// directory): acknowledged segments are still freed, and a crash afterwards neither
+/// reuses a sequence number nor loses or re-numbers an unacknowledged record.
+#[tokio::test]
+async fn scenario_2_4_acknowledged_segments_are_freed_while_the_checkpoint_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.segment_size = 1024;
+    std::fs::create_dir_all(dir.path()).unwrap();
+    std::fs::create_dir(dir.path().join("checkpoint.tmp")).unwrap();
+    let queue = DiskQueue::open(opts.clone()).unwrap();
+    let gen = queue.register(generation("a"));
+    assert_eq!(
+        queue.append(events(gen, 0..200)).await.unwrap().accepted,
+        200
+    );
+    let before = segment_files(dir.path()).len();
+    assert!(before >= 5, "{before} segments");
+    read_n(&queue, 200).await;
+    // Acknowledge every sealed segment; the active one's records stay unacknowledged.
+    let active_first = *segment_files(dir.path()).last().unwrap();
+    queue.ack(1, active_first - 1);
+    wait_for_segments_at_most(dir.path(), 1).await;
+    assert!(
+        !checkpoint::path(dir.path()).exists(),
+        "the checkpoint really failed"
+    );
+    assert!(queue.stats().bytes <= 1024, "{:?}", queue.stats());
+
+    // A crash now: the old checkpoint (none) must not make the queue number from 1 again,
+    // nor lose or renumber the unacknowledged records.
+    queue.crash();
+    let queue = DiskQueue::open(opts.clone()).unwrap();
+    let first = active_first;
+    let all = read_n(&queue, (200 - first + 1) as usize).await;
+    assert_eq!(
+        all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (first..=200).collect::<Vec<_>>()
+    );
+    for record in &all {
+        assert_eq!(
+            String::from_utf8_lossy(&record.payload),
+            format!("event-{:06}", record.seq - 1),
+            "same number, same payload"
+        );
+    }
+    // Everything acknowledged while the active segment (started at the reopen) is empty:
+    // the newest segment holding records is kept, so that numbering survives a restart.
+    queue.ack(first, 200);
+    assert_eq!(*queue.acked().borrow(), 200);
+    queue.close();
+    // The final checkpoint fails too; the segments it would have covered are freed.
+    queue.persist().await;
+    drop(queue);
+    let queue = DiskQueue::open(opts).unwrap();
+    let gen = queue.register(generation("a"));
+    let appended = queue.append(events(gen, 200..201)).await.unwrap();
+    assert_eq!(
+        appended.last_seq,
+        Some(201),
+        "a sequence number was reused: {appended:?}"
+    );
+}

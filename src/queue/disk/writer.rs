@@ -788,12 +788,22 @@ impl Writer {
                 .collect();
             (state.acked, state.generations.list(), doomed)
         };
-        let io = &*self.shared.io;
-        if let Err(err) = Checkpoint::new(acked, table, &self.shared.identity).store(&dir, io) {
-            tracing::error!(error = %err, "cannot write the queue checkpoint; segments are kept until it works (retried every second)");
-            self.acked_moved = true;
-            self.full = false;
-            return;
+        let shared_io = self.shared.io.clone();
+        let io = &*shared_io;
+        let checkpoint = Checkpoint::new(acked, table, &self.shared.identity);
+        let mut doomed = doomed;
+        if let Err(err) = checkpoint.store(&dir, io) {
+            // A queue that filled its own disk cannot write its checkpoint (ENOSPC) until it
+            // frees space, and frees space only after a checkpoint: free what is safe to
+            // free without one, then try again (see `free_without_checkpoint`).
+            doomed = self.free_without_checkpoint(doomed);
+            if let Err(err) = checkpoint.store(&dir, io) {
+                tracing::error!(error = %err, "cannot write the queue checkpoint; segments not needed for numbering are freed, the rest are kept until it works (retried every second)");
+                self.acked_moved = true;
+                self.full = false;
+                return;
+            }
+            tracing::warn!(first_error = %err, "queue checkpoint written after freeing acknowledged segments");
         }
         self.acked_moved = false;
         self.full = false;
@@ -828,6 +838,83 @@ impl Writer {
                 state.counters.quarantined_segments += 1;
             }
         }
+    }
+
+    /// Deletes fully acknowledged segments while the checkpoint cannot be written; returns
+    /// those it left for the next checkpoint.
+    ///
+    /// Safe without a durable checkpoint because recovery, finding nothing on disk before
+    /// the first segment left, counts everything before that segment's `first_seq` (in its
+    /// name) as acknowledged, and numbers new records after the last one on disk. So:
+    /// - only a prefix is deleted, oldest first, stopping at the first failure (a gap
+    ///   between kept segments would read as lost records);
+    /// - the newest segment holding records is always kept, even when acknowledged: with
+    ///   only an empty active segment left, an old checkpoint would restart the numbering
+    ///   below sequence numbers already delivered (their `_id`s would collide);
+    /// - corrupt segments are renamed aside as usual (a renamed file is not a segment at
+    ///   recovery, so for numbering that is a deletion too).
+    ///
+    /// A crash before a later checkpoint delivers some acknowledged records of the kept
+    /// segments again, under the same sequence numbers (an idempotent resend).
+    fn free_without_checkpoint(&mut self, doomed: Vec<(Seq, bool)>) -> Vec<(Seq, bool)> {
+        let dir = self.dir().to_path_buf();
+        let newest_with_records = {
+            let state = self.shared.lock();
+            state
+                .segments
+                .iter()
+                .rev()
+                .find(|(first, s)| s.last_seq >= **first)
+                .map(|(first, _)| *first)
+        };
+        let mut removed = Vec::new();
+        let mut kept = Vec::new();
+        for (first, corrupt) in doomed {
+            if !kept.is_empty() || Some(first) == newest_with_records {
+                kept.push((first, corrupt));
+                continue;
+            }
+            let io = &*self.shared.io;
+            let result = if corrupt {
+                quarantine(io, &dir, first, "frames failed their checksum when read")
+            } else {
+                let path = segment::segment_path(&dir, first);
+                io.remove_file(&path)
+                    .map_err(|err| DiskError::io(&path, err))
+            };
+            match result {
+                Ok(()) => {
+                    let _ = io.remove_file(&segment::meta_path(&dir, first));
+                    removed.push((first, corrupt));
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not remove an acknowledged segment; will retry");
+                    kept.push((first, corrupt));
+                }
+            }
+        }
+        if removed.is_empty() {
+            return kept;
+        }
+        let _ = segment::sync_dir_with(&*self.shared.io, &dir);
+        let mut state = self.shared.lock();
+        let mut freed = 0;
+        for (first, corrupt) in &removed {
+            if let Some(segment) = state.segments.remove(first) {
+                state.bytes_on_disk -= segment.bytes;
+                freed += segment.bytes;
+            }
+            if *corrupt {
+                state.counters.quarantined_segments += 1;
+            }
+        }
+        drop(state);
+        tracing::warn!(
+            segments = removed.len(),
+            bytes = freed,
+            "queue checkpoint cannot be written: freed acknowledged segments without it"
+        );
+        kept
     }
 }
 
