@@ -405,6 +405,9 @@ pub struct RestartReport {
     /// whose answer was lost with the connection (`unanswered`). Each can be indexed
     /// twice (under two queue sequence numbers), so duplicates never exceed this.
     pub resent: u64,
+    /// Which events were sent again, and how often: seq → extra sends. An event may be
+    /// indexed at most once more than this; any more is a duplicate the shipper made.
+    pub resent_seqs: std::collections::BTreeMap<u64, u32>,
     /// Of `resent`: events of a publish that failed without an answer from the server,
     /// the connection broken mid-request; they may or may not have been queued.
     pub unanswered: u64,
@@ -436,6 +439,7 @@ pub async fn run_through_restarts(
         for (seq, _) in awaiting.drain(..) {
             to_send.push_back(seq);
             report.resent += 1;
+            *report.resent_seqs.entry(seq).or_default() += 1;
         }
         if stop.is_cancelled() {
             let deadline = *drain_deadline
@@ -501,6 +505,9 @@ pub async fn run_through_restarts(
                             );
                             report.resent += seqs.len() as u64;
                             report.unanswered += seqs.len() as u64;
+                            for seq in &seqs {
+                                *report.resent_seqs.entry(*seq).or_default() += 1;
+                            }
                         }
                         for seq in seqs.into_iter().rev() {
                             to_send.push_front(seq);

@@ -47,14 +47,18 @@ pub struct OutputMetricsSnapshot {
 }
 
 impl OutputMetrics {
-    /// A request finished after `latency`; `failed_status` is its non-2xx status.
-    pub fn request(&self, latency: Duration, failed_status: Option<u16>) {
+    /// A request finished after `latency`: `Ok` for a 2xx answer, else `Err` with its
+    /// status, or `Err(None)` when no answer came (refused, reset, timed out), which is a
+    /// failure too.
+    pub fn request(&self, latency: Duration, answer: Result<(), Option<u16>>) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.latency_ms_total
             .fetch_add(latency.as_millis() as u64, Ordering::Relaxed);
-        if let Some(status) = failed_status {
+        if let Err(status) = answer {
             self.request_failures.fetch_add(1, Ordering::Relaxed);
-            self.count_status(status);
+            if let Some(status) = status {
+                self.count_status(status);
+            }
         }
     }
 

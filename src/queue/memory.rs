@@ -390,6 +390,34 @@ mod tests {
         );
     }
 
+    // The module's promise: nothing held only in memory is reported persisted, so a
+    // producer is never told an event is safe before the output acknowledged it.
+    #[tokio::test]
+    async fn persisted_is_the_acknowledged_prefix_never_the_write_head() {
+        let queue = MemoryQueue::new(100, 1 << 20);
+        let gen = queue.register(generation("a"));
+        let persisted = queue.persisted();
+        let appended = queue.append(payloads(gen, 5)).await.unwrap();
+        assert_eq!(appended.last_seq, Some(5));
+        assert_eq!(*persisted.borrow(), 0, "appended is not persisted");
+        let batch = within(queue.read(10, 1 << 20)).await.unwrap();
+        assert_eq!(batch.len(), 5);
+        assert_eq!(*persisted.borrow(), 0, "read is not persisted");
+        queue.ack(3, 5);
+        assert_eq!(
+            *persisted.borrow(),
+            0,
+            "acked ahead of a gap is not persisted"
+        );
+        queue.ack(1, 2);
+        assert_eq!(*persisted.borrow(), 5);
+        queue.append(payloads(gen, 2)).await.unwrap();
+        assert_eq!(*persisted.borrow(), 5, "new appends do not move it");
+        queue.persist().await;
+        assert_eq!(*persisted.borrow(), 5, "persist() promises nothing more");
+        assert_eq!(*persisted.borrow(), *queue.acked().borrow());
+    }
+
     #[tokio::test]
     async fn byte_limit_bounds_batches_but_never_wedges() {
         let queue = MemoryQueue::new(100, 10);

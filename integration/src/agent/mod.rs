@@ -268,7 +268,11 @@ pub(crate) struct Shared {
     chunk_limit: Option<usize>,
     echo_logs: bool,
     tasks: Mutex<JoinSet<()>>,
+    /// Run once, in the check-in handler, when their unit is first seen STOPPED.
+    stopped_probes: Mutex<Vec<(self::core::UnitKey, StoppedProbe)>>,
 }
+
+type StoppedProbe = Box<dyn FnOnce() + Send>;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -428,6 +432,7 @@ impl MockAgent {
             chunk_limit: options.chunk_limit,
             echo_logs: options.echo_shipper_logs,
             tasks: Mutex::new(JoinSet::new()),
+            stopped_probes: Mutex::new(Vec::new()),
         });
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -582,6 +587,25 @@ impl MockAgent {
     /// The last observed view of a unit.
     pub fn observed(&self, id: &str, kind: UnitType) -> Option<ObservedView> {
         lock(&self.shared.core).observed(id, kind as i32).cloned()
+    }
+
+    /// Runs `probe` at the instant the agent first sees the unit report STOPPED: inside the
+    /// check-in handler, before it replies or acknowledges a revision. What the probe finds
+    /// (deliveries counted by mock-es, lines in the output file) is what was true when the
+    /// unit said it was done, not later. The result arrives on the returned receiver; a
+    /// probe whose unit never reports STOPPED is dropped with the agent.
+    pub fn probe_when_stopped<T: Send + 'static>(
+        &self,
+        id: &str,
+        kind: UnitType,
+        probe: impl FnOnce() -> T + Send + 'static,
+    ) -> oneshot::Receiver<T> {
+        let (tx, rx) = oneshot::channel();
+        let run: StoppedProbe = Box::new(move || {
+            let _ = tx.send(probe());
+        });
+        lock(&self.shared.stopped_probes).push(((id.to_string(), kind as i32), run));
+        rx
     }
 
     /// Whether the unit is still expected (units are dropped after reporting STOPPED).
@@ -748,6 +772,12 @@ impl MockAgent {
         process::signal(&self.shared, nix::sys::signal::Signal::SIGKILL)
     }
 
+    /// Sends SIGTERM to the shipper and returns at once (the agent keeps running; with
+    /// `restart_on_exit` it restarts the shipper after it exits).
+    pub fn terminate_shipper(&self) -> bool {
+        process::signal(&self.shared, nix::sys::signal::Signal::SIGTERM)
+    }
+
     /// SIGTERM to the shipper, as the agent does when the component is removed; waits for
     /// the exit (SIGKILL after `grace`; the agent's is [`Launch::stop_timeout`]), stops the
     /// agent, and returns the exit event.
@@ -768,7 +798,12 @@ impl MockAgent {
                 }
             }
         } else {
-            None
+            // Already gone (e.g. after [`MockAgent::terminate_shipper`]): its last exit.
+            lock(&self.shared.history)
+                .iter()
+                .rev()
+                .find(|e| matches!(e, AgentEvent::ShipperExited { .. }))
+                .cloned()
         };
         let _ = self.supervisor.await;
         let _ = self.watchdog.await;

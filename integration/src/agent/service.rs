@@ -1,10 +1,11 @@
 //! The `ElasticAgent` gRPC service of the mock agent.
 
-use super::{lock, AgentEvent, Shared, StreamSlot};
+use super::core::UnitKey;
+use super::{lock, AgentEvent, Shared, StoppedProbe, StreamSlot};
 use agent_shipper::proto::agent::elastic_agent_server::ElasticAgent;
 use agent_shipper::proto::agent::{
     action_response, ActionRequest, ActionResponse, CheckinExpected, CheckinObserved,
-    ConnectionSupports,
+    ConnectionSupports, State,
 };
 use prost::Message;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ impl Shared {
         *lock(&self.last_checkin) = Some(now);
         lock(&self.checkins).push(now);
         self.emit(AgentEvent::CheckinReceived);
+        self.run_stopped_probes(message);
         let (events, reply) = {
             let mut core = lock(&self.core);
             let (events, reply) = core.on_checkin(message, first);
@@ -42,6 +44,40 @@ impl Shared {
         }
         if let Some(reply) = reply {
             self.send_expected(reply);
+        }
+    }
+}
+
+impl Shared {
+    /// Runs the probes of units this check-in reports STOPPED for the first time, before
+    /// the check-in changes anything else.
+    fn run_stopped_probes(&self, message: &CheckinObserved) {
+        let newly_stopped: Vec<UnitKey> = {
+            let core = lock(&self.core);
+            message
+                .units
+                .iter()
+                .filter(|unit| unit.state == State::Stopped as i32)
+                .filter(|unit| {
+                    core.observed(&unit.id, unit.r#type)
+                        .is_none_or(|seen| seen.state != State::Stopped)
+                })
+                .map(|unit| (unit.id.clone(), unit.r#type))
+                .collect()
+        };
+        if newly_stopped.is_empty() {
+            return;
+        }
+        let due: Vec<StoppedProbe> = {
+            let mut probes = lock(&self.stopped_probes);
+            let (due, waiting) = std::mem::take(&mut *probes)
+                .into_iter()
+                .partition(|(key, _)| newly_stopped.contains(key));
+            *probes = waiting;
+            due.into_iter().map(|(_, probe)| probe).collect()
+        };
+        for probe in due {
+            probe();
         }
     }
 }

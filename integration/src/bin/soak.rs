@@ -86,9 +86,9 @@ async fn main() -> Result<()> {
     if report.unexplained_duplicates() > 0 {
         let kept = data.keep();
         anyhow::bail!(
-            "{} events were indexed twice but loadgen sent only {} again (seed {seed}; data kept in {})",
-            d.duplicates,
-            report.resent,
+            "{} events were indexed more often than loadgen sent them, e.g. (run, seq, indexed, sent) {:?} (seed {seed}; data kept in {})",
+            report.unexplained_count,
+            report.unexplained,
             kept.display()
         );
     }

@@ -526,7 +526,7 @@ async fn send_pass(shared: &Shared, context: &LoopContext, pending: Vec<Pending>
         let result = target.client.bulk(body).await;
         shared.metrics.request(
             started.elapsed(),
-            result.as_ref().err().and_then(|e| e.status()),
+            result.as_ref().map(|_| ()).map_err(|e| e.status()),
         );
         match result {
             Ok(reply) => {
