@@ -162,6 +162,7 @@ pub(crate) async fn run(
         earlier_generations = targets.len() - 1,
         "elasticsearch output started"
     );
+    first_output_start();
     let shared = Arc::new(Shared {
         config,
         targets,
@@ -311,9 +312,25 @@ async fn deliver_batch(shared: &Shared, context: &LoopContext, batch: Vec<Record
 /// How often held records are checked against the diversion rules.
 const HOLD_CHECK: Duration = Duration::from_millis(250);
 
+/// When the first Elasticsearch output of this process started (shortly after the agent's
+/// first check-in): outputs restart at every key rotation, the process does not.
+fn first_output_start() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// How long records wait for their OUTPUT unit's config after the first output started. The
+/// agent sends every unit it still runs, those expected STOPPED too, in its first check-in
+/// after a restart; a config that has not come by then belongs to a unit the agent forgot.
+const HOLD_MAX: Duration = Duration::from_secs(10);
+
 /// Holds records whose OUTPUT unit's credentials this output does not have, so that none
-/// goes out with another unit's key, until the output is replaced (returns false: they go
-/// to the next reader, which may know them) or a diversion takes them.
+/// goes out with another unit's key while the agent may still send that unit: until the
+/// output is replaced (returns false: they go to the next reader, which may know them), a
+/// diversion takes them, or [`HOLD_MAX`] has passed since the first output started. Then the
+/// unit is gone from the agent's policy (typically: its drain had finished and the crash
+/// came before the checkpoint, so its records come back as a resend) and the records go
+/// with the newest credentials, as for an unknown generation; a WARN line says so.
 async fn hold_without_credentials(
     shared: &Shared,
     context: &LoopContext,
@@ -332,6 +349,7 @@ async fn hold_without_credentials(
         "queued events wait for the config of OUTPUT unit {units}, which the agent has not sent since the restart; they are sent with no other unit's credentials"
     );
     tracing::warn!(events = waiting.len(), %reason, "events held");
+    let give_up = first_output_start() + HOLD_MAX;
     loop {
         shared.health.failure(reason.clone(), Instant::now());
         tokio::select! {
@@ -347,7 +365,33 @@ async fn hold_without_credentials(
                 return true;
             }
         }
+        if Instant::now() >= give_up {
+            break;
+        }
     }
+    tracing::warn!(
+        events = waiting.len(),
+        units = %units,
+        waited_s = HOLD_MAX.as_secs(),
+        "the agent no longer runs these OUTPUT units: their queued events go with the newest output's credentials"
+    );
+    let pending: Vec<Pending> = {
+        let mut cache = shared
+            .by_generation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        waiting
+            .into_iter()
+            .map(|record| {
+                cache.insert(record.generation, shared.newest.clone());
+                Pending {
+                    target: shared.newest.clone(),
+                    record,
+                }
+            })
+            .collect()
+    };
+    deliver_pending(shared, context, pending).await
 }
 
 /// Delivers records whose client is known completely; false when cancelled first.
