@@ -639,6 +639,15 @@ async fn every_stderr_line_of_a_demo_run_is_what_the_agent_parses() {
     assert!(h
         .agent
         .set_log_level("input-a", UnitType::Input, UnitLogLevel::Debug));
+    // Publish only once the level is applied, or the debug lines may never come.
+    h.agent
+        .wait_for(
+            WAIT,
+            "log level change logged",
+            |e| matches!(e, AgentEvent::ShipperLog(l) if l.contains("log level changed")),
+        )
+        .await
+        .unwrap();
     let mut options = LoadgenOptions::new(&h.socket(), "filestream-a", 10);
     options.run = "debug".into();
     loadgen::run(&options).await.unwrap();
