@@ -241,16 +241,26 @@ impl State {
     }
 
     /// Moves the read position past numbers burned by a failed write.
+    ///
+    /// Over every range it reaches, not just the first: failed writes in a row burn
+    /// adjacent ranges, and a position left on a burned number finds no record in the
+    /// segment files, so the disk reader would wait out its no-progress back-off once per
+    /// range. A range is kept until the acknowledged prefix passes it, not until the reader
+    /// does: a rewind goes back before it, and without it the reader would stop there.
     fn skip_burned(&mut self) {
-        while let Some((&start, &end)) = self.burned.first_key_value() {
+        while let Some((_, &end)) = self.burned.first_key_value() {
+            if end > self.acked {
+                break;
+            }
+            self.burned.pop_first();
+        }
+        // Ranges never overlap (a number is burned once): the one holding `next_read`
+        // is the last that starts at or before it.
+        while let Some((_, &end)) = self.burned.range(..=self.next_read).next_back() {
             if end < self.next_read {
-                self.burned.pop_first();
-                continue;
+                break;
             }
-            if start <= self.next_read {
-                self.next_read = end + 1;
-            }
-            break;
+            self.next_read = end + 1;
         }
     }
 
