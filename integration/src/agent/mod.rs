@@ -314,15 +314,14 @@ impl Shared {
         let _ = self.events.send(event);
     }
 
+    /// Sends the expected state as it is now. The message is built while the stream is
+    /// held, so two sends racing (a check-in's reply and a test's change) leave the
+    /// newest state last on the wire, as the real agent's single sender does.
     fn push_expected(&self) {
-        let message = lock(&self.core).expected_message();
-        self.send_expected(message);
-    }
-
-    fn send_expected(&self, message: agent_shipper::proto::agent::CheckinExpected) {
         let pieces = {
             let slot = lock(&self.stream);
             let Some(slot) = slot.as_ref() else { return };
+            let message = lock(&self.core).expected_message();
             let pieces = match (slot.chunking, self.chunk_limit) {
                 (true, Some(limit)) => service::chunk(message, limit),
                 _ => vec![message],

@@ -34,16 +34,12 @@ impl Shared {
         lock(&self.checkins).push(now);
         self.emit(AgentEvent::CheckinReceived);
         self.run_stopped_probes(message);
-        let (events, reply) = {
-            let mut core = lock(&self.core);
-            let (events, reply) = core.on_checkin(message, first);
-            (events, reply.then(|| core.expected_message()))
-        };
+        let (events, reply) = lock(&self.core).on_checkin(message, first);
         for event in events {
             self.emit(event);
         }
-        if let Some(reply) = reply {
-            self.send_expected(reply);
+        if reply {
+            self.push_expected();
         }
     }
 }
