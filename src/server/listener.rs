@@ -33,6 +33,11 @@ pub struct Listener {
     tls: Option<Arc<TlsIdentities>>,
     cancel: CancellationToken,
     join: JoinHandle<()>,
+    /// Device and inode of the socket file this listener put at a unix address: the path
+    /// is removed on stop only while it is still ours. Another process may have bound the
+    /// same path since (under today's agent the next component starts while the old one
+    /// stops), and removing its socket would cut its inputs off.
+    socket_file: Option<(u64, u64)>,
 }
 
 impl Listener {
@@ -76,6 +81,7 @@ impl Listener {
         let failed = move |err: tonic::transport::Error| {
             tracing::error!(address = %label, error = %err, "Producer API server failed");
         };
+        let mut socket_file = None;
         let join = match &address {
             ServerAddress::Unix(path) => {
                 remove_stale_socket(path)
@@ -86,6 +92,7 @@ impl Listener {
                 }
                 let listener = bind_private(path, security.socket_mode.0)
                     .map_err(|err| format!("cannot listen on {address}: {err}"))?;
+                socket_file = file_identity(path);
                 let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
                 match &tls {
                     Some(identities) => {
@@ -164,6 +171,7 @@ impl Listener {
             tls,
             cancel,
             join,
+            socket_file,
         })
     }
 
@@ -224,7 +232,11 @@ impl Listener {
             }
         }
         if let ServerAddress::Unix(path) = &self.address {
-            let _ = std::fs::remove_file(path);
+            if self.socket_file.is_some() && file_identity(path) == self.socket_file {
+                let _ = std::fs::remove_file(path);
+            } else {
+                tracing::info!(address = %self.address, "the socket path now belongs to another listener; leaving it");
+            }
         }
         tracing::info!(address = %self.address, "Producer API closed");
     }
@@ -328,6 +340,14 @@ pub(crate) fn bind_private(
     result
 }
 
+/// Device and inode of the file at `path` (not following a symlink), if any.
+fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|meta| (meta.dev(), meta.ino()))
+}
+
 /// Removes a socket left by an earlier run; refuses to remove anything that is not a socket.
 pub(crate) fn remove_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
@@ -339,5 +359,39 @@ pub(crate) fn remove_stale_socket(path: &std::path::Path) -> std::io::Result<()>
         )),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn bind_at(path: &std::path::Path) -> Listener {
+        let (_routes_tx, routes) = watch::channel(Arc::new(Routes::default()));
+        Listener::bind(
+            ServerAddress::Unix(path.to_path_buf()),
+            "run-1",
+            routes,
+            ListenSecurity::default(),
+            ProducerLimits::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn stopping_leaves_a_socket_another_listener_has_bound_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shipper.sock");
+        let old = bind_at(&path).await;
+        // The next process binds the same path while the old one is still stopping.
+        let new = bind_at(&path).await;
+        old.stop().await;
+        assert!(
+            std::os::unix::net::UnixStream::connect(&path).is_ok(),
+            "the new listener's socket is still reachable after the old one stopped"
+        );
+        new.stop().await;
+        assert!(!path.exists(), "a listener removes its own socket file");
     }
 }
