@@ -19,7 +19,13 @@
 //!   still expires. Counted as `expired_events`.
 //! - Readers ([`DlqReader`]) see only sealed segments and move on when one is deleted
 //!   under them. A crash mid-write leaves the head; the next open keeps its whole
-//!   entries and seals it.
+//!   entries and seals it, cutting a torn tail (counted as `damaged_heads`).
+//!
+//! # Durability
+//! A write is answered only after `fdatasync` of the head (and a directory fsync for a
+//! new head, a seal or a rename), so the output acknowledges a record only once its entry
+//! survives a power loss. Every file operation goes through a [`crate::queue::SegmentIo`],
+//! so the power-loss model test (`queue/disk/crash_model.rs`) sees and checks them.
 
 pub mod cli;
 mod entry;

@@ -8,7 +8,6 @@ use crate::queue::disk::segment::{self, HEADER_LEN};
 use crate::queue::disk::{OsIo, SegmentIo};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -55,7 +54,7 @@ pub struct DlqSettings {
 impl DlqSettings {
     /// Head segments are sealed at this size: small enough that size retention deletes
     /// in steps of at most an eighth of the budget.
-    fn segment_size(&self) -> u64 {
+    pub(crate) fn segment_size(&self) -> u64 {
         (self.max_bytes / 8).clamp(HEADER_LEN as u64 * 2, 16 << 20)
     }
 }
@@ -126,6 +125,10 @@ pub struct DlqMetrics {
     pub dropped_events: u64,
     /// Entries deleted by age retention.
     pub expired_events: u64,
+    /// Heads a crash left torn, found at open: cut back to their last whole entry, or
+    /// set aside (`head.dlq.corrupt`) when their header is unreadable. No torn entry is
+    /// ever read.
+    pub damaged_heads: u64,
     /// The last error, if any.
     pub last_error: Option<String>,
 }
@@ -162,6 +165,7 @@ struct StoreState {
     sealed: BTreeMap<u64, SealedSegment>,
     dropped_events: u64,
     expired_events: u64,
+    damaged_heads: u64,
     last_error: Option<String>,
 }
 
@@ -188,7 +192,8 @@ pub struct DeadLetterQueue {
     /// The figures as of the last change, so a snapshot never waits for a write's
     /// `fdatasync` (the supervisor takes one for every check-in).
     figures: Mutex<DlqMetrics>,
-    /// The head's data writes and syncs (fault injection in tests).
+    /// Every write, sync, rename, removal and directory sync of the DLQ's files: the OS,
+    /// or in tests a fault injector or a power-loss recorder.
     io: Arc<dyn SegmentIo>,
 }
 
@@ -198,8 +203,8 @@ impl DeadLetterQueue {
         Self::open_with_io(settings, clock, Arc::new(OsIo))
     }
 
-    /// [`DeadLetterQueue::open`] with the head's writes and syncs going through `io`: how
-    /// tests make a sync slow or fail.
+    /// [`DeadLetterQueue::open`] with every file write, sync, rename and removal going
+    /// through `io`: how tests make a sync slow or fail, or cut the power.
     pub fn open_with_io(
         settings: DlqSettings,
         clock: Arc<dyn Clock>,
@@ -225,6 +230,7 @@ impl DeadLetterQueue {
                 sealed,
                 dropped_events: 0,
                 expired_events: 0,
+                damaged_heads: 0,
                 last_error: None,
             }),
             figures: Mutex::new(DlqMetrics::default()),
@@ -246,14 +252,54 @@ impl DeadLetterQueue {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Makes the DLQ directory's entries (new head, seals, removals) durable.
+    fn sync_dir(&self) -> Result<(), DlqError> {
+        segment::sync_dir_with(self.io.as_ref(), &self.settings.dir).map_err(|err| DlqError::Io {
+            path: self.settings.dir.clone(),
+            message: err.to_string(),
+        })
+    }
+
+    /// Removes the head file (nothing of it is kept): durably, so a power loss does not
+    /// bring back what it held.
+    fn remove_head(&self, path: &Path) {
+        let removed = self
+            .io
+            .remove_file(path)
+            .map_err(|err| DlqError::io(path, err));
+        if let Err(err) = removed.and_then(|()| self.sync_dir()) {
+            tracing::warn!(error = %err, "cannot remove an empty DLQ head");
+        }
+    }
+
     /// Seals what a crashed writer left in the head; returns the next sequence number.
     fn recover_head(&self, path: &Path) -> Result<u64, DlqError> {
+        let len = std::fs::metadata(path)
+            .map_err(|err| DlqError::io(path, err))?
+            .len();
+        if len < HEADER_LEN as u64 {
+            // Shorter than its header (the power went before the first sync): no entry of
+            // it was ever answered, and none can be read.
+            if len > 0 {
+                self.lock().damaged_heads += 1;
+                tracing::warn!(
+                    bytes = len,
+                    "DLQ head torn by a crash before its header was written: removed"
+                );
+            }
+            self.remove_head(path);
+            return Ok(1);
+        }
         let scan = match segment::scan(path) {
             Ok(scan) => scan,
             Err(crate::queue::DiskError::Corrupt { reason, .. }) => {
                 let aside = path.with_extension("corrupt");
                 tracing::error!(path = %aside.display(), reason, "DLQ head from a crash is unreadable: set aside, not deleted");
-                std::fs::rename(path, &aside).map_err(|err| DlqError::io(path, err))?;
+                self.io
+                    .rename(path, &aside)
+                    .map_err(|err| DlqError::io(path, err))?;
+                self.sync_dir()?;
+                self.lock().damaged_heads += 1;
                 return Ok(1);
             }
             Err(err) => {
@@ -264,19 +310,29 @@ impl DeadLetterQueue {
             }
         };
         let count = scan.meta.last_seq + 1 - scan.meta.first_seq;
+        if let Some(damage) = scan.damage {
+            self.lock().damaged_heads += 1;
+            tracing::warn!(
+                damage,
+                entries = count,
+                "DLQ head torn by a crash: kept every whole entry"
+            );
+        }
         if count == 0 {
-            let _ = std::fs::remove_file(path);
+            self.remove_head(path);
             return Ok(scan.meta.first_seq);
         }
-        if let Some(damage) = scan.damage {
+        if scan.damage.is_some() {
             let file = std::fs::OpenOptions::new()
                 .write(true)
                 .open(path)
                 .map_err(|err| DlqError::io(path, err))?;
-            file.set_len(scan.valid_len)
+            self.io
+                .set_len(&file, scan.valid_len)
                 .map_err(|err| DlqError::io(path, err))?;
-            file.sync_all().map_err(|err| DlqError::io(path, err))?;
-            tracing::warn!(damage, "DLQ head torn by a crash: kept every whole entry");
+            self.io
+                .sync_all(&file)
+                .map_err(|err| DlqError::io(path, err))?;
         }
         let entries = super::reader::read_entries(path)?;
         let newest_ms = entries
@@ -307,11 +363,10 @@ impl DeadLetterQueue {
     ) -> Result<(), DlqError> {
         let name = format!("{first_seq:020}-{count}-{newest_ms}.dlq");
         let to = self.settings.dir.join(name);
-        std::fs::rename(from, &to).map_err(|err| DlqError::io(from, err))?;
-        segment::sync_dir(&self.settings.dir).map_err(|err| DlqError::Io {
-            path: self.settings.dir.clone(),
-            message: err.to_string(),
-        })?;
+        self.io
+            .rename(from, &to)
+            .map_err(|err| DlqError::io(from, err))?;
+        self.sync_dir()?;
         state.sealed.insert(
             first_seq,
             SealedSegment {
@@ -331,8 +386,8 @@ impl DeadLetterQueue {
         };
         let path = self.settings.dir.join(HEAD_NAME);
         // On any failure the head stays as it is, to be sealed on a later try.
-        head.file
-            .sync_all()
+        self.io
+            .sync_all(&head.file)
             .map_err(|err| DlqError::io(&path, err))?;
         let (first_seq, count, newest_ms, bytes) =
             (head.first_seq, head.count, head.newest_ms, head.bytes);
@@ -369,7 +424,7 @@ impl DeadLetterQueue {
         let mut events = 0;
         for first in &expired {
             if let Some(segment) = state.sealed.remove(first) {
-                match std::fs::remove_file(&segment.path) {
+                match self.io.remove_file(&segment.path) {
                     Ok(()) => events += segment.count,
                     Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                     Err(err) => {
@@ -427,7 +482,7 @@ impl DeadLetterQueue {
                 match (self.settings.storage_policy, oldest) {
                     (StoragePolicy::DropOlder, Some(first)) => {
                         if let Some(segment) = state.sealed.remove(&first) {
-                            match std::fs::remove_file(&segment.path) {
+                            match self.io.remove_file(&segment.path) {
                                 Ok(()) => {
                                     deleted_segments += 1;
                                     deleted_events += segment.count;
@@ -526,7 +581,7 @@ impl DeadLetterQueue {
             return;
         };
         let bytes = mark.bytes.unwrap_or(HEADER_LEN as u64);
-        if let Err(err) = head.file.set_len(bytes) {
+        if let Err(err) = self.io.set_len(&head.file, bytes) {
             tracing::error!(path = %path.display(), error = %err, "cannot cut back the DLQ head after a failed sync");
         }
         head.bytes = bytes;
@@ -536,7 +591,7 @@ impl DeadLetterQueue {
         if head.count == 0 && mark.bytes.is_none() {
             // Opened by this write: nothing of it remains.
             state.head = None;
-            let _ = std::fs::remove_file(&path);
+            self.remove_head(&path);
         }
     }
 
@@ -550,6 +605,7 @@ impl DeadLetterQueue {
                 + state.head.as_ref().map(|h| h.count).unwrap_or(0),
             dropped_events: state.dropped_events,
             expired_events: state.expired_events,
+            damaged_heads: state.damaged_heads,
             last_error: state.last_error.clone(),
         };
         *self.figures.lock().unwrap_or_else(|p| p.into_inner()) = figures;
@@ -559,23 +615,16 @@ impl DeadLetterQueue {
         let path = self.settings.dir.join(HEAD_NAME);
         if state.head.is_none() {
             let first_seq = state.next_seq;
-            let mut file = {
-                use std::os::unix::fs::OpenOptionsExt;
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(true)
-                    .write(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(|err| DlqError::io(&path, err))?
-            };
-            file.write_all(&segment::header(first_seq))
+            // Owner-only, emptied if a failed write left one.
+            let file = self
+                .io
+                .create(&path)
+                .map_err(|err| DlqError::io(&path, err))?;
+            self.io
+                .write_all_at(&file, &segment::header(first_seq), 0)
                 .map_err(|err| DlqError::io(&path, err))?;
             // The head's directory entry must survive a power loss like its data.
-            segment::sync_dir(&self.settings.dir).map_err(|err| DlqError::Io {
-                path: self.settings.dir.clone(),
-                message: err.to_string(),
-            })?;
+            self.sync_dir()?;
             state.head = Some(Head {
                 file,
                 first_seq,
@@ -594,7 +643,7 @@ impl DeadLetterQueue {
         })?;
         // Positional, and cut back on failure: a torn entry must not sit before later ones.
         if let Err(err) = self.io.write_all_at(&head.file, &buf, head.bytes) {
-            let _ = head.file.set_len(head.bytes);
+            let _ = self.io.set_len(&head.file, head.bytes);
             return Err(DlqError::io(&path, err));
         }
         head.count += 1;

@@ -201,6 +201,8 @@ fn a_crash_while_writing_leaves_a_readable_dlq() {
     assert!(!head.exists(), "the crashed head is sealed at open");
     let kept = all_entries(dir.path());
     assert_eq!(kept.len(), 5);
+    assert_eq!(store.metrics().damaged_heads, 1, "the torn tail is counted");
+    assert_eq!(store.metrics().entries, 5, "and not counted as an entry");
     assert_eq!(kept[4].reason.message, "bad field in 4");
     // And writing goes on after them.
     store.write(&[entry(&clock, 5)]);

@@ -228,6 +228,12 @@ pub fn render(stats: &Stats) -> String {
             &[],
             dlq.expired_events as f64,
         );
+        out.counter(
+            "agent_shipper_dlq_damaged_heads_total",
+            "DLQ heads a crash left torn, cut back or set aside when opened.",
+            &[],
+            dlq.damaged_heads as f64,
+        );
     }
     out.text
 }

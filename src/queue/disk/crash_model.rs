@@ -11,16 +11,130 @@
 //!   reappears only as an idempotent resend;
 //! - a drain barrier never exceeds the committed head.
 //!
+//! The dead letter queue shares the power losses (`dlq/store.rs`, through the same
+//! recording I/O). Records are dead-lettered as the output does it (acknowledged only when
+//! the DLQ answered them stored; failed writes leave them unacknowledged), sometimes with
+//! a failing write, sometimes with a write cut by the power loss before its `fdatasync`.
+//! After every reopen:
+//! - every entry whose record was acknowledged because the DLQ stored it is readable,
+//!   unless retention may have deleted it: older than `retain.age`, or (`drop_older`)
+//!   followed by enough newer entries to fill `max_bytes`;
+//! - every readable entry is one that was written, byte for byte, once: a torn tail is
+//!   cut (and counted), never returned; an entry answered failed or refused is absent.
+//!
 //! `cargo test` runs a fixed set of seeds; `scripts/crash-model.sh` runs random seeds for
 //! a while (`CRASH_MODEL_SECONDS`, `CRASH_MODEL_SEED` to replay one).
 
 use super::power_loss::{CrashMode, PowerLossIo};
 use super::*;
+use crate::dlq::{Clock, DeadLetterQueue, DlqEntry, DlqReader, DlqSettings, Reason, StoragePolicy};
 use crate::queue::Queue;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 const INPUTS: [&str; 3] = ["in-0", "in-1", "in-2"];
+
+/// The DLQ's clock: moved on by the model, so age retention happens within a run.
+struct ModelClock(AtomicU64);
+
+impl Clock for ModelClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What the DLQ answered for one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Stored: its record was acknowledged, so the DLQ must keep it (retention aside).
+    Stored,
+    /// Refused (`drop_newer`, full): acknowledged and counted, never in a file.
+    Refused,
+    /// The files failed: not acknowledged, and not in a file (the retry would store it
+    /// twice).
+    Failed,
+    /// Refused or stored, the answer does not say which (a batch with refusals).
+    StoredOrRefused,
+    /// No answer: the power went while it was being written. Absent, or whole.
+    Cut,
+}
+
+struct Sent {
+    entry: DlqEntry,
+    /// Its frame's bytes on disk.
+    frame_len: u64,
+    answer: Answer,
+}
+
+/// The DLQ side of the model.
+struct DlqModel {
+    settings: DlqSettings,
+    clock: Arc<ModelClock>,
+    store: Option<Arc<DeadLetterQueue>>,
+    /// Every entry handed to the DLQ, oldest first; its tag (`reason.message`) is unique.
+    sent: Vec<Sent>,
+    by_tag: HashMap<String, usize>,
+}
+
+impl DlqModel {
+    fn store(&self) -> Result<&Arc<DeadLetterQueue>, String> {
+        self.store
+            .as_ref()
+            .ok_or_else(|| "the DLQ is not open".to_string())
+    }
+
+    /// A new entry for `payload`, with a unique tag.
+    fn entry(&mut self, payload: &str) -> DlqEntry {
+        let tag = format!("dl-{}", self.sent.len());
+        let entry = DlqEntry {
+            event: Bytes::from(payload.to_string()),
+            reason: Reason {
+                status: Some(400),
+                error_type: "mapper_parsing_exception".into(),
+                message: tag.clone(),
+            },
+            input_unit: "in-0".into(),
+            output_unit: "out".into(),
+            revision: 1,
+            dead_lettered_at_ms: self.clock.now_ms(),
+        };
+        let frame_len = frame::encoded_len(entry.encode().len()) as u64;
+        self.by_tag.insert(tag, self.sent.len());
+        self.sent.push(Sent {
+            entry: entry.clone(),
+            frame_len,
+            answer: Answer::Cut,
+        });
+        entry
+    }
+
+    /// Whether age retention may have deleted `sent[index]`: a segment goes only when its
+    /// newest entry is older than `retain.age`, so each of its entries is too.
+    fn may_have_expired(&self, index: usize) -> bool {
+        self.settings.retain_age.is_some_and(|age| {
+            let cutoff = self.clock.now_ms().saturating_sub(age.as_millis() as u64);
+            self.sent[index].entry.dead_lettered_at_ms < cutoff
+        })
+    }
+
+    /// Whether `drop_older` may have deleted `sent[index]` to make room: only when the
+    /// segments from its own on, and the entry being made room for, exceed `max_bytes`.
+    /// An upper bound of those bytes: its segment (at most a segment's size and a frame),
+    /// every entry handed over after it, and a header for each.
+    fn may_have_made_room(&self, index: usize) -> bool {
+        if self.settings.storage_policy != StoragePolicy::DropOlder {
+            return false;
+        }
+        let header = segment::HEADER_LEN as u64;
+        let largest = self.sent.iter().map(|s| s.frame_len).max().unwrap_or(0);
+        let after: u64 = self.sent[index + 1..]
+            .iter()
+            .map(|s| s.frame_len + header)
+            .sum();
+        after + self.settings.segment_size() + largest + 2 * header > self.settings.max_bytes
+    }
+}
 
 struct Model {
     rng: fastrand::Rng,
@@ -45,6 +159,7 @@ struct Model {
     generations: Vec<Generation>,
     next_payload: u64,
     log: Vec<String>,
+    dlq: DlqModel,
 }
 
 type Check = Result<(), String>;
@@ -129,7 +244,180 @@ impl Model {
         self.identity = identity;
         self.last_read = *queue.acked().borrow();
         self.in_flight.clear();
+        let store = DeadLetterQueue::open_with_io(
+            self.dlq.settings.clone(),
+            self.dlq.clock.clone(),
+            self.io.clone(),
+        )
+        .map_err(|err| format!("seed {}: DLQ reopen failed: {err}", self.seed))?;
+        self.dlq.store = Some(Arc::new(store));
         Ok(queue)
+    }
+
+    /// Dead-letters some delivered records as the output does: each is acknowledged once
+    /// the DLQ answered it stored (or refused it, counted); a failed one stays pending.
+    /// `drop_newer` writes one entry a call, so a refusal names its entry.
+    fn dead_letter(&mut self, queue: &DiskQueue) -> Check {
+        if self.in_flight.is_empty() {
+            return Ok(());
+        }
+        let n = self.rng.usize(1..=self.in_flight.len().min(6));
+        let mut records = Vec::new();
+        for _ in 0..n {
+            let i = self.rng.usize(0..self.in_flight.len());
+            records.push(self.in_flight.swap_remove(i));
+        }
+        let by = self.rng.u64(0..4000);
+        self.dlq.clock.0.fetch_add(by, Ordering::SeqCst);
+        let failing = self.rng.u8(0..6) == 0;
+        let batches: Vec<Vec<(Seq, String)>> =
+            if self.dlq.settings.storage_policy == StoragePolicy::DropNewer {
+                records.into_iter().map(|r| vec![r]).collect()
+            } else {
+                vec![records]
+            };
+        let store = self.dlq.store()?.clone();
+        for batch in batches {
+            let first = self.dlq.sent.len();
+            let entries: Vec<DlqEntry> = batch.iter().map(|(_, p)| self.dlq.entry(p)).collect();
+            if failing {
+                self.io.fail_next_writes(1, None);
+            }
+            let (outcome, failed) = store.write_entries(&entries);
+            self.io.fail_next_writes(0, None);
+            self.log.push(format!(
+                "dead-letter {}..{} (failing {failing}): {outcome:?}",
+                first,
+                first + entries.len()
+            ));
+            for (i, (seq, payload)) in batch.into_iter().enumerate() {
+                let answer = if failed.contains(&i) {
+                    Answer::Failed
+                } else if outcome.refused == 0 {
+                    Answer::Stored
+                } else if entries.len() == 1 {
+                    Answer::Refused
+                } else {
+                    Answer::StoredOrRefused
+                };
+                self.dlq.sent[first + i].answer = answer;
+                if answer == Answer::Failed {
+                    // Not stored: the output keeps the record and tries again later.
+                    self.in_flight.push((seq, payload));
+                } else {
+                    queue.ack(seq, seq);
+                    self.log.push(format!("ack {seq} (dead-lettered)"));
+                    self.acked.insert(payload);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Power loss while the DLQ writes a batch: the entries reach the file but the power
+    /// goes before their `fdatasync` returns, so nobody was answered.
+    fn dead_letter_cut_by_power_loss(&mut self, mode: CrashMode, seed: u64) -> Check {
+        let store = self.dlq.store()?.clone();
+        let n = self.rng.usize(1..6);
+        let entries: Vec<DlqEntry> = (0..n)
+            .map(|_| {
+                let payload = self.payload();
+                self.dlq.entry(&payload)
+            })
+            .collect();
+        self.io.close_gate();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            let _ = done_tx.send(store.write_entries(&entries));
+        });
+        // Until the write waits in its sync (or finished without one: a sealed head).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut finished = None;
+        while self.io.syncs_waiting() == 0 && finished.is_none() {
+            if Instant::now() > deadline {
+                self.io.open_gate();
+                return self.fail("a DLQ write never reached its sync".into());
+            }
+            finished = done.recv_timeout(Duration::from_millis(1)).ok();
+        }
+        let crashed = self.io.crash(mode, seed);
+        self.io.open_gate();
+        let _ = writer.join();
+        crashed.map_err(|err| format!("seed {}: crash failed: {err}", self.seed))?;
+        self.log.push(format!(
+            "power loss {mode:?} during a DLQ write of {n} (finished first: {})",
+            finished.is_some()
+        ));
+        Ok(())
+    }
+
+    /// Reads the whole DLQ after a reopen and checks its promises.
+    fn check_dlq(&mut self) -> Check {
+        let dir = self.dlq.settings.dir.clone();
+        let mut reader = DlqReader::new(&dir);
+        let mut seen: BTreeSet<usize> = BTreeSet::new();
+        let mut read = 0u64;
+        for _ in 0..100_000 {
+            let next = match reader.next_segment() {
+                Ok(next) => next,
+                Err(err) => return self.fail(format!("the DLQ is unreadable: {err}")),
+            };
+            let Some((segment, entries)) = next else {
+                break;
+            };
+            for (seq, entry) in entries {
+                read += 1;
+                let Some(&index) = self.dlq.by_tag.get(&entry.reason.message) else {
+                    return self.fail(format!(
+                        "DLQ entry {seq} in {} was never written: {entry:?}",
+                        segment.path.display()
+                    ));
+                };
+                let sent = &self.dlq.sent[index];
+                if sent.entry != entry {
+                    return self.fail(format!(
+                        "DLQ entry {seq} differs from what was written: {entry:?}, written {:?}",
+                        sent.entry
+                    ));
+                }
+                if matches!(sent.answer, Answer::Failed | Answer::Refused) {
+                    return self.fail(format!(
+                        "DLQ entry {seq} ({}) is stored though answered {:?}",
+                        entry.reason.message, sent.answer
+                    ));
+                }
+                if !seen.insert(index) {
+                    return self.fail(format!("DLQ entry {} stored twice", entry.reason.message));
+                }
+            }
+        }
+        let lost: Vec<String> = (0..self.dlq.sent.len())
+            .filter(|&i| {
+                self.dlq.sent[i].answer == Answer::Stored
+                    && !seen.contains(&i)
+                    && !self.dlq.may_have_expired(i)
+                    && !self.dlq.may_have_made_room(i)
+            })
+            .take(5)
+            .map(|i| self.dlq.sent[i].entry.reason.message.clone())
+            .collect();
+        if !lost.is_empty() {
+            return self.fail(format!(
+                "dead-lettered and acknowledged, but not in the DLQ after a reopen (and not \
+                 past retention): {lost:?}"
+            ));
+        }
+        let counted = self.dlq.store()?.metrics().entries;
+        if counted != read {
+            return self.fail(format!(
+                "the DLQ counts {counted} entries but {read} are readable"
+            ));
+        }
+        self.log.push(format!(
+            "DLQ reopened: {read} entries, {} damaged heads",
+            self.dlq.store()?.metrics().damaged_heads
+        ));
+        Ok(())
     }
 
     /// Reads everything readable after a reopen and checks the promises.
@@ -376,15 +664,27 @@ impl Model {
             };
             queue.crash();
             let seed = self.rng.u64(..);
-            self.io
-                .crash(mode, seed)
-                .map_err(|err| format!("seed {}: crash failed: {err}", self.seed))?;
-            self.log.push(format!("power loss {mode:?}"));
+            if self.rng.bool() {
+                self.dead_letter_cut_by_power_loss(mode, seed)?;
+            } else {
+                self.io
+                    .crash(mode, seed)
+                    .map_err(|err| format!("seed {}: crash failed: {err}", self.seed))?;
+                self.log.push(format!("power loss {mode:?}"));
+            }
         } else {
             queue.close();
             queue.persist().await;
             drop(queue);
+            self.dlq.store()?.flush();
             self.log.push("clean close".into());
+        }
+        if let Some(store) = self.dlq.store.take() {
+            let m = store.metrics();
+            self.log.push(format!(
+                "DLQ before: {} entries, dropped {}, expired {}",
+                m.entries, m.dropped_events, m.expired_events
+            ));
         }
         self.promise_persisted_never();
         // At most one damaged file per restart: with two, the queue cannot keep every name.
@@ -402,6 +702,7 @@ impl Model {
         }
         let queue = self.open()?;
         self.check_after_reopen(&queue).await?;
+        self.check_dlq()?;
         Ok(Arc::new(queue))
     }
 
@@ -420,8 +721,22 @@ async fn run_seed(seed: u64, steps: usize) -> Check {
         1 => Durability::Interval(Duration::from_millis(5)),
         _ => Durability::Interval(Duration::from_secs(3600)),
     };
+    let dlq_settings = DlqSettings {
+        dir: dir.path().join("dlq"),
+        max_bytes: [3000, 6000, 1 << 20][rng.usize(0..3)],
+        storage_policy: if rng.bool() {
+            StoragePolicy::DropOlder
+        } else {
+            StoragePolicy::DropNewer
+        },
+        retain_age: rng
+            .bool()
+            .then(|| Duration::from_millis(rng.u64(5_000..30_000))),
+        flush_interval: Duration::from_secs(2),
+    };
+    let queue_dir = dir.path().join("queue");
     let options = DiskOptions {
-        dir: dir.path().to_path_buf(),
+        dir: queue_dir.clone(),
         max_size: 1 << 20,
         segment_size: rng.u64(300..2000),
         durability,
@@ -430,7 +745,7 @@ async fn run_seed(seed: u64, steps: usize) -> Check {
     let mut model = Model {
         rng,
         seed,
-        dir: dir.path().to_path_buf(),
+        dir: queue_dir,
         options,
         io: Arc::new(PowerLossIo::default()),
         identity: String::new(),
@@ -450,14 +765,22 @@ async fn run_seed(seed: u64, steps: usize) -> Check {
             })
             .collect(),
         next_payload: 0,
-        log: vec![format!("durability {durability:?}")],
+        log: vec![format!("durability {durability:?}, DLQ {dlq_settings:?}")],
+        dlq: DlqModel {
+            settings: dlq_settings,
+            clock: Arc::new(ModelClock(AtomicU64::new(1_700_000_000_000))),
+            store: None,
+            sent: Vec::new(),
+            by_tag: HashMap::new(),
+        },
     };
     let mut queue = Arc::new(model.open()?);
     for _ in 0..steps {
         match model.rng.u8(0..100) {
             0..=29 => model.append(&queue).await?,
             30..=49 => model.read(&queue).await?,
-            50..=67 => model.ack(&queue),
+            50..=61 => model.ack(&queue),
+            62..=67 => model.dead_letter(&queue)?,
             68..=71 => {
                 let input = INPUTS[model.rng.usize(0..INPUTS.len())];
                 model.generations.push(Generation {
@@ -467,9 +790,16 @@ async fn run_seed(seed: u64, steps: usize) -> Check {
                 });
                 model.log.push("new generation".into());
             }
-            72..=79 => {
+            72..=77 => {
                 queue.request_checkpoint();
                 model.log.push("checkpoint".into());
+            }
+            78..=79 => {
+                // The DLQ's timer: seals an old head, applies age retention.
+                let by = model.rng.u64(0..4000);
+                model.dlq.clock.0.fetch_add(by, Ordering::SeqCst);
+                model.dlq.store()?.tick();
+                model.log.push(format!("DLQ tick after {by} ms"));
             }
             80..=83 => {
                 let input = INPUTS[model.rng.usize(0..INPUTS.len())];
@@ -503,7 +833,8 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// A fixed seed budget: part of every `cargo test` (about 10 s in a debug build). Seeds
-/// 0, 1, 4 and 34 found scenarios 2.5, 2.1c, 2.1a and 2.1b of issue 14 before their fixes.
+/// 0, 1, 4 and 34 found scenarios 2.5, 2.1c, 2.1a and 2.1b of issue 14 before their fixes
+/// (with the steps of that time: the DLQ steps, added since, draw from the same seeds).
 #[test]
 fn power_loss_model_fixed_seeds() {
     let runtime = runtime();

@@ -10,7 +10,7 @@
 //! in a page cache.
 
 use super::SegmentIo;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -62,13 +62,17 @@ struct Model {
     durable: BTreeMap<PathBuf, u64>,
     /// Files written or synced that were never created through this I/O (a routing gap).
     untracked: Vec<String>,
+    /// Open files from before the last crash: what a writer still holding one does is
+    /// ignored, as a dead machine's writes are.
+    stale: HashSet<(u64, u64)>,
 }
 
 impl Model {
     fn id_of(&mut self, file: &File, what: &str) -> Option<u64> {
         let meta = file.metadata().ok()?;
-        let id = self.by_ino.get(&(meta.dev(), meta.ino())).copied();
-        if id.is_none() {
+        let key = (meta.dev(), meta.ino());
+        let id = self.by_ino.get(&key).copied();
+        if id.is_none() && !self.stale.contains(&key) {
             self.untracked
                 .push(format!("{what} on inode {}", meta.ino()));
         }
@@ -86,6 +90,8 @@ impl Model {
                 unsynced: Vec::new(),
             },
         );
+        // A number freed by a closed stale file may come back for a new one.
+        self.stale.remove(&(meta.dev(), meta.ino()));
         self.by_ino.insert((meta.dev(), meta.ino()), id);
         self.live.insert(path.to_path_buf(), id);
         Ok(id)
@@ -161,7 +167,8 @@ impl PowerLossIo {
         let durable = std::mem::take(&mut model.durable);
         let old_inodes = std::mem::take(&mut model.inodes);
         model.live.clear();
-        model.by_ino.clear();
+        let stale: Vec<(u64, u64)> = model.by_ino.drain().map(|(key, _)| key).collect();
+        model.stale.extend(stale);
         for (path, id) in durable {
             let mut content = Vec::new();
             if let Some(inode) = old_inodes.get(&id) {
@@ -294,6 +301,7 @@ impl SegmentIo for PowerLossIo {
                     inode.unsynced.push(Op::SetLen(0));
                 }
                 let meta = file.metadata()?;
+                model.stale.remove(&(meta.dev(), meta.ino()));
                 model.by_ino.insert((meta.dev(), meta.ino()), id);
             }
             None => {

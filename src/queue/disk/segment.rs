@@ -330,16 +330,9 @@ pub fn write_atomically(io: &dyn SegmentIo, path: &Path, contents: &[u8]) -> Res
     sync_dir_with(io, path.parent().unwrap_or(Path::new(".")))
 }
 
-/// [`sync_dir`] through the queue's I/O.
+/// Makes a directory's entries (creations, renames, deletions) durable, through `io`.
 pub fn sync_dir_with(io: &dyn SegmentIo, dir: &Path) -> Result<(), DiskError> {
     io.sync_dir(dir).map_err(|err| DiskError::io(dir, err))
-}
-
-/// Makes a directory's entries (creations, renames, deletions) durable.
-pub fn sync_dir(dir: &Path) -> Result<(), DiskError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|err| DiskError::io(dir, err))
 }
 
 #[cfg(test)]
