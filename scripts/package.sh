@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Packages agent-shipper as an Elastic Agent component (agents 8.6–8.15):
-#   dist/agent-shipper-<version>-<os>-<arch>.tar.gz   the release binary and agent-shipper.spec.yml
+# Packages agent-shipper as an Elastic Agent component, for both generations of agent:
+#   dist/agent-shipper-<version>-<os>-<arch>.tar.gz
+#     agent-shipper, agent-shipper.spec.yml                 agents 8.6–8.15 (a `shippers:` entry)
+#     agent-shipper-input, agent-shipper-input.spec.yml     agents 8.16 and 9.x (an `inputs:` entry)
 #   dist/agent-shipper-<version>-<os>-<arch>.tar.gz.sha512
+# The agent runs the binary named like the spec file minus `.spec.yml`, so the release
+# binary is in the tarball under both names (a hard link: one copy in the archive).
 # <version> is the package version in Cargo.toml; <os>-<arch> is named as the agent's own
-# packages are (linux-x86_64, linux-arm64). Unpack both files into the agent's components
-# directory (README, "Install into Elastic Agent 8.6–8.15").
+# packages are (linux-x86_64, linux-arm64). Copy the pair for your agent into its
+# components directory (docs/elastic-agent.md, "Install").
 # AGENT_SHIPPER_BIN=<path> packages that binary instead of building one (the test uses a
 # debug build); DIST_DIR=<dir> writes somewhere other than dist/.
 set -euo pipefail
@@ -38,9 +42,12 @@ mkdir -p "$dist"
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 mkdir "$stage/$name"
-# The agent runs `<components dir>/<spec name minus .spec.yml>`: the names must match.
+# The agent runs `<components dir>/<spec name minus .spec.yml>`: the names must match. It
+# refuses a binary that group or others may write, or that its owner may not execute.
 install -m 0755 "$binary" "$stage/$name/agent-shipper"
+ln "$stage/$name/agent-shipper" "$stage/$name/agent-shipper-input"
 install -m 0644 agent-shipper.spec.yml "$stage/$name/agent-shipper.spec.yml"
+install -m 0644 agent-shipper-input.spec.yml "$stage/$name/agent-shipper-input.spec.yml"
 tar -C "$stage" --owner=0 --group=0 -czf "$dist/$name.tar.gz" "$name"
 (cd "$dist" && sha512sum "$name.tar.gz" > "$name.tar.gz.sha512")
 echo "$dist/$name.tar.gz"

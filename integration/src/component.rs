@@ -1,19 +1,25 @@
-//! The component spec (`agent-shipper.spec.yml`) read and checked the way Elastic Agent
-//! 8.6–8.15 reads it, and the command line the agent builds from it.
+//! The component spec files read and checked the way Elastic Agent reads them, and the
+//! command line the agent builds from them.
 //!
-//! The rules mirror the agent's `pkg/component` (spec.go, shipper_spec.go, load.go,
+//! Two generations. `agent-shipper.spec.yml` declares a `shippers:` entry, checked by the
+//! rules of agents 8.6–8.15 (`pkg/component` spec.go, shipper_spec.go, load.go,
 //! platforms.go at the last release with shippers): version 2; a `shippers:` entry needs
 //! `name`, `description`, at least one platform from the agent's list, at least one
 //! output, and a `command`; no platform twice; command timeouts default to checkin 30 s,
-//! restart 10 s, stop 30 s. The binary is the spec's file name minus `.spec.yml`, in the
-//! same directory; `command.name` changes only the name the agent's monitoring sees.
+//! restart 10 s, stop 30 s. `agent-shipper-input.spec.yml` declares an `inputs:` entry,
+//! checked by the rules of today's agents (8.16 and 9.x; `pkg/component` spec.go,
+//! input_spec.go, load.go, platforms.go on main): the same required fields, `command` or
+//! `service`, outputs without repeats, an input name defined at most once per platform in
+//! a directory; a `shippers:` key is ignored there. In both, the binary is the spec's file
+//! name minus `.spec.yml`, in the same directory, and must exist when the agent loads the
+//! directory; `command.name` changes only the name the agent's logs and monitoring see.
 
 use agent_shipper::config::HumanDuration;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Platforms the agent knows (`GlobalPlatforms`); any other is refused.
+/// Platforms agents 8.6–8.15 know (`GlobalPlatforms`); any other is refused.
 pub const KNOWN_PLATFORMS: &[&str] = &[
     "container/amd64",
     "container/arm64",
@@ -23,6 +29,22 @@ pub const KNOWN_PLATFORMS: &[&str] = &[
     "linux/arm64",
     "windows/amd64",
 ];
+
+/// Platforms today's agent knows (`GlobalPlatforms` on main: 8.x's list plus windows/arm64).
+pub const CURRENT_AGENT_PLATFORMS: &[&str] = &[
+    "container/amd64",
+    "container/arm64",
+    "darwin/amd64",
+    "darwin/arm64",
+    "linux/amd64",
+    "linux/arm64",
+    "windows/amd64",
+    "windows/arm64",
+];
+
+/// What agents from 9.4 keep back from `timeouts.stop` before SIGKILL (`ShutdownBuffer`:
+/// the 3 s reap time plus 2 s); older agents SIGKILL at `timeouts.stop` itself.
+pub const CURRENT_AGENT_SHUTDOWN_BUFFER: Duration = Duration::from_secs(5);
 
 /// Output types an agent shipper could serve (those of Elastic's own shipper spec).
 pub const KNOWN_OUTPUTS: &[&str] = &["elasticsearch", "kafka", "logstash", "redis"];
@@ -62,7 +84,7 @@ pub struct ComponentSpec {
     pub version: u32,
     /// Input types the component provides (none for a shipper).
     #[serde(default)]
-    pub inputs: Vec<serde_yaml_ng::Value>,
+    pub inputs: Vec<InputSpec>,
     /// Shipper types the component provides.
     #[serde(default)]
     pub shippers: Vec<ShipperSpec>,
@@ -90,6 +112,45 @@ pub struct ShipperSpec {
     /// How to run it; the only runtime shippers have.
     #[serde(default)]
     pub command: Option<CommandSpec>,
+}
+
+/// One `inputs:` entry (`InputSpec` in today's agent).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// The input type: a policy input's `type` selects it.
+    #[serde(default)]
+    pub name: String,
+    /// Other types that select it.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Human description (required by the agent).
+    #[serde(default)]
+    pub description: String,
+    /// `os/arch` pairs from [`CURRENT_AGENT_PLATFORMS`].
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    /// Output types (the policy's `outputs.<name>.type`) it may be given.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    /// Fleet actions forwarded to it.
+    #[serde(default)]
+    pub proxied_actions: Vec<String>,
+    /// Runtime preventions (EQL conditions), passed through unchecked.
+    #[serde(default)]
+    pub runtime: Option<serde_yaml_ng::Value>,
+    /// How to run it as a subprocess.
+    #[serde(default)]
+    pub command: Option<CommandSpec>,
+    /// How to run it as a service (not used by agent-shipper).
+    #[serde(default)]
+    pub service: Option<serde_yaml_ng::Value>,
+    /// One component per policy input instead of one per output.
+    #[serde(default)]
+    pub isolate_units: bool,
+    /// OTel runtime only.
+    #[serde(default)]
+    pub single_receiver: bool,
 }
 
 /// `command:` of a spec entry (`CommandSpec` in the agent).
@@ -232,6 +293,68 @@ impl ComponentSpec {
                 }
             }
         }
+        self.validate_inputs()
+    }
+
+    /// Today's agent's rules for `inputs:` entries (`Spec.Validate`, `InputSpec.Validate`
+    /// and the fields it requires).
+    fn validate_inputs(&self) -> Result<(), SpecError> {
+        let invalid = |text: String| Err(SpecError::Invalid(text));
+        for (i, input) in self.inputs.iter().enumerate() {
+            let at = format!("inputs.{i}");
+            if input.name.is_empty() {
+                return invalid(format!("{at}.name is required"));
+            }
+            if input.description.is_empty() {
+                return invalid(format!("{at}.description is required"));
+            }
+            if input.platforms.is_empty() {
+                return invalid(format!("{at}.platforms needs at least one platform"));
+            }
+            if input.command.is_none() && input.service.is_none() {
+                return invalid(format!(
+                    "input '{}' must define either command or service",
+                    input.name
+                ));
+            }
+            for (j, platform) in input.platforms.iter().enumerate() {
+                if !CURRENT_AGENT_PLATFORMS.contains(&platform.as_str()) {
+                    return invalid(format!(
+                        "input '{}' defines an unknown platform '{platform}'",
+                        input.name
+                    ));
+                }
+                if input.platforms[..j].contains(platform) {
+                    return invalid(format!(
+                        "input '{}' defines the platform '{platform}' more than once",
+                        input.name
+                    ));
+                }
+            }
+            if input.outputs.is_empty() {
+                return invalid(format!(
+                    "input '{}' must define at least one output",
+                    input.name
+                ));
+            }
+            for (j, output) in input.outputs.iter().enumerate() {
+                if input.outputs[..j].contains(output) {
+                    return invalid(format!(
+                        "input '{}' defines the output '{output}' more than once",
+                        input.name
+                    ));
+                }
+            }
+            let earlier = &self.inputs[..i];
+            for twin in earlier.iter().filter(|s| s.name == input.name) {
+                if input.platforms.iter().any(|p| twin.platforms.contains(p)) {
+                    return invalid(format!(
+                        "input '{}' at {at} defines the same platform as a previous definition",
+                        input.name
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -241,6 +364,133 @@ impl ComponentSpec {
             .iter()
             .find(|s| s.platforms.iter().any(|p| p == platform))
     }
+}
+
+impl ComponentSpec {
+    /// The input entry named `name` an agent on `platform` (`os/arch`) would run.
+    pub fn input_for(&self, name: &str, platform: &str) -> Option<&InputSpec> {
+        self.inputs
+            .iter()
+            .find(|s| s.name == name && s.platforms.iter().any(|p| p == platform))
+    }
+}
+
+/// The `key=value` overrides of an argument list made only of `-E key=value` pairs, the
+/// shape the spec's `command.args` and the agent's own `-E path.data=…` have.
+pub fn e_overrides(args: &[String]) -> Result<Vec<String>, SpecError> {
+    let mut overrides = Vec::new();
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        if flag != "-E" {
+            return Err(SpecError::Invalid(format!(
+                "argument '{flag}' is not -E (agent-shipper takes only -E key=value)"
+            )));
+        }
+        let Some(pair) = rest.next() else {
+            return Err(SpecError::Invalid("-E without key=value".into()));
+        };
+        overrides.push(pair.clone());
+    }
+    Ok(overrides)
+}
+
+/// One input type a components directory provides, as the agent's `LoadRuntimeSpecs`
+/// maps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputRuntime {
+    /// The spec file that declares it.
+    pub spec_path: PathBuf,
+    /// The binary the agent runs: the spec file's name minus `.spec.yml`.
+    pub binary: PathBuf,
+    /// The entry.
+    pub input: InputSpec,
+}
+
+/// Loads every `*.spec.yml` in `dir` as today's agent does for `platform`: each must pass
+/// the rules and have its binary beside it (a missing binary fails the whole directory,
+/// so the agent runs nothing), and an input name (or alias) may be defined only once per
+/// platform across the files. Returns the inputs this platform gets.
+pub fn load_components_dir(dir: &Path, platform: &str) -> Result<Vec<InputRuntime>, SpecError> {
+    let read = |source| SpecError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut specs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(read)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(read)?;
+    specs.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(SPEC_SUFFIX))
+    });
+    specs.sort();
+    let mut found: Vec<InputRuntime> = Vec::new();
+    for spec_path in specs {
+        let spec = ComponentSpec::load(&spec_path)?;
+        let binary = binary_for(&spec_path)
+            .ok_or_else(|| SpecError::Invalid(format!("{} has no name", spec_path.display())))?;
+        if !binary.metadata().is_ok_and(|m| !m.is_dir()) {
+            return Err(SpecError::Invalid(format!(
+                "missing matching binary for {}",
+                spec_path.display()
+            )));
+        }
+        for input in spec.inputs {
+            if !input.platforms.iter().any(|p| p == platform) {
+                continue;
+            }
+            let names = || std::iter::once(&input.name).chain(&input.aliases);
+            if let Some(twin) = found
+                .iter()
+                .find(|f| names().any(|n| *n == f.input.name || f.input.aliases.contains(n)))
+            {
+                return Err(SpecError::Invalid(format!(
+                    "failed loading spec '{}': input '{}' already exists in spec '{}'",
+                    spec_path.display(),
+                    input.name,
+                    twin.spec_path.display()
+                )));
+            }
+            found.push(InputRuntime {
+                spec_path: spec_path.clone(),
+                binary: binary.clone(),
+                input,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// The agent's check before it starts a component's binary (`HasStrictExecPerms`): a
+/// file, executable by its owner, writable by nobody else. Symlinks are followed.
+pub fn check_exec_perms(binary: &Path) -> Result<(), SpecError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(binary).map_err(|source| SpecError::Read {
+        path: binary.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode();
+    if meta.is_dir() {
+        return Err(SpecError::Invalid(format!(
+            "{} is a directory",
+            binary.display()
+        )));
+    }
+    if mode & 0o022 != 0 {
+        return Err(SpecError::Invalid(format!(
+            "{} cannot be writeable by group or other",
+            binary.display()
+        )));
+    }
+    if mode & 0o100 == 0 {
+        return Err(SpecError::Invalid(format!(
+            "{} not executable by owner",
+            binary.display()
+        )));
+    }
+    Ok(())
 }
 
 /// This machine's platform in the agent's naming (`linux/amd64`, `linux/arm64`).
@@ -347,6 +597,66 @@ mod tests {
             .is_err(),
             "args must be a list"
         );
+    }
+
+    const GOOD_INPUT: &str = "version: 2\ninputs:\n  - name: agent-shipper\n    description: d\n    platforms: [linux/amd64, windows/arm64]\n    outputs: [elasticsearch]\n    command: {args: [\"-E\", \"logging.level=info\"]}\n";
+
+    #[test]
+    fn todays_agents_input_rules_refuse_what_it_refuses() {
+        let spec = parse(GOOD_INPUT).unwrap();
+        assert!(spec.input_for("agent-shipper", "linux/amd64").is_some());
+        assert!(spec.input_for("agent-shipper", "linux/arm64").is_none());
+        for (broken, why) in [
+            (GOOD_INPUT.replace("version: 2", "version: 1"), "version"),
+            (
+                GOOD_INPUT.replace("linux/amd64,", "linux/x86_64,"),
+                "unknown platform",
+            ),
+            (
+                GOOD_INPUT.replace("windows/arm64", "linux/amd64"),
+                "more than once",
+            ),
+            (
+                GOOD_INPUT.replace("[elasticsearch]", "[]"),
+                "at least one output",
+            ),
+            (
+                GOOD_INPUT.replace("[elasticsearch]", "[elasticsearch, elasticsearch]"),
+                "output 'elasticsearch' more than once",
+            ),
+            (GOOD_INPUT.replace("    description: d\n", ""), "description"),
+            (
+                GOOD_INPUT.replace(
+                    "    command: {args: [\"-E\", \"logging.level=info\"]}\n",
+                    "",
+                ),
+                "either command or service",
+            ),
+            (
+                format!(
+                    "{GOOD_INPUT}  - name: agent-shipper\n    description: d\n    platforms: [linux/amd64]\n    outputs: [elasticsearch]\n    command: {{}}\n"
+                ),
+                "same platform as a previous definition",
+            ),
+        ] {
+            let err = parse(&broken).expect_err(why).to_string();
+            assert!(err.contains(why), "{why}: {err}");
+        }
+        assert!(
+            parse(&GOOD_INPUT.replace("outputs:", "output:")).is_err(),
+            "unknown keys"
+        );
+    }
+
+    #[test]
+    fn e_overrides_take_only_e_pairs() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            e_overrides(&args(&["-E", "a=1", "-E", "b=2"])).unwrap(),
+            ["a=1", "b=2"]
+        );
+        assert!(e_overrides(&args(&["-E"])).is_err());
+        assert!(e_overrides(&args(&["--flag", "a=1"])).is_err());
     }
 
     #[test]

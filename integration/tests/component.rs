@@ -1,13 +1,18 @@
-//! The component package: the spec follows the agent's rules, mock-agent spawns the
-//! shipper from it as the agent does, wires INPUT units as the agent does, and
-//! `scripts/package.sh` writes the tarball and its checksum.
+//! The component package: both spec files follow their agents' rules (`shippers:` for
+//! 8.6–8.15, `inputs:` for 8.16 and 9.x), mock-agent spawns the shipper from the 8.x spec
+//! as that agent does, wires INPUT units as it does, and `scripts/package.sh` writes the
+//! tarball (both binaries and both specs, loadable as today's agent loads a components
+//! directory) and its checksum.
 
 mod common;
 
 use agent_shipper::proto::agent::{State, UnitLogLevel, UnitType};
 use common::{revision, WAIT};
 use integration::agent::{MockAgent, MockAgentOptions, UnitSpec, DEFAULT_COMPONENT_ID};
-use integration::component::{ComponentSpec, KNOWN_PLATFORMS};
+use integration::component::{
+    self as spec_rules, ComponentSpec, CURRENT_AGENT_PLATFORMS, CURRENT_AGENT_SHUTDOWN_BUFFER,
+    KNOWN_PLATFORMS,
+};
 use integration::loadgen::{self, LoadgenOptions};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -50,6 +55,111 @@ fn the_spec_follows_the_agents_rules_and_names_the_shipper_beats_inputs_list() {
     assert_eq!(command.timeouts.stop(), Duration::from_secs(30));
     assert_eq!(command.timeouts.checkin(), Duration::from_secs(30));
     assert_eq!(command.timeouts.restart(), Duration::from_secs(10));
+}
+
+/// The `inputs:` entry's type: a policy input with `type: agent-shipper` selects it.
+const INPUT_TYPE: &str = "agent-shipper";
+
+#[test]
+fn the_input_spec_follows_todays_agents_rules_and_its_args_parse() {
+    let path = repo().join("agent-shipper-input.spec.yml");
+    let spec = ComponentSpec::load(&path).expect("the input spec passes today's agent's rules");
+    assert_eq!(spec.version, 2);
+    assert!(
+        spec.shippers.is_empty(),
+        "no shippers: today's agent has none"
+    );
+    let [input] = spec.inputs.as_slice() else {
+        panic!("one inputs: entry, got {:?}", spec.inputs);
+    };
+    assert_eq!(input.name, INPUT_TYPE);
+    assert!(input.aliases.is_empty());
+    assert!(!input.description.is_empty());
+    assert_eq!(input.outputs, ["elasticsearch"]);
+    assert_eq!(
+        input.platforms,
+        [
+            "linux/amd64",
+            "linux/arm64",
+            "container/amd64",
+            "container/arm64"
+        ]
+    );
+    for platform in &input.platforms {
+        assert!(
+            CURRENT_AGENT_PLATFORMS.contains(&platform.as_str()),
+            "{platform}"
+        );
+    }
+    assert!(
+        !input.isolate_units,
+        "one process per output, all INPUT units in it"
+    );
+    assert!(input.service.is_none());
+    let command = input.command.as_ref().expect("command");
+    // The binary on disk is `agent-shipper-input` (named after this file); the agent's log
+    // lines say `component.binary: agent-shipper` as under 8.x, and it adds no Beats flags.
+    assert_eq!(command.name.as_deref(), Some("agent-shipper"));
+    assert_eq!(
+        spec_rules::binary_for(&path),
+        Some(repo().join("agent-shipper-input"))
+    );
+    assert_eq!(command.timeouts.checkin(), Duration::from_secs(30));
+    assert_eq!(command.timeouts.restart(), Duration::from_secs(10));
+    assert_eq!(command.timeouts.stop(), Duration::from_secs(30));
+
+    // The whole command line the agent builds parses with the shipper's own -E parser,
+    // every key known to it, and the drain fits the current agent's SIGKILL deadline.
+    let data_dir =
+        Path::new("/opt/Elastic/Agent/data/elastic-agent-9.6.0-abc/run/agent-shipper-default");
+    let args = spec_rules::command_args(command, &[], data_dir);
+    let overrides = spec_rules::e_overrides(&args).expect("only -E pairs");
+    let settings = agent_shipper::config::ProcessSettings::from_overrides(
+        overrides.iter().map(String::as_str),
+    )
+    .expect("the shipper accepts the spec's command line");
+    assert!(settings.ignored.is_empty(), "{:?}", settings.ignored);
+    assert_eq!(settings.data_path.as_deref(), Some(data_dir));
+    assert!(
+        settings.shutdown_timeout < command.timeouts.stop() - CURRENT_AGENT_SHUTDOWN_BUFFER,
+        "the shipper gives up its drain before agents from 9.4 SIGKILL it"
+    );
+}
+
+#[test]
+fn the_repository_root_loads_as_a_components_directory_of_todays_agent() {
+    // Both spec files side by side, as the package unpacks them: the shippers-only file
+    // gives today's agent no input, the input file gives it `agent-shipper`, run as
+    // `agent-shipper-input`. Binaries stand in as empty executables.
+    let dir = tempfile::tempdir().unwrap();
+    for spec in ["agent-shipper.spec.yml", "agent-shipper-input.spec.yml"] {
+        std::fs::copy(repo().join(spec), dir.path().join(spec)).unwrap();
+    }
+    let missing = spec_rules::load_components_dir(dir.path(), "linux/amd64")
+        .expect_err("a spec without its binary fails the whole directory");
+    assert!(
+        missing.to_string().contains("missing matching binary"),
+        "{missing}"
+    );
+    for binary in ["agent-shipper", "agent-shipper-input"] {
+        std::fs::write(dir.path().join(binary), "").unwrap();
+    }
+    for platform in [
+        "linux/amd64",
+        "linux/arm64",
+        "container/amd64",
+        "container/arm64",
+    ] {
+        let inputs = spec_rules::load_components_dir(dir.path(), platform).unwrap();
+        let [only] = inputs.as_slice() else {
+            panic!("{platform}: one input type, got {inputs:?}");
+        };
+        assert_eq!(only.input.name, INPUT_TYPE);
+        assert_eq!(only.binary, dir.path().join("agent-shipper-input"));
+    }
+    assert!(spec_rules::load_components_dir(dir.path(), "windows/amd64")
+        .unwrap()
+        .is_empty());
 }
 
 fn read_nul_list(path: PathBuf) -> Vec<String> {
@@ -239,9 +349,37 @@ fn package_script_writes_the_tarball_with_binary_and_spec_and_its_sha512() {
         files,
         [
             format!("{name}/agent-shipper"),
-            format!("{name}/agent-shipper.spec.yml")
+            format!("{name}/agent-shipper-input"),
+            format!("{name}/agent-shipper-input.spec.yml"),
+            format!("{name}/agent-shipper.spec.yml"),
         ]
     );
+    // Unpacked, it is a components directory today's agent loads, and both binaries pass
+    // the check the agent makes before it starts one.
+    let unpacked = dist.path().join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    let status = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let components = unpacked.join(&name);
+    let inputs =
+        spec_rules::load_components_dir(&components, &spec_rules::this_platform()).unwrap();
+    assert_eq!(inputs.len(), 1, "{inputs:?}");
+    assert_eq!(inputs[0].input.name, INPUT_TYPE);
+    for binary in ["agent-shipper", "agent-shipper-input"] {
+        let path = components.join(binary);
+        spec_rules::check_exec_perms(&path).unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            std::fs::read(&fake).unwrap(),
+            "{binary} is the shipper"
+        );
+    }
     let check = std::process::Command::new("sha512sum")
         .arg("-c")
         .arg(format!("{name}.tar.gz.sha512"))
