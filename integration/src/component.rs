@@ -1,5 +1,7 @@
-//! The component spec (`agent-shipper.spec.yml`) read and checked the way Elastic Agent
-//! 8.6–8.15 reads it, and the command line the agent builds from it.
+//! The component specs read and checked the way Elastic Agent reads them, and the command
+//! line the agent builds from them: `agent-shipper.spec.yml` (a `shippers:` entry, for
+//! 8.6–8.15) and `agent-shipper-input.spec.yml` (an `inputs:` entry, for today's agents,
+//! 8.16+ and 9.x, which ignore `shippers:`).
 //!
 //! The rules mirror the agent's `pkg/component` (spec.go, shipper_spec.go, load.go,
 //! platforms.go at the last release with shippers): version 2; a `shippers:` entry needs
@@ -60,9 +62,9 @@ pub enum SpecError {
 pub struct ComponentSpec {
     /// Must be 2.
     pub version: u32,
-    /// Input types the component provides (none for a shipper).
+    /// Input types the component provides (what today's agents run).
     #[serde(default)]
-    pub inputs: Vec<serde_yaml_ng::Value>,
+    pub inputs: Vec<InputSpec>,
     /// Shipper types the component provides.
     #[serde(default)]
     pub shippers: Vec<ShipperSpec>,
@@ -90,6 +92,37 @@ pub struct ShipperSpec {
     /// How to run it; the only runtime shippers have.
     #[serde(default)]
     pub command: Option<CommandSpec>,
+}
+
+/// One `inputs:` entry (`InputSpec` in the agent): a policy input of type `name` runs this
+/// component. Keys of the agent's this mock does not use (`service`, `proxied_actions` …)
+/// are carried unread.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct InputSpec {
+    /// The input type a policy's inputs name in `type:`.
+    #[serde(default)]
+    pub name: String,
+    /// Other type names that select this entry.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Human description (required by the agent).
+    #[serde(default)]
+    pub description: String,
+    /// `os/arch` pairs from [`KNOWN_PLATFORMS`].
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    /// Output types (the policy's `outputs.<name>.type`) this input may send to.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    /// Runtime preventions (EQL conditions), passed through unchecked.
+    #[serde(default)]
+    pub runtime: Option<serde_yaml_ng::Value>,
+    /// How to run it as a process.
+    #[serde(default)]
+    pub command: Option<CommandSpec>,
+    /// How to reach it as a service (the other runtime; not this project's).
+    #[serde(default)]
+    pub service: Option<serde_yaml_ng::Value>,
 }
 
 /// `command:` of a spec entry (`CommandSpec` in the agent).
@@ -232,7 +265,77 @@ impl ComponentSpec {
                 }
             }
         }
+        for (i, input) in self.inputs.iter().enumerate() {
+            let at = format!("inputs.{i}");
+            if input.name.is_empty() {
+                return invalid(format!("{at}.name is required"));
+            }
+            if input.description.is_empty() {
+                return invalid(format!("{at}.description is required"));
+            }
+            if input.platforms.is_empty() {
+                return invalid(format!("{at}.platforms needs at least one platform"));
+            }
+            if input.outputs.is_empty() {
+                return invalid(format!("{at}.outputs needs at least one output"));
+            }
+            match (&input.command, &input.service) {
+                (None, None) => {
+                    return invalid(format!(
+                        "input '{}' must define either command or service",
+                        input.name
+                    ))
+                }
+                (Some(_), Some(_)) => {
+                    return invalid(format!(
+                        "input '{}' must define either command or service, not both",
+                        input.name
+                    ))
+                }
+                _ => {}
+            }
+            for (j, platform) in input.platforms.iter().enumerate() {
+                if !KNOWN_PLATFORMS.contains(&platform.as_str()) {
+                    return invalid(format!(
+                        "input '{}' defines an unknown platform '{platform}'",
+                        input.name
+                    ));
+                }
+                if input.platforms[..j].contains(platform) {
+                    return invalid(format!(
+                        "input '{}' defines the platform '{platform}' more than once",
+                        input.name
+                    ));
+                }
+            }
+            for output in &input.outputs {
+                if !KNOWN_OUTPUTS.contains(&output.as_str()) {
+                    return invalid(format!(
+                        "input '{}' sends to an unknown output '{output}'",
+                        input.name
+                    ));
+                }
+            }
+            let twin = self.inputs[..i].iter().find(|other| {
+                other.name == input.name
+                    && other.platforms.iter().any(|p| input.platforms.contains(p))
+            });
+            if twin.is_some() {
+                return invalid(format!(
+                    "input '{}' at {at} defines a platform of a previous definition",
+                    input.name
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The `inputs:` entry for input type `name` an agent on `platform` would run.
+    pub fn input_for(&self, name: &str, platform: &str) -> Option<&InputSpec> {
+        self.inputs.iter().find(|input| {
+            (input.name == name || input.aliases.iter().any(|a| a == name))
+                && input.platforms.iter().any(|p| p == platform)
+        })
     }
 
     /// The shipper entry an agent on `platform` (`os/arch`) would run.
@@ -273,6 +376,25 @@ pub fn spec_path_for(shipper_bin: &Path) -> PathBuf {
         .unwrap_or(Path::new("."))
         .join("agent-shipper.spec.yml")
 }
+
+/// The repository's `agent-shipper-input.spec.yml` (today's agents), or the one beside
+/// `shipper_bin` when it has one.
+pub fn input_spec_path_for(shipper_bin: &Path) -> PathBuf {
+    let beside = shipper_bin.with_file_name(INPUT_SPEC_FILE);
+    if beside.is_file() {
+        return beside;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(INPUT_SPEC_FILE)
+}
+
+/// The spec file name of the `inputs:` entry.
+pub const INPUT_SPEC_FILE: &str = "agent-shipper-input.spec.yml";
+
+/// The input type of the `inputs:` entry (and `AGENT_COMPONENT_TYPE` of its processes).
+pub const INPUT_NAME: &str = "agent-shipper";
 
 /// The argument list the agent passes: the spec's `command.args`, then whatever the
 /// agent adds itself (`extra`, where its monitoring flags would go), then
@@ -356,5 +478,67 @@ mod tests {
             Some(PathBuf::from("/c/agent-shipper"))
         );
         assert_eq!(binary_for(Path::new("/c/agent-shipper.yml")), None);
+    }
+
+    const GOOD_INPUT: &str = "version: 2\ninputs:\n  - name: agent-shipper\n    description: d\n    platforms: [linux/amd64, linux/arm64]\n    outputs: [elasticsearch]\n    command: {args: [\"-E\", \"logging.level=info\"]}\n";
+
+    #[test]
+    fn an_inputs_spec_follows_the_agents_input_rules() {
+        let spec = parse(GOOD_INPUT).unwrap();
+        let input = spec.input_for("agent-shipper", "linux/amd64").unwrap();
+        assert_eq!(
+            input.command.as_ref().unwrap().args,
+            ["-E", "logging.level=info"]
+        );
+        assert!(spec.input_for("agent-shipper", "windows/amd64").is_none());
+        assert!(spec.input_for("filestream", "linux/amd64").is_none());
+        for (broken, why) in [
+            (
+                GOOD_INPUT.replace("    description: d\n", ""),
+                "description",
+            ),
+            (
+                GOOD_INPUT.replace("linux/arm64", "linux/amd64"),
+                "more than once",
+            ),
+            (
+                GOOD_INPUT.replace("[elasticsearch]", "[]"),
+                "at least one output",
+            ),
+            (
+                GOOD_INPUT.replace(
+                    "    command: {args: [\"-E\", \"logging.level=info\"]}\n",
+                    "",
+                ),
+                "either command or service",
+            ),
+            (
+                GOOD_INPUT.replace("linux/arm64", "plan9/arm"),
+                "unknown platform",
+            ),
+        ] {
+            let err = parse(&broken).expect_err(why).to_string();
+            assert!(err.contains(why), "{why}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_repositorys_input_spec_is_valid_and_runs_here() {
+        let path = input_spec_path_for(Path::new("/nonexistent/agent-shipper"));
+        let spec = ComponentSpec::load(&path).unwrap();
+        for platform in [
+            "linux/amd64",
+            "linux/arm64",
+            "container/amd64",
+            "container/arm64",
+        ] {
+            let input = spec.input_for(INPUT_NAME, platform).expect(platform);
+            assert_eq!(input.outputs, ["elasticsearch"]);
+            assert!(input.command.is_some());
+        }
+        assert_eq!(
+            binary_for(&path).unwrap().file_name().unwrap(),
+            "agent-shipper-input"
+        );
     }
 }
