@@ -313,7 +313,7 @@ async fn use_output_moved_replaces_the_component_as_todays_agent_does() {
         "no unit was ever expected STOPPED: the component just left the model"
     );
     let history = agent.history();
-    let at = |p: &dyn Fn(&AgentEvent) -> bool| history.iter().position(|e| p(e)).unwrap();
+    let at = |p: &dyn Fn(&AgentEvent) -> bool| history.iter().position(p).unwrap();
     let removed = at(&|e| matches!(e, AgentEvent::ComponentRemoved { id } if id == COMPONENT));
     let exited = at(&|e| matches!(e, AgentEvent::ComponentExited { id, .. } if id == COMPONENT));
     let started = at(
