@@ -524,6 +524,25 @@ pub fn spec_path_for(shipper_bin: &Path) -> PathBuf {
         .join("agent-shipper.spec.yml")
 }
 
+/// The repository's `agent-shipper-input.spec.yml` (today's agents), or the one beside
+/// `shipper_bin` when it has one.
+pub fn input_spec_path_for(shipper_bin: &Path) -> PathBuf {
+    let beside = shipper_bin.with_file_name(INPUT_SPEC_FILE);
+    if beside.is_file() {
+        return beside;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(INPUT_SPEC_FILE)
+}
+
+/// The spec file name of the `inputs:` entry.
+pub const INPUT_SPEC_FILE: &str = "agent-shipper-input.spec.yml";
+
+/// The input type of the `inputs:` entry (and `AGENT_COMPONENT_TYPE` of its processes).
+pub const INPUT_NAME: &str = "agent-shipper";
+
 /// The argument list the agent passes: the spec's `command.args`, then whatever the
 /// agent adds itself (`extra`, where its monitoring flags would go), then
 /// `-E path.data=<data_dir>`.

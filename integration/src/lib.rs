@@ -2,6 +2,7 @@
 //! and helpers the end-to-end tests share.
 
 pub mod agent;
+pub mod agent9;
 pub mod certs;
 pub mod component;
 pub mod loadgen;

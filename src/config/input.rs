@@ -1,33 +1,71 @@
 //! The INPUT unit's configuration: which inputs publish through us, and where we listen.
 //!
-//! Shape as Elastic Agent 8.6–8.15 writes it for a shipper: `{id, type: shipper, units:
-//! [{id, config}], server, ssl}`. The unit's `id` is the input component's id
-//! (`<input type>-<output name>`); `units[].id` are that component's unit ids
-//! (`<component id>-<policy input id>`) and `units[].config` the policy input as written,
-//! whose `id` (the policy input id) and `streams[].id` are what Beats puts in
-//! `source.input_id` / `source.stream_id` (from `@metadata.input_id` / `stream_id`, which
-//! its agent manager sets from those ids). Each of them routes events to this unit.
-//! `server` is the Producer API address: the agent gives every INPUT unit of a shipper the
-//! same unix socket. `ssl` is this unit's own certificate pair and the agent's CA; it is
-//! used only with `ssl.enabled: true`, Beats' own rule (its shipper output dials TLS only
-//! then, and the agent never writes `enabled`), otherwise the socket's owner-only mode is
-//! the protection. `socket_mode` is the unix socket's permission bits.
+//! Two shapes, told apart by `type`:
+//!
+//! - `type: shipper`, as Elastic Agent 8.6–8.15 writes it for a shipper: `{id, type:
+//!   shipper, units: [{id, config}], server, ssl}`. The unit's `id` is the input
+//!   component's id (`<input type>-<output name>`); `units[].id` are that component's unit
+//!   ids (`<component id>-<policy input id>`) and `units[].config` the policy input as
+//!   written, whose `id` (the policy input id) and `streams[].id` are what Beats puts in
+//!   `source.input_id` / `source.stream_id`. Each of them routes events to this unit. The
+//!   agent gives every INPUT unit of a shipper the same unix socket as `server`, and `ssl`
+//!   this unit's own certificate pair; it is used only with `ssl.enabled: true`, Beats'
+//!   own rule (the agent never writes `enabled`). Every key is ours or the agent's, so an
+//!   unknown key is a typo and refused.
+//! - `type: agent-shipper`, an input of today's agent (8.16+, 9.x): the policy input block
+//!   as the user wrote it, minus `enabled`, `use_output` and `log_level`, plus
+//!   `policy.revision` (so every Fleet revision sends it again with a new idx). Its `id` is
+//!   the policy input id, which routes events; an event with no `source.input_id` that
+//!   arrives on this unit's `server` is this unit's; `data_stream` fills what an event
+//!   leaves out of its own. The agent injects nothing (no `units`, no `ssl`), and Fleet
+//!   adds keys of its own (`meta`, `package_policy_id`, `streams` …): an unknown key is a
+//!   warning naming it, as for OUTPUT blocks, and only keys we use with bad values fail.
+//!
+//! In both, `socket_mode` is the unix socket's permission bits.
 
 use super::limits::{
     default_max_concurrent_streams, default_max_event_bytes, default_max_events_per_request,
     default_max_request_bytes,
 };
-use super::{from_value, ByteSize, ConfigError, ProducerLimits, Secret};
+use super::{
+    from_value_noting_unknown, ByteSize, ConfigError, ConfigWarning, ProducerLimits, Secret,
+};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
-/// The parsed INPUT unit configuration.
+/// The `type` of an 8.6–8.15 shipper INPUT unit.
+pub const SHIPPER_TYPE: &str = "shipper";
+/// The `type` of an `agent-shipper` input of today's agent (the `inputs:` spec's name).
+pub const INPUT_TYPE: &str = "agent-shipper";
+
+/// Keys only an `agent-shipper` input block has; a `type: shipper` block refuses them.
+const INPUT_ONLY_KEYS: &[&str] = &[
+    "policy",
+    "data_stream",
+    "streams",
+    "meta",
+    "name",
+    "revision",
+    "package_policy_id",
+];
+
+/// Which agent generation wrote the block (told by its `type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputShape {
+    /// `type: shipper`: a shipper of Elastic Agent 8.6–8.15.
+    Shipper,
+    /// `type: agent-shipper`: an input component of today's agent.
+    Input,
+}
+
+/// The parsed INPUT unit configuration (either shape; see the module doc).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct InputUnitConfig {
-    /// The input component's id.
+    /// The input component's id (`type: shipper`), or the policy input id (`type:
+    /// agent-shipper`, where events carrying it in `source.input_id` are this unit's).
+    #[serde(default)]
     pub id: String,
-    /// Always `shipper` when the agent wires an input to us.
+    /// `shipper` (8.6–8.15) or `agent-shipper` (today's agent).
     #[serde(rename = "type")]
     pub kind: String,
     /// The input units whose events arrive here, keyed by `source.input_id`.
@@ -61,6 +99,72 @@ pub struct InputUnitConfig {
     /// Most calls in progress at once on this unit's listener. Default 1024.
     #[serde(default = "default_max_concurrent_streams")]
     pub max_concurrent_streams: u32,
+    /// `type: agent-shipper` only: the data stream an event's own `data_stream` falls back
+    /// to, field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_stream: Option<DataStreamDefaults>,
+    /// `type: agent-shipper` only: the policy revision the agent adds to the block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyInfo>,
+    /// `type: agent-shipper` only: the input's streams; each `streams[].id` routes events
+    /// carrying it in `source.stream_id`. Not echoed (not ours to interpret).
+    #[serde(default, skip_serializing)]
+    pub streams: Vec<serde_json::Value>,
+    /// `type: agent-shipper` only: Fleet's package information, carried unread.
+    #[serde(default, skip_serializing)]
+    pub meta: Option<serde_json::Value>,
+    /// `type: agent-shipper` only: the input's name in the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `type: agent-shipper` only: the integration policy's own revision (Fleet's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    /// `type: agent-shipper` only: Fleet's integration policy id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_policy_id: Option<String>,
+}
+
+/// `data_stream:` of an `agent-shipper` input: what an event that leaves a field of its
+/// own `data_stream` empty gets.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct DataStreamDefaults {
+    /// `logs`, `metrics`, …
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The dataset, e.g. `app.events`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// The namespace, e.g. `default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl DataStreamDefaults {
+    /// True when no field is set (an empty string counts as unset).
+    pub fn is_empty(&self) -> bool {
+        [&self.kind, &self.dataset, &self.namespace]
+            .iter()
+            .all(|v| v.as_deref().is_none_or(str::is_empty))
+    }
+}
+
+/// `policy:` the agent adds to an `agent-shipper` input block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct PolicyInfo {
+    /// The agent policy's revision: bumped by every Fleet change, which sends the block
+    /// again with a new config idx.
+    pub revision: u64,
+}
+
+/// An INPUT block accepted, with what the user should hear about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedInput {
+    /// The configuration.
+    pub config: InputUnitConfig,
+    /// Keys ignored (an `agent-shipper` block's unknown keys), to log once.
+    pub warnings: Vec<ConfigWarning>,
 }
 
 /// One input unit of the component that publishes through this INPUT unit.
@@ -273,15 +377,92 @@ pub enum OnRemove {
 }
 
 impl InputUnitConfig {
-    /// Parses a unit's `source`.
+    /// Parses a unit's `source`, dropping the warnings (see [`Self::parse`]).
     pub fn from_value(value: serde_json::Value) -> Result<Self, ConfigError> {
-        let config: InputUnitConfig = from_value(value, "")?;
-        if config.kind != "shipper" {
-            return Err(ConfigError::Invalid {
-                key: "type".into(),
-                reason: format!("expected `shipper`, found `{}`", config.kind),
-            });
+        Self::parse(value).map(|parsed| parsed.config)
+    }
+
+    /// Parses a unit's `source` of either shape; `type` decides which. A `type: shipper`
+    /// block refuses unknown keys; a `type: agent-shipper` block warns about them.
+    pub fn parse(value: serde_json::Value) -> Result<ParsedInput, ConfigError> {
+        let kind = match value.get("type") {
+            None => {
+                return Err(ConfigError::Missing {
+                    key: "type".into(),
+                    reason: format!("`{SHIPPER_TYPE}` (Elastic Agent 8.6–8.15) or `{INPUT_TYPE}` (an input of today's agent)"),
+                })
+            }
+            Some(serde_json::Value::String(kind)) => kind.clone(),
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "type".into(),
+                    reason: format!("expected a string, found {other}"),
+                })
+            }
+        };
+        let shape = match kind.as_str() {
+            SHIPPER_TYPE => InputShape::Shipper,
+            INPUT_TYPE => InputShape::Input,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "type".into(),
+                    reason: format!("expected `{SHIPPER_TYPE}` (Elastic Agent 8.6–8.15) or `{INPUT_TYPE}` (an input of today's agent), found `{other}`"),
+                })
+            }
+        };
+        let keys: Vec<String> = value
+            .as_object()
+            .map(|map| map.keys().cloned().collect())
+            .unwrap_or_default();
+        match shape {
+            InputShape::Shipper => {
+                if let Some(key) = keys.iter().find(|k| INPUT_ONLY_KEYS.contains(&k.as_str())) {
+                    return Err(ConfigError::Invalid {
+                        key: key.clone(),
+                        reason: format!("unknown field for `type: {SHIPPER_TYPE}`; it belongs to a `type: {INPUT_TYPE}` input of today's agent"),
+                    });
+                }
+                if !keys.iter().any(|k| k == "id") {
+                    return Err(ConfigError::Missing {
+                        key: "id".into(),
+                        reason: "the input component's id".into(),
+                    });
+                }
+            }
+            InputShape::Input => {
+                if keys.iter().any(|k| k == "units") {
+                    return Err(ConfigError::Invalid {
+                        key: "units".into(),
+                        reason: format!("a `type: {INPUT_TYPE}` input has no `units`: its events are routed by its own `id` (that is the 8.6–8.15 `type: {SHIPPER_TYPE}` shape)"),
+                    });
+                }
+            }
         }
+        let mut unknown = Vec::new();
+        let config: InputUnitConfig = from_value_noting_unknown(value, "", &mut unknown)?;
+        let mut warnings = Vec::new();
+        match shape {
+            InputShape::Shipper => {
+                if let Some(key) = unknown.into_iter().next() {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        reason: "unknown field; docs/configuration.md lists every key".into(),
+                    });
+                }
+            }
+            InputShape::Input => {
+                warnings.extend(unknown.into_iter().map(|key| ConfigWarning {
+                    key,
+                    message: "unknown key, ignored (agent-shipper does not use it)".into(),
+                }));
+            }
+        }
+        config.validate()?;
+        Ok(ParsedInput { config, warnings })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let config = self;
         if config.server.trim().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "server".into(),
@@ -301,7 +482,43 @@ impl InputUnitConfig {
                 });
             }
         }
-        Ok(config)
+        for (index, stream) in config.streams.iter().enumerate() {
+            if !stream.is_object() {
+                return Err(ConfigError::Invalid {
+                    key: format!("streams.{index}"),
+                    reason: "must be a map (with an optional `id`)".into(),
+                });
+            }
+            if let Some(id) = stream.get("id") {
+                if !id.is_string() {
+                    return Err(ConfigError::Invalid {
+                        key: format!("streams.{index}.id"),
+                        reason: format!("expected a string, found {id}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Which agent generation's shape this is.
+    pub fn shape(&self) -> InputShape {
+        if self.kind == INPUT_TYPE {
+            InputShape::Input
+        } else {
+            InputShape::Shipper
+        }
+    }
+
+    /// The default data stream of an `agent-shipper` input, when it sets any field.
+    pub fn data_stream_defaults(&self) -> Option<&DataStreamDefaults> {
+        self.data_stream.as_ref().filter(|ds| !ds.is_empty())
+    }
+
+    /// True for an `agent-shipper` input: events without a `source.input_id` that arrive
+    /// on its `server` are its own.
+    pub fn owns_unnamed_on_server(&self) -> bool {
+        self.shape() == InputShape::Input
     }
 
     /// The Producer API limits this unit asks for (validated by [`Self::from_value`]).
@@ -316,8 +533,15 @@ impl InputUnitConfig {
 
     /// The `source.input_id` values whose events this unit accepts: each `units[].id` and
     /// each policy input id `units[].config.id` (what Beats sends); the component id when
-    /// `units` is empty.
+    /// `units` is empty. For `type: agent-shipper`: its `id`, the policy input id.
     pub fn input_ids(&self) -> Vec<String> {
+        if self.shape() == InputShape::Input {
+            // The policy input id: what a client sets as `source.input_id`.
+            return (!self.id.is_empty())
+                .then(|| self.id.clone())
+                .into_iter()
+                .collect();
+        }
         if self.units.is_empty() {
             return vec![self.id.clone()];
         }
@@ -332,8 +556,18 @@ impl InputUnitConfig {
         ids
     }
 
-    /// The `source.stream_id` values whose events this unit accepts: `units[].config.streams[].id`.
+    /// The `source.stream_id` values whose events this unit accepts: `units[].config.streams[].id`
+    /// (`type: shipper`) or `streams[].id` (`type: agent-shipper`).
     pub fn stream_ids(&self) -> Vec<String> {
+        if self.shape() == InputShape::Input {
+            return self
+                .streams
+                .iter()
+                .filter_map(|stream| stream.get("id").and_then(serde_json::Value::as_str))
+                .filter(|id| !id.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
         self.units
             .iter()
             .flat_map(|unit| unit.stream_ids())
@@ -342,7 +576,8 @@ impl InputUnitConfig {
     }
 
     /// True when one of `units` is a policy input without an `id`: Beats then sends its
-    /// events with an empty `source.input_id`.
+    /// events with an empty `source.input_id`. (An `agent-shipper` input claims those on
+    /// its own `server` instead: [`Self::owns_unnamed_on_server`].)
     pub fn has_unnamed_input(&self) -> bool {
         self.units
             .iter()
@@ -521,5 +756,157 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    /// The block today's agent sends for a policy input `{id: app-events, type:
+    /// agent-shipper, use_output: default, server, data_stream}` in revision 7, with the
+    /// keys Fleet adds.
+    fn input_block() -> serde_json::Value {
+        json!({
+            "id": "app-events",
+            "type": "agent-shipper",
+            "name": "app events",
+            "revision": 3,
+            "package_policy_id": "c0ffee",
+            "meta": {"package": {"name": "agent_shipper", "version": "1.0.0"}},
+            "server": "unix:///run/agent-shipper/app.sock",
+            "data_stream": {"type": "logs", "dataset": "app.events", "namespace": "default"},
+            "streams": [{"id": "app-events.audit", "data_stream": {"dataset": "app.audit"}}],
+            "policy": {"revision": 7},
+        })
+    }
+
+    #[test]
+    fn todays_agent_input_block_parses_and_routes_by_its_policy_input_id() {
+        let parsed = InputUnitConfig::parse(input_block()).unwrap();
+        assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+        let config = parsed.config;
+        assert_eq!(config.shape(), InputShape::Input);
+        assert_eq!(config.input_ids(), ["app-events"]);
+        assert_eq!(config.stream_ids(), ["app-events.audit"]);
+        assert!(config.owns_unnamed_on_server());
+        assert!(!config.has_unnamed_input(), "no process-wide unnamed route");
+        assert_eq!(config.policy, Some(PolicyInfo { revision: 7 }));
+        assert_eq!(
+            config.data_stream_defaults(),
+            Some(&DataStreamDefaults {
+                kind: Some("logs".into()),
+                dataset: Some("app.events".into()),
+                namespace: Some("default".into()),
+            })
+        );
+        assert_eq!(config.on_remove, OnRemove::Drain);
+        assert_eq!(config.limits(), ProducerLimits::default());
+        assert!(config.ssl.is_none(), "nothing injected");
+    }
+
+    #[test]
+    fn a_minimal_input_block_needs_only_type_and_server() {
+        let config = InputUnitConfig::from_value(json!({
+            "type": "agent-shipper", "server": "/run/s.sock", "policy": {"revision": 1}
+        }))
+        .unwrap();
+        assert!(config.input_ids().is_empty());
+        assert!(config.data_stream_defaults().is_none());
+        let config = InputUnitConfig::from_value(json!({
+            "id": "x", "type": "agent-shipper", "server": "/s", "data_stream": {"namespace": "prod"}
+        }))
+        .unwrap();
+        assert_eq!(
+            config.data_stream_defaults().unwrap().namespace.as_deref(),
+            Some("prod")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_of_an_input_block_are_warnings_naming_them() {
+        let mut block = input_block();
+        block["processors"] = json!([{"add_fields": {"fields": {"a": 1}}}]);
+        block["data_stream"]["elasticsearch"] = json!({"dynamic_dataset": true});
+        block["policy"]["id"] = json!("p1");
+        let parsed = InputUnitConfig::parse(block).unwrap();
+        let mut keys: Vec<&str> = parsed.warnings.iter().map(|w| w.key.as_str()).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["data_stream.elasticsearch", "policy.id", "processors"]
+        );
+        // The same key in an 8.x shipper block is a typo: refused, named.
+        let err = InputUnitConfig::from_value(
+            json!({"id": "x", "type": "shipper", "server": "s", "processors": []}),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, .. } if key == "processors"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn keys_we_use_with_bad_values_fail_an_input_block_naming_them() {
+        let with = |key: &str, value: serde_json::Value| {
+            let mut block = input_block();
+            block[key] = value;
+            InputUnitConfig::from_value(block).unwrap_err()
+        };
+        for (key, value, named) in [
+            ("server", json!(""), "server"),
+            ("socket_mode", json!("0666"), "socket_mode"),
+            ("on_remove", json!("explode"), "on_remove"),
+            ("drain_timeout", json!("soon"), "drain_timeout"),
+            (
+                "max_events_per_request",
+                json!(-1),
+                "max_events_per_request",
+            ),
+            ("data_stream", json!({"dataset": 5}), "data_stream.dataset"),
+            ("policy", json!({"revision": "seven"}), "policy.revision"),
+            ("streams", json!([{"id": 1}]), "streams.0.id"),
+            ("ssl", json!({"enabeld": true}), "ssl.enabeld"),
+            ("units", json!([{"id": "a"}]), "units"),
+        ] {
+            let err = with(key, value);
+            let found = match &err {
+                ConfigError::Invalid { key, .. } | ConfigError::Missing { key, .. } => key,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(found, named, "{err}");
+        }
+        let mut block = input_block();
+        block.as_object_mut().unwrap().remove("server");
+        let err = InputUnitConfig::from_value(block).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Missing { key, .. } if key == "server"),
+            "{err}"
+        );
+        // Keys of today's agent in an 8.x block are refused, naming the key.
+        let err = InputUnitConfig::from_value(
+            json!({"id": "x", "type": "shipper", "server": "s", "policy": {"revision": 1}}),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, reason } if key == "policy" && reason.contains("agent-shipper")),
+            "{err}"
+        );
+        let err =
+            InputUnitConfig::from_value(json!({"type": "shipper", "server": "s"})).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Missing { key, .. } if key == "id"),
+            "{err}"
+        );
+        let err = InputUnitConfig::from_value(json!({"id": "x", "server": "s"})).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Missing { key, .. } if key == "type"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_effective_config_of_an_input_block_holds_no_stream_or_meta_content() {
+        let config = InputUnitConfig::from_value(input_block()).unwrap();
+        let echoed = serde_json::to_value(&config).unwrap();
+        assert!(echoed.get("streams").is_none() && echoed.get("meta").is_none());
+        assert_eq!(echoed["policy"]["revision"], 7);
+        assert_eq!(echoed["data_stream"]["dataset"], "app.events");
     }
 }

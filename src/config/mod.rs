@@ -26,7 +26,10 @@ pub use elasticsearch::{
     ElasticsearchConfig, Preset, PresetValues, Protocol, SslConfig, TlsVersion, VerificationMode,
     IGNORED_KEYS,
 };
-pub use input::{InputSslConfig, InputUnitConfig, OnRemove, SocketMode};
+pub use input::{
+    DataStreamDefaults, InputShape, InputSslConfig, InputUnitConfig, OnRemove, ParsedInput,
+    PolicyInfo, SocketMode, INPUT_TYPE, SHIPPER_TYPE,
+};
 pub use limits::ProducerLimits;
 pub use output::{
     DiskQueueConfig, DlqConfig, DlqRetain, DurabilityMode, FileOutputConfig, MemoryQueueConfig,

@@ -69,7 +69,9 @@ impl Listener {
         // One token ends both the server and its open PersistedIndex streams: a graceful
         // shutdown waits for every connection, and inputs keep those streams open.
         let cancel = CancellationToken::new();
-        let service = ProducerService::new(uuid, routes, cancel.clone()).with_limits(limits);
+        let service = ProducerService::new(uuid, routes, cancel.clone())
+            .with_limits(limits)
+            .at(address.clone());
         let router = tonic::transport::Server::builder()
             .layer(LimitsLayer::new(limits))
             .add_service(

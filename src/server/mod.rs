@@ -13,6 +13,11 @@
 //! `units[].id` or a `units[].config.id`), else whose `units[].config.streams[].id` names
 //! its stream id; an event with no input id goes to the one INPUT unit with a policy input
 //! that has no `id`, if exactly one has (the agent allows one such input per type).
+//!
+//! Today's agent runs us as an input (`type: agent-shipper`): each INPUT unit is one policy
+//! input, its `id` is the input id clients send, and an event with no input id goes to the
+//! one such unit on the listener it arrived at ([`Routes::unnamed_at`]). Its `data_stream`
+//! fills what the event's own leaves empty ([`Routes::defaults`]).
 
 mod address;
 pub mod client;
@@ -30,6 +35,7 @@ pub use producer::ProducerService;
 pub use sni::{TlsIdentities, UnitIdentity};
 pub use tls::{ListenSecurity, Transport};
 
+use crate::config::DataStreamDefaults;
 use crate::queue::{GenerationId, Queue};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,11 +55,33 @@ pub struct Routes {
     pub unnamed: Option<GenerationId>,
     /// Standalone mode: every input id goes to this generation.
     pub any_input: Option<GenerationId>,
+    /// For events without an input id arriving at a listener: the one `agent-shipper`
+    /// INPUT unit on that `server`.
+    pub unnamed_at: HashMap<ServerAddress, GenerationId>,
+    /// The `data_stream` an event of a generation falls back to, field by field.
+    pub defaults: HashMap<GenerationId, DataStreamDefaults>,
 }
 
 impl Routes {
     /// The generation for an event's input and stream ids, if either is known.
     pub fn route(&self, input_id: &str, stream_id: &str) -> Option<GenerationId> {
+        self.route_at(None, input_id, stream_id)
+    }
+
+    /// [`Routes::route`] for an event that arrived at `listener`: an event without an
+    /// input id goes first to the `agent-shipper` unit of that listener.
+    pub fn route_at(
+        &self,
+        listener: Option<&ServerAddress>,
+        input_id: &str,
+        stream_id: &str,
+    ) -> Option<GenerationId> {
+        let at_listener = || {
+            input_id
+                .is_empty()
+                .then(|| listener.and_then(|address| self.unnamed_at.get(address).copied()))
+                .flatten()
+        };
         let by_input = (!input_id.is_empty())
             .then(|| self.inputs.get(input_id).copied())
             .flatten();
@@ -65,6 +93,7 @@ impl Routes {
         let unnamed = || input_id.is_empty().then_some(self.unnamed).flatten();
         by_input
             .or_else(by_stream)
+            .or_else(at_listener)
             .or_else(unnamed)
             .or(self.any_input)
     }
@@ -101,5 +130,36 @@ mod tests {
             "a named input nobody knows is not sent to the unnamed one"
         );
         assert_eq!(Routes::default().route("", ""), None);
+    }
+
+    #[test]
+    fn an_event_without_input_id_goes_to_the_input_of_the_listener_it_arrived_at() {
+        let queue = MemoryQueue::new(10, 1 << 20);
+        let generation = |unit: &str| {
+            queue.register(Generation {
+                input_unit: unit.into(),
+                output_unit: "out".into(),
+                output_config_idx: 1,
+            })
+        };
+        let (a, b) = (generation("a"), generation("b"));
+        let (at_a, at_b) = (
+            ServerAddress::parse("/run/a.sock").unwrap(),
+            ServerAddress::parse("/run/b.sock").unwrap(),
+        );
+        let routes = Routes {
+            inputs: HashMap::from([("input-a".into(), a), ("input-b".into(), b)]),
+            unnamed_at: HashMap::from([(at_a.clone(), a), (at_b.clone(), b)]),
+            ..Routes::default()
+        };
+        assert_eq!(routes.route_at(Some(&at_a), "", ""), Some(a));
+        assert_eq!(routes.route_at(Some(&at_b), "", ""), Some(b));
+        assert_eq!(
+            routes.route_at(Some(&at_a), "input-b", ""),
+            Some(b),
+            "a named input goes where its name says"
+        );
+        assert_eq!(routes.route_at(Some(&at_a), "other", ""), None);
+        assert_eq!(routes.route("", ""), None, "no listener, no owner");
     }
 }

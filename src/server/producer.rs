@@ -8,8 +8,8 @@
 //! none of its events is accepted.
 
 use super::limits::CallPermit;
-use super::Routes;
-use crate::config::ProducerLimits;
+use super::{Routes, ServerAddress};
+use crate::config::{DataStreamDefaults, ProducerLimits};
 use crate::proto::shipper::messages::Event;
 use crate::proto::shipper::producer_server::Producer;
 use crate::proto::shipper::{
@@ -34,6 +34,9 @@ pub struct ProducerService {
     routes: watch::Receiver<Arc<Routes>>,
     shutdown: CancellationToken,
     limits: ProducerLimits,
+    /// The listener this service answers on: events without an input id go to the
+    /// `agent-shipper` INPUT unit of this address.
+    address: Option<ServerAddress>,
 }
 
 impl ProducerService {
@@ -49,7 +52,14 @@ impl ProducerService {
             routes,
             shutdown,
             limits: ProducerLimits::default(),
+            address: None,
         }
+    }
+
+    /// The same service answering on the listener at `address`.
+    pub fn at(mut self, address: ServerAddress) -> Self {
+        self.address = Some(address);
+        self
     }
 
     /// The same service enforcing `limits` (validated) on each request; the default is
@@ -80,6 +90,29 @@ impl ProducerService {
         }
         Ok(())
     }
+}
+
+/// Fills the fields of the event's `data_stream` it left empty from `defaults`; `None`
+/// when nothing was filled (the event is queued as it came).
+fn fill_data_stream(event: &Event, defaults: &DataStreamDefaults) -> Option<Event> {
+    let current = event.data_stream.clone().unwrap_or_default();
+    let pick = |own: &str, default: &Option<String>| match default {
+        Some(default) if own.is_empty() && !default.is_empty() => Some(default.clone()),
+        _ => None,
+    };
+    let kind = pick(&current.r#type, &defaults.kind);
+    let dataset = pick(&current.dataset, &defaults.dataset);
+    let namespace = pick(&current.namespace, &defaults.namespace);
+    if kind.is_none() && dataset.is_none() && namespace.is_none() {
+        return None;
+    }
+    let mut filled = event.clone();
+    filled.data_stream = Some(crate::proto::shipper::messages::DataStream {
+        r#type: kind.unwrap_or(current.r#type),
+        dataset: dataset.unwrap_or(current.dataset),
+        namespace: namespace.unwrap_or(current.namespace),
+    });
+    Some(filled)
 }
 
 /// Checks what the output needs of an event; the message names the field.
@@ -131,14 +164,20 @@ impl Producer for ProducerService {
         };
         let mut entries = Vec::with_capacity(request.events.len());
         for (index, event) in request.events.iter().enumerate() {
-            validate(event)
-                .map_err(|reason| Status::invalid_argument(format!("event {index}: {reason}")))?;
             let (input_id, stream_id) = event
                 .source
                 .as_ref()
                 .map(|s| (s.input_id.as_str(), s.stream_id.as_str()))
                 .unwrap_or(("", ""));
-            match routes.route(input_id, stream_id) {
+            let route = routes.route_at(self.address.as_ref(), input_id, stream_id);
+            // The unit's default data stream first: it may be what makes the event valid.
+            let filled = route
+                .and_then(|generation| routes.defaults.get(&generation))
+                .and_then(|defaults| fill_data_stream(event, defaults));
+            let event = filled.as_ref().unwrap_or(event);
+            validate(event)
+                .map_err(|reason| Status::invalid_argument(format!("event {index}: {reason}")))?;
+            match route {
                 Some(generation) => entries.push((generation, event.encode_to_vec().into())),
                 // Accept the routable prefix; the first event decides the request's fate.
                 None if index > 0 => break,
@@ -438,5 +477,72 @@ mod tests {
             validate(&no_dataset).unwrap_err(),
             "data_stream.dataset is empty"
         );
+    }
+
+    #[test]
+    fn a_default_data_stream_fills_only_what_the_event_left_empty() {
+        let defaults = DataStreamDefaults {
+            kind: Some("logs".into()),
+            dataset: Some("app.events".into()),
+            namespace: Some("default".into()),
+        };
+        assert_eq!(fill_data_stream(&event(), &defaults), None, "complete");
+        let mut partial = event();
+        partial.data_stream.as_mut().unwrap().dataset.clear();
+        let filled = fill_data_stream(&partial, &defaults).unwrap();
+        assert_eq!(
+            filled.data_stream,
+            Some(DataStream {
+                r#type: "logs".into(),
+                dataset: "app.events".into(),
+                namespace: "n".into(),
+            })
+        );
+        let mut bare = event();
+        bare.data_stream = None;
+        let filled = fill_data_stream(&bare, &defaults).unwrap();
+        assert_eq!(filled.data_stream.unwrap().dataset, "app.events");
+        assert_eq!(filled.source, bare.source);
+    }
+
+    #[tokio::test]
+    async fn an_unnamed_event_on_an_inputs_listener_is_its_own_with_its_defaults() {
+        let queue = Arc::new(MemoryQueue::new(10, 1 << 20));
+        let generation = queue.register(Generation {
+            input_unit: "agent-shipper-default-app".into(),
+            output_unit: "out".into(),
+            output_config_idx: 1,
+        });
+        let address = ServerAddress::parse("/run/app.sock").unwrap();
+        let routes = Routes {
+            queue: Some(queue.clone() as Arc<dyn Queue>),
+            output_ready: true,
+            unnamed_at: HashMap::from([(address.clone(), generation)]),
+            defaults: HashMap::from([(
+                generation,
+                DataStreamDefaults {
+                    kind: Some("logs".into()),
+                    dataset: Some("app.events".into()),
+                    namespace: Some("default".into()),
+                },
+            )]),
+            ..Routes::default()
+        };
+        let (_tx, rx) = watch::channel(Arc::new(routes));
+        let at_app =
+            ProducerService::new("run-1", rx.clone(), CancellationToken::new()).at(address);
+        let mut unnamed = event();
+        unnamed.source = None;
+        unnamed.data_stream = None;
+        let reply = publish(&at_app, "", vec![unnamed.clone()]).await.unwrap();
+        assert_eq!(reply.accepted_count, 1);
+        let elsewhere = ProducerService::new("run-1", rx, CancellationToken::new())
+            .at(ServerAddress::parse("/run/other.sock").unwrap());
+        let mut complete = event();
+        complete.source = None;
+        let err = publish(&elsewhere, "", vec![complete]).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+        let err = publish(&elsewhere, "", vec![unnamed]).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     }
 }

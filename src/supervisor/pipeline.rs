@@ -495,8 +495,15 @@ impl Pipeline {
                 routes.any_input = Some(generation(""));
             }
             let mut unnamed = Vec::new();
+            let mut unnamed_at: HashMap<&ServerAddress, Vec<_>> = HashMap::new();
             for (unit_id, input) in &self.inputs {
                 let id = generation(unit_id);
+                if input.config.owns_unnamed_on_server() {
+                    unnamed_at.entry(&input.address).or_default().push(id);
+                }
+                if let Some(defaults) = input.config.data_stream_defaults() {
+                    routes.defaults.insert(id, defaults.clone());
+                }
                 for input_id in input.config.input_ids() {
                     routes.inputs.insert(input_id, id);
                 }
@@ -510,6 +517,18 @@ impl Pipeline {
             // Events without an input id are routable only when one unit can be meant.
             if let [only] = unnamed[..] {
                 routes.unnamed = Some(only);
+            }
+            // Likewise per listener for `agent-shipper` inputs: two on one server share
+            // no unnamed events (a client there must name its input).
+            for (address, ids) in unnamed_at {
+                match ids[..] {
+                    [only] => {
+                        routes.unnamed_at.insert(address.clone(), only);
+                    }
+                    _ => {
+                        tracing::warn!(%address, inputs = ids.len(), "several agent-shipper inputs share this server: events without source.input_id there are refused")
+                    }
+                }
             }
         }
         self.routes.send_replace(Arc::new(routes));

@@ -465,8 +465,13 @@ impl Supervisor {
                 Ok(())
             }
             UnitKind::Input => {
-                let config = InputUnitConfig::from_value(source).map_err(|err| err.to_string())?;
-                self.pipeline.attach_input(&key.id, config).await
+                // An `agent-shipper` input block is the policy input as written: keys we do
+                // not use are warnings, as for OUTPUT blocks.
+                let parsed = InputUnitConfig::parse(source).map_err(|err| err.to_string())?;
+                for warning in &parsed.warnings {
+                    warning.log(Some(&key.id));
+                }
+                self.pipeline.attach_input(&key.id, parsed.config).await
             }
         }
     }

@@ -21,6 +21,12 @@
 //!
 //! Everything it sees is an [`AgentEvent`], logged and kept in order, so tests and the demo
 //! can wait for and assert on the sequence.
+//!
+//! [`AgentGeneration::V9`] plays one component of today's agent (8.16+, 9.x) instead: the
+//! command line from the `inputs:` spec entry, unit configs passed as derived by
+//! [`crate::agent9`] (nothing injected), and [`MockAgent::retire`] for a component that
+//! leaves the model (SIGTERM with no STOPPED sent, check-ins ignored, SIGKILL later).
+//! [`crate::agent9::Agent9`] runs one of these per component.
 
 mod core;
 mod process;
@@ -57,6 +63,28 @@ pub enum AckMode {
     AfterStopped,
     /// At once, as the real Elastic Agent does.
     Immediately,
+}
+
+/// Which Elastic Agent the mock plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AgentGeneration {
+    /// 8.6–8.15: a `shippers:` spec entry; INPUT units wired with the agent's socket and
+    /// certificate pair.
+    #[default]
+    V8,
+    /// Today's agent (8.16+, 9.x): an `inputs:` spec entry; unit configs as derived from
+    /// the policy ([`crate::agent9::derive_components`]), nothing injected.
+    V9,
+}
+
+impl AgentGeneration {
+    /// The version the agent reports in `StartUpInfo.agent_info`.
+    pub fn version(self) -> &'static str {
+        match self {
+            AgentGeneration::V8 => "8.8.0",
+            AgentGeneration::V9 => "9.6.0",
+        }
+    }
 }
 
 /// Deliberately wrong start-up material, for the shipper's error paths.
@@ -161,6 +189,52 @@ pub enum AgentEvent {
         /// Pieces, the terminator included.
         pieces: usize,
     },
+    /// A check-in arrived after the component left the model: ignored (no reply, no
+    /// bookkeeping), as today's agent does.
+    CheckinIgnored,
+    /// Today's agent: a component entered the model; its process starts now.
+    ComponentStarted {
+        /// Component id (`agent-shipper-<output name>`).
+        id: String,
+        /// Its `path.data` and working directory (`<home>/run/<component id>`), empty.
+        work_dir: PathBuf,
+    },
+    /// Today's agent: a component left the model (its last input removed, or `use_output`
+    /// moved): SIGTERM sent, no STOPPED.
+    ComponentRemoved {
+        /// Component id.
+        id: String,
+    },
+    /// Today's agent: a removed component's process did not exit in time: SIGKILL sent.
+    ComponentKilled {
+        /// Component id.
+        id: String,
+    },
+    /// Today's agent: a removed component's process has exited.
+    ComponentExited {
+        /// Component id.
+        id: String,
+        /// Exit code, if it exited.
+        code: Option<i32>,
+        /// Signal, if it was killed.
+        signal: Option<i32>,
+    },
+    /// Today's agent: a component was started before the removed one exited (the wait
+    /// for the old process is bounded).
+    ComponentStartedBeforeExit {
+        /// The new component.
+        id: String,
+        /// The removed ones still running.
+        still_running: Vec<String>,
+    },
+    /// Today's agent: a removed component's work directory was deleted after its process
+    /// stopped (its `path.data`, with whatever it kept there).
+    WorkDirDeleted {
+        /// Component id.
+        id: String,
+        /// The directory.
+        path: PathBuf,
+    },
 }
 
 /// How to run the mock agent.
@@ -200,6 +274,11 @@ pub struct MockAgentOptions {
     /// Also append the shipper's stderr lines, as they are, to this file (across
     /// restarts), e.g. for the `timeline` tool.
     pub shipper_log: Option<PathBuf>,
+    /// Which agent to play (default: 8.6–8.15).
+    pub generation: AgentGeneration,
+    /// [`AgentGeneration::V9`]: the input type (`AGENT_COMPONENT_TYPE`, and the `inputs:`
+    /// entry run).
+    pub input_type: String,
 }
 
 impl MockAgentOptions {
@@ -222,6 +301,8 @@ impl MockAgentOptions {
             echo_shipper_logs: false,
             shipper_args: Vec::new(),
             shipper_log: None,
+            generation: AgentGeneration::V8,
+            input_type: component::INPUT_NAME.into(),
         }
     }
 
@@ -268,6 +349,8 @@ pub(crate) struct Shared {
     chunk_limit: Option<usize>,
     echo_logs: bool,
     tasks: Mutex<JoinSet<()>>,
+    /// The component left the model: check-ins are ignored.
+    retired: std::sync::atomic::AtomicBool,
     /// Run once, in the check-in handler, when their unit is first seen STOPPED.
     stopped_probes: Mutex<Vec<(self::core::UnitKey, StoppedProbe)>>,
 }
@@ -290,6 +373,9 @@ impl Shared {
             }
             AgentEvent::CheckinReceived => {
                 tracing::debug!(target: "mock_agent", "check-in received")
+            }
+            AgentEvent::CheckinIgnored => {
+                tracing::debug!(target: "mock_agent", "check-in ignored: the component left the model")
             }
             AgentEvent::UnitObserved {
                 id,
@@ -349,6 +435,16 @@ pub struct MockAgent {
     next_action: Mutex<u64>,
     wiring: Mutex<Wiring>,
     launch: Launch,
+    generation: AgentGeneration,
+}
+
+/// How a retired component's process ended ([`MockAgent::retire`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retired {
+    /// Its [`AgentEvent::ShipperExited`].
+    pub exit: AgentEvent,
+    /// True when it needed the SIGKILL.
+    pub killed: bool,
 }
 
 /// How the shipper process is started, as the agent derives it from the spec.
@@ -367,23 +463,50 @@ pub struct Launch {
 }
 
 impl Launch {
+    /// The `AGENT_COMPONENT_ID` the process gets.
+    pub fn component_id(&self) -> String {
+        self.env
+            .iter()
+            .find(|(name, _)| name == "AGENT_COMPONENT_ID")
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default()
+    }
+
     fn from_spec(options: &MockAgentOptions) -> Result<Self> {
         let spec = ComponentSpec::load(&options.spec)?;
         let platform = component::this_platform();
-        let shipper = spec.shipper_for(&platform).with_context(|| {
-            format!(
-                "{} has no shipper for this platform ({platform})",
-                options.spec.display()
-            )
-        })?;
-        let command = shipper.command.clone().unwrap_or_default();
+        let (command, component_type) = match options.generation {
+            AgentGeneration::V8 => {
+                let shipper = spec.shipper_for(&platform).with_context(|| {
+                    format!(
+                        "{} has no shipper for this platform ({platform})",
+                        options.spec.display()
+                    )
+                })?;
+                (shipper.command.clone(), shipper.name.clone())
+            }
+            AgentGeneration::V9 => {
+                let input = spec
+                    .input_for(&options.input_type, &platform)
+                    .with_context(|| {
+                        format!(
+                            "{} has no `inputs:` entry `{}` for this platform ({platform})",
+                            options.spec.display(),
+                            options.input_type
+                        )
+                    })?;
+                // The agent's type is the policy input's type, not the entry's alias.
+                (input.command.clone(), options.input_type.clone())
+            }
+        };
+        let command = command.unwrap_or_default();
         let mut env: Vec<(String, String)> = command
             .env
             .iter()
             .map(|e| (e.name.clone(), e.value.clone()))
             .collect();
         env.push(("AGENT_COMPONENT_ID".into(), options.component_id.clone()));
-        env.push(("AGENT_COMPONENT_TYPE".into(), shipper.name.clone()));
+        env.push(("AGENT_COMPONENT_TYPE".into(), component_type));
         Ok(Launch {
             program: options.shipper_bin.clone(),
             args: component::command_args(&command, &options.shipper_args, &options.data_dir),
@@ -431,6 +554,7 @@ impl MockAgent {
             chunk_limit: options.chunk_limit,
             echo_logs: options.echo_shipper_logs,
             tasks: Mutex::new(JoinSet::new()),
+            retired: std::sync::atomic::AtomicBool::new(false),
             stopped_probes: Mutex::new(Vec::new()),
         });
 
@@ -489,6 +613,7 @@ impl MockAgent {
             next_action: Mutex::new(0),
             wiring: Mutex::new(wiring),
             launch,
+            generation: options.generation,
         })
     }
 
@@ -514,7 +639,11 @@ impl MockAgent {
 
     /// Hands a policy revision to the component.
     pub fn apply(&self, revision: &Revision) {
-        let revision = self.wire(revision);
+        let revision = match self.generation {
+            AgentGeneration::V8 => self.wire(revision),
+            // Derived from the policy already, and today's agent injects nothing.
+            AgentGeneration::V9 => revision.clone(),
+        };
         let events = lock(&self.shared.core).apply(&revision);
         for event in events {
             self.shared.emit(event);
@@ -777,6 +906,83 @@ impl MockAgent {
         process::signal(&self.shared, nix::sys::signal::Signal::SIGTERM)
     }
 
+    /// The component leaves the model, as today's agent removes it: from now on check-ins
+    /// are ignored and nothing is sent (no STOPPED); SIGTERM, then SIGKILL after
+    /// `kill_after` (the agent's is `timeouts.stop` minus 5 s, 25 s by default). Returns
+    /// the exit, once the process is gone (at most a few seconds after the SIGKILL); the
+    /// control server stops with it.
+    pub async fn retire(&self, kill_after: Duration) -> Result<Retired> {
+        self.shared
+            .retired
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // No restart after this exit, and no more missed check-in counting.
+        self.stop.cancel();
+        let exited = |e: &AgentEvent| matches!(e, AgentEvent::ShipperExited { .. });
+        let last_exit = || {
+            lock(&self.shared.history)
+                .iter()
+                .rev()
+                .find(|e| exited(e))
+                .cloned()
+        };
+        if !process::signal(&self.shared, nix::sys::signal::Signal::SIGTERM) {
+            let exit = last_exit().context("no shipper process ran")?;
+            return Ok(Retired {
+                exit,
+                killed: false,
+            });
+        }
+        let started = self.history().len();
+        let wait_exit = |timeout: Duration| {
+            let shared = self.shared.clone();
+            async move {
+                let mut receiver = shared.events.subscribe();
+                let deadline = tokio::time::Instant::now() + timeout;
+                loop {
+                    if let Some(found) = lock(&shared.history)[started..]
+                        .iter()
+                        .find(|e| exited(e))
+                        .cloned()
+                    {
+                        return Some(found);
+                    }
+                    if lock(&shared.pid).is_none() {
+                        return lock(&shared.history)
+                            .iter()
+                            .rev()
+                            .find(|e| exited(e))
+                            .cloned();
+                    }
+                    if tokio::time::timeout_at(deadline, receiver.recv())
+                        .await
+                        .is_err()
+                    {
+                        return None;
+                    }
+                }
+            }
+        };
+        if let Some(exit) = wait_exit(kill_after).await {
+            return Ok(Retired {
+                exit,
+                killed: false,
+            });
+        }
+        tracing::warn!(target: "mock_agent", component = %self.launch.component_id(), "no exit within {kill_after:?} of SIGTERM: SIGKILL");
+        process::signal(&self.shared, nix::sys::signal::Signal::SIGKILL);
+        let exit = wait_exit(Duration::from_secs(10))
+            .await
+            .context("the shipper did not exit after SIGKILL")?;
+        Ok(Retired { exit, killed: true })
+    }
+
+    /// True once [`MockAgent::retire`] was called.
+    pub fn is_retired(&self) -> bool {
+        self.shared
+            .retired
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// SIGTERM to the shipper, as the agent does when the component is removed; waits for
     /// the exit (SIGKILL after `grace`; the agent's is [`Launch::stop_timeout`]), stops the
     /// agent, and returns the exit event.
@@ -835,7 +1041,7 @@ fn startup_bytes(
         max_message_size: 0,
         agent_info: Some(AgentInfo {
             id: "mock-agent".into(),
-            version: "8.8.0".into(),
+            version: options.generation.version().into(),
             snapshot: false,
             mode: AgentManagedMode::Managed as i32,
             unprivileged: false,

@@ -29,6 +29,11 @@ impl AgentService {
 
 impl Shared {
     fn on_checkin(&self, message: &CheckinObserved, first: bool) {
+        if self.retired.load(std::sync::atomic::Ordering::SeqCst) {
+            // The component left the model: today's agent no longer reads it.
+            self.emit(AgentEvent::CheckinIgnored);
+            return;
+        }
         let now = Instant::now();
         *lock(&self.last_checkin) = Some(now);
         lock(&self.checkins).push(now);

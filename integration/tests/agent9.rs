@@ -1,0 +1,345 @@
+//! End-to-end under today's agent (8.16+, 9.x): mock-agent in its 9 mode runs agent-shipper
+//! as an `agent-shipper` input component from `agent-shipper-input.spec.yml`, with
+//! mock-es as Elasticsearch and loadgen publishing through the input's `server`.
+
+use agent_shipper::proto::agent::{State, UnitType};
+use integration::agent::{AgentEvent, MockAgent};
+use integration::agent9::{Agent9, Agent9Options, Policy};
+use integration::loadgen::{self, LoadgenOptions};
+use integration::mock_es::{MockEs, MockEsOptions};
+use integration::scenario::{check_delivery, DeliveryCheck};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(60);
+const COMPONENT: &str = "agent-shipper-default";
+const INPUT_UNIT: &str = "agent-shipper-default-app";
+const KEY: (&str, &str) = ("key-1", "secret-1-4d2f");
+
+/// The heavy tests run one at a time: the machine has two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn mock_es() -> MockEs {
+    let es = MockEs::start(MockEsOptions {
+        keep_documents: false,
+        ..MockEsOptions::default()
+    })
+    .await
+    .unwrap();
+    es.add_api_key(KEY.0, KEY.1, &["logs-*-default"]);
+    es
+}
+
+fn socket(home: &Path) -> String {
+    format!("unix://{}/app.sock", home.join("tmp").display())
+}
+
+/// One `agent-shipper` input `app` sending to the Elasticsearch output `default`.
+fn policy(revision: u64, home: &Path, es: &MockEs) -> Policy {
+    Policy {
+        revision,
+        outputs: BTreeMap::from([(
+            "default".to_string(),
+            json!({
+                "type": "elasticsearch",
+                "hosts": [es.url()],
+                "api_key": format!("{}:{}", KEY.0, KEY.1),
+                "preset": "balanced",
+                "bulk_max_size": 1000,
+                "backoff": {"init": "100ms", "max": "500ms"},
+            }),
+        )]),
+        inputs: vec![json!({
+            "id": "app",
+            "type": "agent-shipper",
+            "use_output": "default",
+            "enabled": true,
+            "server": socket(home),
+            "data_stream": {"type": "logs", "dataset": "app", "namespace": "default"},
+            "meta": {"package": {"name": "agent_shipper", "version": "0.1.0"}},
+        })],
+    }
+}
+
+async fn start(home: &Path) -> Agent9 {
+    std::fs::create_dir_all(home.join("tmp")).unwrap();
+    let mut options = Agent9Options::new(integration::shipper_binary().unwrap(), home);
+    options.restart_delay = Duration::from_millis(500);
+    Agent9::new(options).unwrap()
+}
+
+async fn healthy(agent: &Agent9) -> Arc<MockAgent> {
+    let component = agent.component(COMPONENT).expect("component runs");
+    component
+        .wait_for_states(
+            WAIT,
+            &[(COMPONENT, UnitType::Output), (INPUT_UNIT, UnitType::Input)],
+            State::Healthy,
+        )
+        .await
+        .unwrap();
+    component
+}
+
+/// Waits until nothing promised is missing; returns the final counts.
+async fn delivered(es: &MockEs, data: &Path, promised: &[(String, Vec<u64>)]) -> DeliveryCheck {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let check = check_delivery(es, &data.join("dlq"), promised);
+        if check.lost == 0 || Instant::now() > deadline {
+            return check;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn shipper_logs(component: &MockAgent) -> Vec<String> {
+    component
+        .history()
+        .into_iter()
+        .filter_map(|e| match e {
+            AgentEvent::ShipperLog(line) => Some(line),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_input_spec_runs_a_component_that_indexes_10000_events_exactly_once() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let es = mock_es().await;
+    let home = tempfile::Builder::new().prefix("a9").tempdir().unwrap();
+    let agent = start(home.path()).await;
+    agent.apply(&policy(1, home.path(), &es)).await.unwrap();
+    let component = healthy(&agent).await;
+
+    // Started as today's agent starts it: the spec's args, then path.data, in that dir.
+    let launch = component.launch();
+    let work_dir = home.path().join("run").join(COMPONENT);
+    assert_eq!(
+        launch.args,
+        [
+            "-E".to_string(),
+            "logging.level=info".into(),
+            "-E".into(),
+            format!("path.data={}", work_dir.display()),
+        ]
+    );
+    assert_eq!(launch.cwd, work_dir);
+    for (name, value) in [
+        ("AGENT_COMPONENT_ID", COMPONENT),
+        ("AGENT_COMPONENT_TYPE", "agent-shipper"),
+    ] {
+        assert!(
+            launch.env.contains(&(name.to_string(), value.to_string())),
+            "{name}: {:?}",
+            launch.env
+        );
+    }
+    // The INPUT unit's config is the block minus enabled/use_output, plus policy.revision.
+    let config = component
+        .expected_config(INPUT_UNIT, UnitType::Input)
+        .unwrap();
+    assert_eq!(config["policy"]["revision"], 1);
+    assert!(config.get("use_output").is_none() && config.get("enabled").is_none());
+    assert!(config.get("ssl").is_none(), "nothing injected");
+
+    // Half name the policy input id, half name nothing: the listener says whose they are.
+    let mut promised = Vec::new();
+    for (run, input_id) in [("named", "app"), ("unnamed", "")] {
+        let mut options = LoadgenOptions::new(&socket(home.path()), input_id, 5_000);
+        options.run = run.into();
+        let report = loadgen::run(&options).await.unwrap();
+        assert_eq!(report.refused, None, "{run}");
+        assert_eq!(report.accepted, 5_000, "{run}");
+        assert_eq!(report.promised.len(), 5_000, "{run}");
+        promised.push((run.to_string(), report.promised));
+    }
+    let check = delivered(&es, &work_dir, &promised).await;
+    assert_eq!(check.lost, 0, "{check:?}");
+    assert_eq!(check.duplicates, 0, "{check:?}");
+    assert_eq!(check.indexed, 10_000, "{check:?}");
+
+    let exits = agent.stop().await;
+    for (id, exit) in exits {
+        assert_eq!(
+            exit.unwrap(),
+            AgentEvent::ShipperExited {
+                code: Some(0),
+                signal: None
+            },
+            "{id}"
+        );
+    }
+    es.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_revision_bump_rides_through_without_loss_or_rebinding() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let es = mock_es().await;
+    let home = tempfile::Builder::new().prefix("a9").tempdir().unwrap();
+    let agent = start(home.path()).await;
+    agent.apply(&policy(1, home.path(), &es)).await.unwrap();
+    let component = healthy(&agent).await;
+    let first_idx = component.observed(INPUT_UNIT, UnitType::Input).unwrap().idx;
+    let output_idx = component.observed(COMPONENT, UnitType::Output).unwrap().idx;
+
+    // Publish continuously while Fleet bumps the revision twice.
+    let accepted = Arc::new(AtomicU64::new(0));
+    let mut options = LoadgenOptions::new(&socket(home.path()), "app", 40_000);
+    options.run = "through".into();
+    options.batch = 100;
+    options.accepted_counter = Some(accepted.clone());
+    let publisher = tokio::spawn(async move { loadgen::run(&options).await });
+
+    let mut idx = first_idx;
+    for revision in [2, 3] {
+        let before = accepted.load(Ordering::SeqCst);
+        agent
+            .apply(&policy(revision, home.path(), &es))
+            .await
+            .unwrap();
+        // The INPUT unit echoes the new idx (HEALTHY); the OUTPUT unit's did not change.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let seen = component.observed(INPUT_UNIT, UnitType::Input).unwrap();
+            if seen.idx > idx && seen.state == State::Healthy {
+                idx = seen.idx;
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "revision {revision} not applied: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            component.observed(COMPONENT, UnitType::Output).unwrap().idx,
+            output_idx
+        );
+        assert_eq!(
+            component
+                .expected_config(INPUT_UNIT, UnitType::Input)
+                .unwrap()["policy"]["revision"],
+            revision
+        );
+        // Publishing went on across the change.
+        let deadline = Instant::now() + WAIT;
+        while accepted.load(Ordering::SeqCst) < before + 1_000 {
+            assert!(
+                !publisher.is_finished(),
+                "loadgen ended before revision {revision} was applied; publish more events"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "publishing stalled after revision {revision}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let report = publisher.await.unwrap().unwrap();
+    assert_eq!(report.refused, None, "nothing refused across the bumps");
+    assert_eq!(report.accepted, 40_000);
+    assert_eq!(report.promised.len(), 40_000);
+    let work_dir = home.path().join("run").join(COMPONENT);
+    let check = delivered(&es, &work_dir, &[("through".to_string(), report.promised)]).await;
+    assert_eq!(check.lost, 0, "{check:?}");
+    assert_eq!(check.duplicates, 0, "{check:?}");
+    assert_eq!(check.indexed, 40_000, "{check:?}");
+
+    // One process, one bind of the Producer API, no rebinding.
+    let logs = shipper_logs(&component);
+    let binds = logs
+        .iter()
+        .filter(|l| l.contains("Producer API listening"))
+        .count();
+    assert_eq!(binds, 1, "the listener was bound {binds} times");
+    assert!(!logs.iter().any(|l| l.contains("rebinding")));
+    let starts = component
+        .history()
+        .iter()
+        .filter(|e| matches!(e, AgentEvent::ShipperStarted { .. }))
+        .count();
+    assert_eq!(starts, 1, "the process was not restarted");
+    agent.stop().await;
+    es.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_output_moved_replaces_the_component_as_todays_agent_does() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let es = mock_es().await;
+    let home = tempfile::Builder::new().prefix("a9").tempdir().unwrap();
+    let agent = start(home.path()).await;
+    let mut first = policy(1, home.path(), &es);
+    first
+        .outputs
+        .insert("archive".into(), first.outputs["default"].clone());
+    agent.apply(&first).await.unwrap();
+    let old = healthy(&agent).await;
+    let old_dir = home.path().join("run").join(COMPONENT);
+    assert!(old_dir.is_dir());
+
+    let mut moved = first.clone();
+    moved.revision = 2;
+    moved.inputs[0]["use_output"] = json!("archive");
+    agent.apply(&moved).await.unwrap();
+    agent
+        .wait_for(
+            WAIT,
+            "the old component's work directory deleted",
+            |e| matches!(e, AgentEvent::WorkDirDeleted { id, .. } if id == COMPONENT),
+        )
+        .await
+        .unwrap();
+    agent
+        .wait_for(WAIT, "the new component started", |e| {
+            matches!(e, AgentEvent::ComponentStarted { id, .. } if id == "agent-shipper-archive")
+        })
+        .await
+        .unwrap();
+    assert!(!old_dir.exists(), "the old path.data is gone");
+    // The old process got SIGTERM and no STOPPED: no expected message after the removal
+    // asked it to stop, and it exited on its own.
+    assert!(old.is_retired());
+    assert!(
+        old.is_expected(COMPONENT, UnitType::Output)
+            && old.is_expected(INPUT_UNIT, UnitType::Input),
+        "no unit was ever expected STOPPED: the component just left the model"
+    );
+    let history = agent.history();
+    let at = |p: &dyn Fn(&AgentEvent) -> bool| history.iter().position(p).unwrap();
+    let removed = at(&|e| matches!(e, AgentEvent::ComponentRemoved { id } if id == COMPONENT));
+    let exited = at(&|e| matches!(e, AgentEvent::ComponentExited { id, .. } if id == COMPONENT));
+    let started = at(
+        &|e| matches!(e, AgentEvent::ComponentStarted { id, .. } if id == "agent-shipper-archive"),
+    );
+    assert!(removed < exited && exited < started, "{history:#?}");
+    assert!(
+        matches!(
+            &history[exited],
+            AgentEvent::ComponentExited { code: Some(0), .. }
+        ),
+        "SIGTERM ends the old process cleanly: {:?}",
+        history[exited]
+    );
+    assert_eq!(agent.component_ids(), ["agent-shipper-archive".to_string()]);
+    let new = agent.component("agent-shipper-archive").unwrap();
+    new.wait_for_states(
+        WAIT,
+        &[
+            ("agent-shipper-archive", UnitType::Output),
+            ("agent-shipper-archive-app", UnitType::Input),
+        ],
+        State::Healthy,
+    )
+    .await
+    .unwrap();
+    agent.stop().await;
+    es.stop().await;
+}
