@@ -259,3 +259,91 @@ async fn a_component_started_while_the_old_one_stops_waits_for_it_then_adopts() 
     b_adopts_and_delivers(home.path(), &es, b, a_events).await;
     es.stop().await;
 }
+
+/// The agent restarts the same component (same id, same directory) while the old process
+/// still stops: the new one reports its units STARTING with "waiting for <dir>: held by
+/// agent-shipper pid N" (not FAILED), takes the directory once the old one exits, and
+/// delivers the old backlog with the old run's handoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_component_waits_for_its_own_directory_then_delivers_the_backlog() {
+    let es = mock_es().await;
+    let home = tempfile::Builder::new().prefix("home").tempdir().unwrap();
+    let (old, events) = a_with_a_backlog(home.path(), &es, 1_000, "4s").await;
+    let old_pid = old.agent.shipper_pid().expect("the old process runs");
+    assert!(old.agent.terminate_shipper());
+    let new = component(home.path(), "a", "5s").await;
+    new.agent.apply(&revision(
+        2,
+        vec![
+            output("agent-shipper-a", &es, KEY_A),
+            input(&new, "agent-shipper-a-in"),
+        ],
+    ));
+    let reported = new
+        .agent
+        .wait_for(WAIT, "the input unit reports the wait", |e| {
+            matches!(e, AgentEvent::UnitObserved { id, state: State::Starting, message, .. }
+                if id == "agent-shipper-a-in" && message.contains("waiting for") && message.contains("held by agent-shipper pid"))
+        })
+        .await
+        .unwrap();
+    if let AgentEvent::UnitObserved { message, .. } = &reported {
+        assert!(message.contains(&format!("pid {old_pid}")), "{message}");
+    }
+    assert!(
+        !new.agent.history().iter().any(|e| matches!(
+            e,
+            AgentEvent::UnitObserved {
+                state: State::Failed,
+                ..
+            }
+        )),
+        "a held directory is a wait, not a failure"
+    );
+    old.agent
+        .wait_for(WAIT, "the old process's exit", |e| {
+            matches!(e, AgentEvent::ShipperExited { .. })
+        })
+        .await
+        .unwrap();
+    drop(old);
+    es.resume().await.unwrap();
+    new.agent
+        .wait_for_states(
+            WAIT,
+            &[("agent-shipper-a-in", UnitType::Input)],
+            State::Healthy,
+        )
+        .await
+        .unwrap();
+    let promised = vec![("a".to_string(), events)];
+    let dir = home.path().join("run/agent-shipper.state/agent-shipper-a");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let check = loop {
+        let check = check_delivery(&es, &dir.join("dlq"), &promised);
+        if check.indexed == 1_000 || check.dead_lettered > 0 || Instant::now() > deadline {
+            break check;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (
+            check.indexed,
+            check.dead_lettered,
+            check.lost,
+            check.duplicates
+        ),
+        (1_000, 0, 0, 0),
+        "{check:?}"
+    );
+    let deadline = Instant::now() + WAIT;
+    while dir.join("handoff.json").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the handoff (a secret) is removed once its events are delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    new.stop().await;
+    es.stop().await;
+}

@@ -47,6 +47,9 @@ pub struct Pipeline {
     /// OUTPUT unit blocks as the agent sent them, by (unit, config idx): what
     /// `handoff.json` holds for the generations with records left. In memory only.
     output_sources: HashMap<(String, u64), serde_json::Value>,
+    /// The generations this process took from its own directory's `handoff.json` at
+    /// start; the file is removed once none of them has records left.
+    own_handoff: Option<std::collections::HashSet<(String, u64)>>,
     /// Delivers the backlogs other components left under the state root.
     adopter: Option<super::adopt::Adopter>,
     queue: Option<Arc<dyn Queue>>,
@@ -81,6 +84,7 @@ impl Pipeline {
             layout,
             storage_lock: None,
             output_sources: HashMap::new(),
+            own_handoff: None,
             adopter: None,
             queue: None,
             output: None,
@@ -485,6 +489,13 @@ impl Pipeline {
             }
         };
         let mut taken = 0;
+        self.own_handoff = Some(
+            handoff
+                .outputs
+                .iter()
+                .map(|o| (o.unit_id.clone(), o.config_idx))
+                .collect(),
+        );
         for output in handoff.outputs {
             let key = (output.unit_id.clone(), output.config_idx);
             if self.output_sources.contains_key(&key) {
@@ -506,6 +517,28 @@ impl Pipeline {
             }
         }
         tracing::info!(path = %self.layout.handoff_path().display(), generations = taken, "took the output configs of the last run's queued events from handoff.json");
+    }
+
+    /// Removes this directory's `handoff.json` (a secret on disk) once the generations it
+    /// was read for have no records left; until then a SIGKILL would still need it.
+    pub fn retire_own_handoff(&mut self) {
+        let (Some(generations), Some(queue)) = (&self.own_handoff, &self.queue) else {
+            return;
+        };
+        let still_needed = queue
+            .pending_generations()
+            .iter()
+            .any(|(g, _)| generations.contains(&(g.output_unit.clone(), g.output_config_idx)));
+        if still_needed {
+            return;
+        }
+        self.own_handoff = None;
+        match Handoff::remove(&self.layout.dir) {
+            Ok(()) => {
+                tracing::info!(path = %self.layout.handoff_path().display(), "handoff.json removed: the last run's queued events are delivered")
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot remove handoff.json"),
+        }
     }
 
     /// Writes `handoff.json` for the generations that still have records (state-root mode
@@ -749,6 +782,8 @@ impl Pipeline {
 
     /// Stops accepting, lets the output deliver for at most `timeout`, then stops it.
     pub async fn shutdown(mut self, timeout: Duration) {
+        // The handoff written now replaces the one read at start.
+        self.own_handoff = None;
         if let Some(queue) = &self.queue {
             queue.close();
             if queue.barrier_all().pending > 0 {

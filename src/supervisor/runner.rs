@@ -197,6 +197,7 @@ impl Supervisor {
                 },
                 alive = changed(&mut self.acked) => {
                     self.acked_moved_at = std::time::Instant::now();
+                    self.pipeline.retire_own_handoff();
                     if !alive { self.acked = None; }
                     self.advance_drains().await;
                 }
