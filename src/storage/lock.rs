@@ -81,16 +81,21 @@ pub struct DirLock {
 }
 
 impl DirLock {
-    /// Creates `dir` (0700) if needed and takes its lock now, writing this process's pid.
+    /// Creates `dir` (0700) if it does not exist and takes its lock now, writing this
+    /// process's pid.
     ///
     /// # Errors
     /// [`LockError::Held`] naming the holder's pid when another holds it;
     /// [`LockError::Io`] when the directory or file cannot be created.
     pub fn try_acquire(dir: &Path) -> Result<DirLock, LockError> {
-        crate::private_fs::create_private_dir(dir).map_err(|source| LockError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        // A directory that exists keeps its mode: `path.data` may hold a Producer socket
+        // that `socket_mode` opens to a group. A new one is the shipper's own (0700).
+        if !dir.is_dir() {
+            crate::private_fs::create_private_dir(dir).map_err(|source| LockError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
         let path = dir.join(FILE_NAME);
         let io = |source| LockError::Io {
             path: path.clone(),
