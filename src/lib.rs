@@ -15,4 +15,5 @@ pub mod private_fs;
 pub mod proto;
 pub mod queue;
 pub mod server;
+pub mod storage;
 pub mod supervisor;

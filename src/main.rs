@@ -7,6 +7,7 @@ use agent_shipper::logging::{self, LogFormat};
 use agent_shipper::metrics::{self, http::MonitoringServer, SnapshotRequest, StatsWatch};
 use agent_shipper::server::client::ClientTlsFiles;
 use agent_shipper::server::ServerAddress;
+use agent_shipper::storage::ComponentEnv;
 use agent_shipper::supervisor::{Pipeline, Supervisor, SupervisorCommand};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -64,7 +65,7 @@ enum Command {
     },
     /// Inspect, replay or empty the dead letter queue (works while the shipper runs).
     Dlq {
-        /// The DLQ directory. Default: `<path.data>/dlq`.
+        /// The DLQ directory. Default: `<path.data>/dlq`, or `<path.state>/<component>/dlq`.
         #[arg(long, value_name = "DIR", global = true)]
         path: Option<PathBuf>,
         #[command(subcommand)]
@@ -151,7 +152,9 @@ fn main() -> ExitCode {
             None => runtime.block_on(managed(settings, log_control)),
             Some(Command::Run { config }) => runtime.block_on(standalone(settings, config)),
             Some(Command::Dlq { path, action }) => {
-                let dir = path.unwrap_or_else(|| settings.data_path().join("dlq"));
+                let dir = path.unwrap_or_else(|| {
+                    settings.storage_layout(&ComponentEnv::from_env()).dlq_dir()
+                });
                 runtime.block_on(dlq_command(&dir, action))
             }
         }
@@ -175,7 +178,7 @@ async fn managed(settings: ProcessSettings, log_control: logging::LogControl) ->
     tracing::info!(addr = %info.addr, server_name = %info.server_name, "StartUpInfo received; connecting to Elastic Agent");
     let shutdown = CancellationToken::new();
     let (supervisor, link) = Supervisor::new(
-        Pipeline::new(false, settings.data_path()),
+        Pipeline::new(false, settings.storage_layout(&ComponentEnv::from_env())),
         Some(log_control),
     );
     let commands = link.commands.clone();
@@ -221,6 +224,12 @@ async fn standalone(settings: ProcessSettings, path: PathBuf) -> Result<()> {
     let address = ServerAddress::parse(&config.server)
         .map_err(|reason| anyhow::anyhow!("invalid config key `server`: {reason}"))
         .with_context(|| format!("standalone mode: {}", path.display()))?;
+    let mut pipeline = Pipeline::new(true, settings.storage_layout(&ComponentEnv::from_env()));
+    // Two standalone shippers on one directory would corrupt each other's queue: an
+    // error, as Beats' "data path already locked by another beat".
+    pipeline
+        .lock_storage()
+        .map_err(|err| anyhow::anyhow!(err.in_use_message()))?;
     let (ask, mut asked) = tokio::sync::mpsc::channel::<SnapshotRequest>(4);
     let observability = Observability::start(
         &settings,
@@ -230,7 +239,7 @@ async fn standalone(settings: ProcessSettings, path: PathBuf) -> Result<()> {
     for warning in &config.warnings {
         warning.log(None);
     }
-    let mut pipeline = Pipeline::new(true, settings.data_path());
+    pipeline.start_adoption();
     pipeline
         .configure_output("standalone", 0, 0, config.output)
         .await

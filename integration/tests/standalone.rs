@@ -97,3 +97,63 @@ async fn standalone_config_errors_name_the_key() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("rotate_every_bytez"), "{stderr}");
 }
+
+/// Issue 15: two standalone shippers on one `path.data` would corrupt each other's queue;
+/// the second stops at once with an error naming the directory and the first one's pid,
+/// as Beats says "data path already locked by another beat".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_standalone_shipper_on_the_same_data_path_is_refused_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let write_config = |name: &str| {
+        let config = dir.path().join(format!("{name}.yml"));
+        std::fs::write(
+            &config,
+            format!(
+                "server: unix://{}\ntype: file\npath: {}\n",
+                dir.path().join(format!("{name}.sock")).display(),
+                dir.path().join(format!("{name}.ndjson")).display()
+            ),
+        )
+        .unwrap();
+        config
+    };
+    let mut first = spawn(&write_config("first"));
+    let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("Producer API listening") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(ready, Ok(true), "the first shipper did not come up");
+    let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let second = spawn(&write_config("second"));
+    let output = tokio::time::timeout(Duration::from_secs(20), second.wait_with_output())
+        .await
+        .expect("the second shipper stops at once")
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let pid = first.id().unwrap();
+    assert!(
+        stderr.contains("already locked by another agent-shipper")
+            && stderr.contains(&format!("pid {pid}")),
+        "{stderr}"
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(25), first.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    drain.await.unwrap();
+}

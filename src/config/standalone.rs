@@ -82,6 +82,10 @@ impl StandaloneConfig {
 pub struct ProcessSettings {
     /// `path.data`: where the queue and DLQ live. Default: `data` under the working directory.
     pub data_path: Option<PathBuf>,
+    /// `path.state`: the root of the per-component storage directories that outlive
+    /// `path.data` (see [`crate::storage`]). Default: none, except under Elastic Agent 9.x
+    /// (`AGENT_COMPONENT_TYPE=agent-shipper`): `<parent of path.data>/agent-shipper.state`.
+    pub state_path: Option<PathBuf>,
     /// `control.checkin_interval`: longest time between two check-ins. Default 20s; at
     /// most 25s, because the agent counts a miss for every 30 s without one.
     pub checkin_interval: Duration,
@@ -117,6 +121,14 @@ impl ProcessSettings {
             .unwrap_or_else(|| PathBuf::from("data"))
     }
 
+    /// Where the queue, DLQ, lock and handoff live, given the agent's environment.
+    pub fn storage_layout(
+        &self,
+        env: &crate::storage::ComponentEnv,
+    ) -> crate::storage::StorageLayout {
+        crate::storage::StorageLayout::resolve(&self.data_path(), self.state_path.as_deref(), env)
+    }
+
     /// Logs one warning naming every ignored key, and one per deprecated name used. Call
     /// once, after logging is initialised.
     pub fn log_warnings(&self) {
@@ -141,6 +153,7 @@ impl Default for ProcessSettings {
     fn default() -> Self {
         ProcessSettings {
             data_path: None,
+            state_path: None,
             checkin_interval: Duration::from_secs(20),
             shutdown_timeout: Duration::from_secs(20),
             log_level: LogLevel::Info,
@@ -163,6 +176,7 @@ impl ProcessSettings {
     /// Any other key is accepted and ignored with a warning.
     pub const KNOWN_KEYS: &[&str] = &[
         "path.data",
+        "path.state",
         "control.checkin_interval",
         "shutdown_timeout",
         "logging.level",
@@ -193,6 +207,16 @@ impl ProcessSettings {
             let key = key.trim();
             match key {
                 "path.data" => settings.data_path = Some(PathBuf::from(value.trim())),
+                "path.state" => {
+                    let value = value.trim();
+                    if value.is_empty() {
+                        return Err(ConfigError::Invalid {
+                            key: key.into(),
+                            reason: "expected a directory, e.g. /var/lib/agent-shipper.state, found an empty value".into(),
+                        });
+                    }
+                    settings.state_path = Some(PathBuf::from(value));
+                }
                 "control.checkin_interval" => {
                     settings.checkin_interval = duration_setting(key, value, |interval| {
                         (interval.is_zero() || interval > Duration::from_secs(25)).then_some(
@@ -394,6 +418,37 @@ mod tests {
         let err = ProcessSettings::from_overrides(["shutdown_timeout=30s"]).unwrap_err();
         assert!(err.to_string().contains("timeouts.stop"), "{err}");
         assert!(ProcessSettings::from_overrides(["shutdown_timeout=29s"]).is_ok());
+    }
+
+    #[test]
+    fn path_state_names_the_state_root_and_an_empty_one_is_refused() {
+        let settings = ProcessSettings::from_overrides([
+            "path.data=/h/run/agent-shipper-a",
+            "path.state=/var/lib/shipper-state",
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.state_path,
+            Some(PathBuf::from("/var/lib/shipper-state"))
+        );
+        let layout = settings.storage_layout(&crate::storage::ComponentEnv::default());
+        assert_eq!(
+            layout.dir,
+            PathBuf::from("/var/lib/shipper-state/agent-shipper-a")
+        );
+        let err = ProcessSettings::from_overrides(["path.state= "]).unwrap_err();
+        assert!(
+            err.to_string().contains("path.state") && err.to_string().contains("empty"),
+            "{err}"
+        );
+        // Without it (and outside Elastic Agent 9.x) path.data stays the storage.
+        let plain = ProcessSettings::from_overrides(["path.data=/d"]).unwrap();
+        assert_eq!(
+            plain
+                .storage_layout(&crate::storage::ComponentEnv::default())
+                .dir,
+            PathBuf::from("/d")
+        );
     }
 
     #[test]

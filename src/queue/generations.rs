@@ -106,6 +106,15 @@ impl GenerationTable {
         self.of_input(input_unit).map(|g| g.unacked).sum()
     }
 
+    /// The generations with unacknowledged records, in id order, with their counts.
+    pub(crate) fn pending_list(&self) -> Vec<(Generation, u64)> {
+        self.entries
+            .iter()
+            .filter(|g| g.unacked > 0)
+            .map(|g| (g.generation.clone(), g.unacked))
+            .collect()
+    }
+
     /// The generations in id order (what is persisted).
     pub(crate) fn list(&self) -> Vec<Generation> {
         self.entries.iter().map(|g| g.generation.clone()).collect()

@@ -204,6 +204,10 @@ impl Queue for MemoryQueue {
         self.records_ready.notify_waiters();
     }
 
+    fn pending_generations(&self) -> Vec<(Generation, u64)> {
+        self.lock().generations.pending_list()
+    }
+
     fn seal_input(&self, input_unit: &str) -> Barrier {
         self.lock().generations.seal(input_unit)
     }

@@ -213,6 +213,10 @@ pub trait Queue: Send + Sync + 'static {
     /// gives up on a batch it could not deliver (its output is being replaced).
     fn rewind(&self);
 
+    /// The generations that still have unacknowledged records (records acknowledged
+    /// ahead of the prefix may still be counted), in the order they were registered.
+    fn pending_generations(&self) -> Vec<(Generation, u64)>;
+
     /// Refuses further events of `input_unit` and returns its drain barrier.
     fn seal_input(&self, input_unit: &str) -> Barrier;
 

@@ -16,6 +16,7 @@
 //! - OUTPUT units are applied before INPUT units of the same expected message, so inputs
 //!   route to the output generation that is current.
 
+mod adopt;
 mod pipeline;
 mod runner;
 pub mod state;

@@ -16,8 +16,10 @@ use crate::queue::{
     Barrier, DiskOptions, DiskQueue, Durability, Generation, MemoryQueue, Queue, Seq,
 };
 use crate::server::{ListenSecurity, Listener, Routes, ServerAddress};
+use crate::storage::handoff::{Handoff, HandoffOutput};
+use crate::storage::{DirLock, LockError, StorageLayout};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -38,8 +40,18 @@ struct ActiveInput {
 /// The pipeline of one shipper process.
 pub struct Pipeline {
     uuid: String,
-    /// `path.data`: the disk queue lives under it unless its own `path` says otherwise.
-    data_path: PathBuf,
+    /// Where the disk queue and DLQ live unless their own `path` says otherwise.
+    layout: StorageLayout,
+    /// The lock on `layout.dir`, taken before the queue opens.
+    storage_lock: Option<DirLock>,
+    /// OUTPUT unit blocks as the agent sent them, by (unit, config idx): what
+    /// `handoff.json` holds for the generations with records left. In memory only.
+    output_sources: HashMap<(String, u64), serde_json::Value>,
+    /// The generations this process took from its own directory's `handoff.json` at
+    /// start; the file is removed once none of them has records left.
+    own_handoff: Option<std::collections::HashSet<(String, u64)>>,
+    /// Delivers the backlogs other components left under the state root.
+    adopter: Option<super::adopt::Adopter>,
     queue: Option<Arc<dyn Queue>>,
     output: Option<ActiveOutput>,
     inputs: BTreeMap<String, ActiveInput>,
@@ -64,12 +76,16 @@ pub struct Pipeline {
 const EARLIER_OUTPUTS_KEPT: usize = 8;
 
 impl Pipeline {
-    /// An empty pipeline for one process run, with its data under `data_path`.
-    pub fn new(accept_any_input: bool, data_path: PathBuf) -> Self {
+    /// An empty pipeline for one process run, with its data where `layout` says.
+    pub fn new(accept_any_input: bool, layout: StorageLayout) -> Self {
         let (routes, _) = watch::channel(Arc::new(Routes::default()));
         Pipeline {
             uuid: uuid::Uuid::new_v4().to_string(),
-            data_path,
+            layout,
+            storage_lock: None,
+            output_sources: HashMap::new(),
+            own_handoff: None,
+            adopter: None,
             queue: None,
             output: None,
             inputs: BTreeMap::new(),
@@ -87,6 +103,58 @@ impl Pipeline {
     /// The server run id inputs see.
     pub fn uuid(&self) -> &str {
         &self.uuid
+    }
+
+    /// Where the queue and DLQ live.
+    pub fn layout(&self) -> &StorageLayout {
+        &self.layout
+    }
+
+    /// Whether this process holds the storage directory's lock.
+    pub fn storage_locked(&self) -> bool {
+        self.storage_lock.is_some()
+    }
+
+    /// Takes the storage directory's lock now, once; held for the process's life.
+    ///
+    /// # Errors
+    /// [`LockError::Held`] while another process holds it; [`LockError::Io`].
+    pub fn lock_storage(&mut self) -> Result<(), LockError> {
+        if self.storage_lock.is_none() {
+            self.storage_lock = Some(DirLock::try_acquire(&self.layout.dir)?);
+        }
+        Ok(())
+    }
+
+    /// Keeps a lock taken by a wait (see [`DirLock::acquire_waiting`]) on the storage
+    /// directory, and starts adopting what other components left under the state root.
+    pub fn storage_locked_by(&mut self, lock: DirLock) {
+        self.storage_lock = Some(lock);
+        self.start_adoption();
+    }
+
+    /// Starts the adoption task (once), when the layout has a state root.
+    pub fn start_adoption(&mut self) {
+        if self.adopter.is_some() {
+            return;
+        }
+        if let Some(root) = &self.layout.root {
+            self.adopter = Some(super::adopt::Adopter::spawn(
+                root.clone(),
+                self.layout.dir.clone(),
+            ));
+        }
+    }
+
+    /// Remembers the OUTPUT unit block `source` behind (unit, idx), for `handoff.json`.
+    pub fn note_output_source(
+        &mut self,
+        unit_id: &str,
+        config_idx: u64,
+        source: serde_json::Value,
+    ) {
+        self.output_sources
+            .insert((unit_id.to_string(), config_idx), source);
     }
 
     /// Watches the queue's acknowledged prefix, once a queue exists.
@@ -155,6 +223,7 @@ impl Pipeline {
         config: OutputConfig,
     ) -> Result<(), String> {
         if self.dead_letters.is_none() && config.dlq.enabled {
+            self.lock_storage().map_err(|err| format!("dlq: {err}"))?;
             self.open_dlq(&config.dlq).await?;
         }
         let queue = match &self.queue {
@@ -173,8 +242,10 @@ impl Pipeline {
                 queue.clone()
             }
             None => {
-                let queue = open_queue(&config.queue, &self.data_path).await?;
+                self.lock_storage().map_err(|err| format!("queue: {err}"))?;
+                let queue = open_queue(&config.queue, &self.layout.queue_dir()).await?;
                 self.queue = Some(queue.clone());
+                self.take_own_handoff();
                 queue
             }
         };
@@ -229,10 +300,7 @@ impl Pipeline {
 
     async fn open_dlq(&mut self, config: &DlqConfig) -> Result<(), String> {
         let settings = DlqSettings {
-            dir: config
-                .path
-                .clone()
-                .unwrap_or_else(|| self.data_path.join("dlq")),
+            dir: config.path.clone().unwrap_or_else(|| self.layout.dlq_dir()),
             max_bytes: config.max_bytes.bytes(),
             storage_policy: config.storage_policy,
             retain_age: config.retain.age.map(|a| a.get()),
@@ -404,6 +472,133 @@ impl Pipeline {
     /// Records of an INPUT unit diverted so far.
     pub fn diverted(&self, unit_id: &str) -> u64 {
         self.drains.diversions.diverted(unit_id)
+    }
+
+    /// After a restart of the same component: the credentials of the generations the last
+    /// run left records of, from its `handoff.json`, join the earlier outputs.
+    fn take_own_handoff(&mut self) {
+        if self.layout.root.is_none() {
+            return;
+        }
+        let handoff = match Handoff::read(&self.layout.dir) {
+            Ok(Some(handoff)) => handoff,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, "handoff.json of this component is unusable; its queued events wait for their OUTPUT unit's config from the agent");
+                return;
+            }
+        };
+        let mut taken = 0;
+        self.own_handoff = Some(
+            handoff
+                .outputs
+                .iter()
+                .map(|o| (o.unit_id.clone(), o.config_idx))
+                .collect(),
+        );
+        for output in handoff.outputs {
+            let key = (output.unit_id.clone(), output.config_idx);
+            if self.output_sources.contains_key(&key) {
+                continue;
+            }
+            match OutputConfig::parse(output.config.clone(), crate::config::UnknownKeys::Warn) {
+                Ok(parsed) => {
+                    self.keep_earlier_output(OutputGeneration {
+                        unit_id: output.unit_id,
+                        config_idx: output.config_idx,
+                        kind: parsed.config.kind,
+                    });
+                    self.output_sources.insert(key, output.config);
+                    taken += 1;
+                }
+                Err(err) => {
+                    tracing::warn!(unit_id = %output.unit_id, config_idx = output.config_idx, error = %err, "an output config in handoff.json is invalid; its events wait for the agent's")
+                }
+            }
+        }
+        tracing::info!(path = %self.layout.handoff_path().display(), generations = taken, "took the output configs of the last run's queued events from handoff.json");
+    }
+
+    /// Removes this directory's `handoff.json` (a secret on disk) once the generations it
+    /// was read for have no records left; until then a SIGKILL would still need it.
+    pub fn retire_own_handoff(&mut self) {
+        let (Some(generations), Some(queue)) = (&self.own_handoff, &self.queue) else {
+            return;
+        };
+        let still_needed = queue
+            .pending_generations()
+            .iter()
+            .any(|(g, _)| generations.contains(&(g.output_unit.clone(), g.output_config_idx)));
+        if still_needed {
+            return;
+        }
+        self.own_handoff = None;
+        match Handoff::remove(&self.layout.dir) {
+            Ok(()) => {
+                tracing::info!(path = %self.layout.handoff_path().display(), "handoff.json removed: the last run's queued events are delivered")
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot remove handoff.json"),
+        }
+    }
+
+    /// Writes `handoff.json` for the generations that still have records (state-root mode
+    /// and a disk queue only): whoever opens this queue next sends them with their own
+    /// credentials. The one file holding a secret; owner-only, removed once the queue is
+    /// empty.
+    fn write_handoff(&self, queue: &Arc<dyn Queue>) {
+        if self.layout.root.is_none() || queue.stats().kind != "disk" {
+            return;
+        }
+        let mut outputs: Vec<HandoffOutput> = Vec::new();
+        let mut unknown = 0u64;
+        for (generation, pending) in queue.pending_generations() {
+            let key = (generation.output_unit.clone(), generation.output_config_idx);
+            if let Some(known) = outputs
+                .iter_mut()
+                .find(|o| (&o.unit_id, o.config_idx) == (&key.0, key.1))
+            {
+                known.pending_events += pending;
+                continue;
+            }
+            match self.output_sources.get(&key) {
+                Some(config) => outputs.push(HandoffOutput {
+                    unit_id: key.0,
+                    config_idx: key.1,
+                    pending_events: pending,
+                    config: config.clone(),
+                }),
+                None => unknown += pending,
+            }
+        }
+        if unknown > 0 {
+            tracing::warn!(events = unknown, "queued events of an output generation whose config this process never had: the next process holds them for the agent's config");
+        }
+        if outputs.is_empty() {
+            return;
+        }
+        let handoff = Handoff {
+            version: crate::storage::handoff::VERSION,
+            component_id: self
+                .layout
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            written_at_ms: crate::metrics::unix_ms_now(),
+            outputs,
+        };
+        let pending: u64 = handoff.outputs.iter().map(|o| o.pending_events).sum();
+        match handoff.write(&self.layout.dir) {
+            Ok(()) => tracing::info!(
+                path = %self.layout.handoff_path().display(),
+                generations = handoff.outputs.len(),
+                pending_events = pending,
+                "handoff written: the output configs of the queued events are kept (owner-only) for whoever opens this queue next"
+            ),
+            Err(err) => {
+                tracing::error!(error = %err, pending_events = pending, "cannot write handoff.json: events left in the queue wait for their OUTPUT unit's config from the agent")
+            }
+        }
     }
 
     /// Adds `generation` to the earlier outputs (newest last, replacing an entry of the same
@@ -598,15 +793,21 @@ impl Pipeline {
                 "unit_id": unit_id,
                 "config": input.config,
             })).collect::<Vec<_>>(),
-            "data_path": self.data_path,
+            "data_path": self.layout.dir,
+            "state_root": self.layout.root,
             "listeners": self.listeners.keys().map(|a| a.to_string()).collect::<Vec<_>>(),
         })
     }
 
     /// Stops accepting, lets the output deliver for at most `timeout`, then stops it.
     pub async fn shutdown(mut self, timeout: Duration) {
+        // The handoff written now replaces the one read at start.
+        self.own_handoff = None;
         if let Some(queue) = &self.queue {
             queue.close();
+            if queue.barrier_all().pending > 0 {
+                self.write_handoff(queue);
+            }
         }
         for (_, listener) in self.listeners.drain() {
             listener.stop().await;
@@ -634,6 +835,9 @@ impl Pipeline {
         if let Some(output) = self.output.take() {
             output.task.stop().await;
         }
+        if let Some(adopter) = self.adopter.take() {
+            adopter.stop().await;
+        }
         if let Some(dead_letters) = &self.dead_letters {
             dead_letters.flush().await;
         }
@@ -651,12 +855,18 @@ impl Pipeline {
                 acked = stats.acked,
                 "queue state saved"
             );
+            if stats.events == 0 && self.layout.root.is_some() {
+                match Handoff::remove(&self.layout.dir) {
+                    Ok(()) => {}
+                    Err(err) => tracing::warn!(error = %err, "cannot remove handoff.json"),
+                }
+            }
         }
     }
 }
 
 /// Opens the queue `config` describes; a disk queue is opened off the runtime threads.
-async fn open_queue(config: &QueueConfig, data_path: &Path) -> Result<Arc<dyn Queue>, String> {
+async fn open_queue(config: &QueueConfig, default_dir: &Path) -> Result<Arc<dyn Queue>, String> {
     match config {
         QueueConfig::Memory(mem) => {
             tracing::warn!("using the memory queue: queued events are lost if the process dies");
@@ -664,7 +874,10 @@ async fn open_queue(config: &QueueConfig, data_path: &Path) -> Result<Arc<dyn Qu
         }
         QueueConfig::Disk(disk) => {
             let options = DiskOptions {
-                dir: disk.path.clone().unwrap_or_else(|| data_path.join("queue")),
+                dir: disk
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| default_dir.to_path_buf()),
                 max_size: disk.max_size.bytes(),
                 segment_size: disk.segment_size.bytes(),
                 durability: match disk.durability {

@@ -13,6 +13,7 @@ use crate::metrics::{DrainSnapshot, PipelineSnapshot, Transition, UnitSnapshot};
 use crate::output::DivertTo;
 use crate::output::OutputHealth;
 use crate::queue::{Barrier, Seq};
+use crate::storage::{DirLock, LockError};
 use std::collections::{BTreeMap, VecDeque};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -60,12 +61,46 @@ pub struct Supervisor {
     commands: mpsc::Receiver<SupervisorCommand>,
     /// The last [`TRANSITIONS_KEPT`] unit state changes, oldest first.
     transitions: VecDeque<Transition>,
+    /// While another process holds the storage directory: the wait for its lock, and
+    /// why units are not configured yet (reported as their message).
+    storage_wait: Option<StorageWait>,
+}
+
+/// A wait for the storage directory's lock.
+struct StorageWait {
+    task: tokio::task::JoinHandle<Result<Option<DirLock>, LockError>>,
+    reason: watch::Receiver<String>,
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+/// What happened to the storage lock wait.
+enum StorageEvent {
+    /// The wait ended: the lock, a shutdown (`None`), or an error.
+    Done(Result<Option<DirLock>, LockError>),
+    /// The reason reported to the agent changed (another holder).
+    Reason,
+}
+
+/// The next [`StorageEvent`]; pending while there is no wait.
+async fn storage_event(wait: &mut Option<StorageWait>) -> StorageEvent {
+    let Some(wait) = wait else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        joined = &mut wait.task => StorageEvent::Done(match joined {
+            Ok(outcome) => outcome,
+            Err(err) => Err(LockError::Io {
+                path: std::path::PathBuf::new(),
+                source: std::io::Error::other(err.to_string()),
+            }),
+        }),
+        Ok(()) = wait.reason.changed() => StorageEvent::Reason,
     }
 }
 
@@ -102,6 +137,7 @@ impl Supervisor {
             expected,
             commands,
             transitions: VecDeque::new(),
+            storage_wait: None,
         };
         let link = SupervisorLink {
             expected: expected_tx,
@@ -114,10 +150,29 @@ impl Supervisor {
     /// Runs until `shutdown` or until `control` is gone; returns the pipeline so the
     /// caller can shut it down within its deadline.
     pub async fn run(mut self, shutdown: CancellationToken) -> Pipeline {
+        self.start_storage_wait(&shutdown);
         loop {
             let drain_deadline = self.next_drain_deadline();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                event = storage_event(&mut self.storage_wait) => {
+                    let StorageEvent::Done(outcome) = event else {
+                        // A new holder or reason: published below.
+                        self.publish_observed();
+                        continue;
+                    };
+                    self.storage_wait = None;
+                    match outcome {
+                        Ok(Some(lock)) => self.pipeline.storage_locked_by(lock),
+                        Ok(None) => {}
+                        // The configs are applied anyway: opening the queue names the error.
+                        Err(err) => tracing::error!(error = %err, "cannot lock the storage directory"),
+                    }
+                    let expected = self.expected.borrow().clone();
+                    if let Some(units) = expected {
+                        self.reconcile(units.as_ref().clone()).await;
+                    }
+                }
                 changed = self.expected.changed() => {
                     if changed.is_err() {
                         break;
@@ -142,6 +197,7 @@ impl Supervisor {
                 },
                 alive = changed(&mut self.acked) => {
                     self.acked_moved_at = std::time::Instant::now();
+                    self.pipeline.retire_own_handoff();
                     if !alive { self.acked = None; }
                     self.advance_drains().await;
                 }
@@ -160,6 +216,30 @@ impl Supervisor {
         }
         tracing::info!(pending = self.pipeline.pending_all(), "supervisor stopping");
         self.pipeline
+    }
+
+    /// Takes the storage directory's lock, or starts waiting for it in the background:
+    /// the process the agent is replacing may still be stopping on the same directory.
+    fn start_storage_wait(&mut self, shutdown: &CancellationToken) {
+        let error = match self.pipeline.lock_storage() {
+            Ok(()) => {
+                self.pipeline.start_adoption();
+                return;
+            }
+            Err(err) if err.is_retryable() => err,
+            // Opening the queue reports it (FAILED, naming the directory).
+            Err(_) => return,
+        };
+        let dir = self.pipeline.layout().dir.clone();
+        let (reason_tx, reason) = watch::channel(error.to_string());
+        let shutdown = shutdown.clone();
+        let task = tokio::spawn(async move {
+            DirLock::acquire_waiting(&dir, &shutdown, |why| {
+                reason_tx.send_replace(why.to_string());
+            })
+            .await
+        });
+        self.storage_wait = Some(StorageWait { task, reason });
     }
 
     async fn reconcile(&mut self, mut expected: Vec<ExpectedUnit>) {
@@ -236,6 +316,10 @@ impl Supervisor {
         }
         if record.config.is_none() {
             tracing::warn!("unit.id" = %key.id, "unit.type" = %key.kind, idx = unit.config_idx, "the agent announced a config idx without sending the config; waiting for it");
+            return;
+        }
+        if self.storage_wait.is_some() {
+            // Applied once the lock is ours (the whole expected set is reconciled again).
             return;
         }
         self.fire(
@@ -360,6 +444,8 @@ impl Supervisor {
         config: &UnitConfig,
     ) {
         let (source, revision) = (config.source.clone(), config.revision);
+        self.pipeline
+            .note_output_source(&key.id, config_idx, source.clone());
         // Its warnings were logged when it was applied.
         match OutputConfig::parse(source, UnknownKeys::Warn).map(|parsed| parsed.config) {
             Ok(config) => {
@@ -450,6 +536,7 @@ impl Supervisor {
             UnitKind::Output => {
                 // The agent writes the policy's output block as Fleet made it: a key this
                 // output does not know is a warning, and the unit stays HEALTHY.
+                let source_copy = source.clone();
                 let parsed = OutputConfig::parse(source, UnknownKeys::Warn)
                     .map_err(|err| err.to_string())?;
                 for warning in &parsed.warnings {
@@ -457,6 +544,8 @@ impl Supervisor {
                 }
                 let config = parsed.config;
                 let config_idx = self.pending_idx(key);
+                self.pipeline
+                    .note_output_source(&key.id, config_idx, source_copy);
                 self.pipeline
                     .configure_output(&key.id, config_idx, revision, config)
                     .await?;
@@ -612,12 +701,19 @@ impl Supervisor {
     }
 
     fn observed_units(&self) -> Vec<ObservedUnit> {
+        let waiting = self
+            .storage_wait
+            .as_ref()
+            .map(|wait| wait.reason.borrow().clone());
         self.units
             .iter()
             .map(|(key, record)| ObservedUnit {
                 key: key.clone(),
                 state: record.phase.reported(),
-                message: record.phase.message(),
+                message: match (&waiting, &record.phase) {
+                    (Some(reason), Phase::Starting | Phase::Configuring { .. }) => reason.clone(),
+                    _ => record.phase.message(),
+                },
                 config_idx: record.applied_idx,
                 payload: match &record.phase {
                     Phase::Stopping { pending } => {

@@ -615,6 +615,10 @@ impl Queue for DiskQueue {
         self.shared.records_ready.notify_waiters();
     }
 
+    fn pending_generations(&self) -> Vec<(Generation, u64)> {
+        self.shared.lock().generations.pending_list()
+    }
+
     fn seal_input(&self, input_unit: &str) -> Barrier {
         let mut state = self.shared.lock();
         state.barrier_in_flight |= state.in_flight;
