@@ -59,10 +59,7 @@ impl StorageLayout {
         let data_path = absolute(data_path);
         let root = match state_path {
             Some(root) => root.to_path_buf(),
-            None => data_path
-                .parent()
-                .unwrap_or_else(|| Path::new("/"))
-                .join(STATE_ROOT_NAME),
+            None => default_root(&data_path),
         };
         let id = env
             .component_id
@@ -94,6 +91,31 @@ impl StorageLayout {
     pub fn handoff_path(&self) -> PathBuf {
         self.dir.join(super::handoff::FILE_NAME)
     }
+}
+
+/// The state root when `path.state` is not given. Under the agent, `path.data` is
+/// `<top>/data/elastic-agent-<hash>/run/<component id>`; the root then goes to
+/// `<top>/data/agent-shipper.state`, beside the versioned homes: the agent's upgrade copies
+/// `run/` while components still write it (a queue copied mid-write, deleted segments back
+/// after a rollback) and removes old homes, but leaves other names under `data/` alone.
+/// Any other `path.data` gets the root beside it.
+fn default_root(data_path: &Path) -> PathBuf {
+    let parent = data_path.parent().unwrap_or_else(|| Path::new("/"));
+    let named = |path: &Path, test: &dyn Fn(&str) -> bool| {
+        path.file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(test)
+    };
+    if named(parent, &|name| name == "run") {
+        if let Some(home) = parent.parent() {
+            if named(home, &|name| name.starts_with("elastic-agent-")) {
+                if let Some(data) = home.parent() {
+                    return data.join(STATE_ROOT_NAME);
+                }
+            }
+        }
+    }
+    parent.join(STATE_ROOT_NAME)
 }
 
 /// `path` made absolute against the working directory (unchanged if that fails), so a
@@ -166,6 +188,20 @@ mod tests {
         assert_eq!(
             layout.handoff_path(),
             Path::new("/opt/agent/run/agent-shipper.state/agent-shipper-es/handoff.json")
+        );
+    }
+
+    #[test]
+    fn under_the_agents_versioned_home_the_root_is_beside_the_homes_not_in_run() {
+        let layout = StorageLayout::resolve(
+            Path::new("/opt/Elastic/Agent/data/elastic-agent-9.6.0-1a2b3c/run/agent-shipper-es"),
+            None,
+            &env(Some("agent-shipper"), Some("agent-shipper-es")),
+        );
+        assert_eq!(
+            layout.dir,
+            Path::new("/opt/Elastic/Agent/data/agent-shipper.state/agent-shipper-es"),
+            "upgrades copy run/ and rollbacks restore it; data/<other name> is left alone"
         );
     }
 
