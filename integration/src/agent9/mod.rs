@@ -142,18 +142,19 @@ impl Inner {
         agent_options.miss_period = options.miss_period;
         agent_options.echo_shipper_logs = options.echo_shipper_logs;
         agent_options.shipper_args = options.shipper_args.clone();
-        let agent = MockAgent::start(agent_options).await?;
+        let agent = Arc::new(MockAgent::start(agent_options).await?);
+        agent.apply(&revision);
+        // Listed as running before the event, so a test that saw the event finds it.
+        lock(&self.running).insert(
+            id.to_string(),
+            Running {
+                agent: agent.clone(),
+            },
+        );
         self.emit(AgentEvent::ComponentStarted {
             id: id.to_string(),
             work_dir,
         });
-        agent.apply(&revision);
-        lock(&self.running).insert(
-            id.to_string(),
-            Running {
-                agent: Arc::new(agent),
-            },
-        );
         Ok(())
     }
 
