@@ -11,13 +11,16 @@ use agent_shipper::config::{InputUnitConfig, OutputConfig, ProducerLimits, Stand
 use agent_shipper::control::convert::struct_to_json;
 use agent_shipper::control::startup::decode_startup_info;
 use agent_shipper::dlq::{read_entries, DlqEntry};
-use agent_shipper::proto::shipper::producer_server::Producer;
+use agent_shipper::proto::shipper::messages::Event;
+use agent_shipper::proto::shipper::raw::producer_server::Producer;
 use agent_shipper::proto::shipper::PublishRequest;
 use agent_shipper::queue::disk::codec::{
     decode_frame, encode_frame, scan_segment, segment_header, FrameStatus,
 };
 use agent_shipper::queue::{Generation, MemoryQueue, Queue};
-use agent_shipper::server::{ProducerService, Routes};
+use agent_shipper::server::{
+    check_event, validate_event, ProducerService, RawPublishRequest, Routes,
+};
 use bytes::Bytes;
 use prost::Message;
 use std::collections::HashMap;
@@ -39,6 +42,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("startup_info", startup_info),
     ("unit_config", unit_config),
     ("publish_request", publish_request),
+    ("event_check", event_check),
 ];
 
 /// One queue frame at the start of the bytes.
@@ -207,13 +211,18 @@ pub const FUZZ_LIMITS: ProducerLimits = ProducerLimits {
     max_concurrent_streams: 4,
 };
 
-/// A PublishRequest body, decoded as tonic does and handled by the real service over a
-/// memory queue routing input ids `""` and `in`.
+/// A PublishRequest body, decoded as the server's codec does (uuid and raw events) and
+/// handled by the real service over a memory queue routing input ids `""` and `in`.
 pub fn publish_request(data: &[u8]) -> Outcome {
     if data.len() as u64 > FUZZ_LIMITS.max_request_bytes {
         return Err("over max_request_bytes".into());
     }
-    let request = PublishRequest::decode(data).map_err(|err| format!("protobuf: {err}"))?;
+    let request = RawPublishRequest::decode(data).map_err(|err| format!("protobuf: {err}"))?;
+    assert_eq!(
+        request.malformed.is_none(),
+        PublishRequest::decode(data).is_ok(),
+        "the raw decoder and prost disagree on the request framing"
+    );
     let queue = Arc::new(MemoryQueue::new(1_000, 1 << 20));
     let generation = queue.register(Generation {
         input_unit: "unit-in".into(),
@@ -245,10 +254,55 @@ pub fn publish_request(data: &[u8]) -> Outcome {
     })
 }
 
+/// One encoded `Event`, walked by the Producer API's byte validator ([`check_event`]) and
+/// decoded by prost as the event of a `PublishRequest` (the path the validator replaced):
+/// both must accept or both refuse, agree on what validation and routing read, and what
+/// the walker accepts must decode on its own (the output decodes queued bytes so).
+pub fn event_check(data: &[u8]) -> Outcome {
+    if data.len() as u64 > FUZZ_LIMITS.max_request_bytes {
+        return Err("over max_request_bytes".into());
+    }
+    let mut request = vec![0x12];
+    prost::encoding::encode_varint(data.len() as u64, &mut request);
+    request.extend_from_slice(data);
+    let decoded = PublishRequest::decode(request.as_slice())
+        .ok()
+        .and_then(|mut request| request.events.pop());
+    match (decoded, check_event(data)) {
+        (Some(event), Ok(view)) => {
+            assert_eq!(view.has_timestamp, event.timestamp.is_some(), "timestamp");
+            let source = event.source.clone().unwrap_or_default();
+            assert_eq!(
+                (view.input_id, view.stream_id),
+                (source.input_id.as_str(), source.stream_id.as_str()),
+                "source"
+            );
+            let parts = event
+                .data_stream
+                .as_ref()
+                .map(|d| [d.r#type.as_str(), d.dataset.as_str(), d.namespace.as_str()]);
+            assert_eq!(view.data_stream, parts, "data_stream");
+            assert_eq!(
+                Event::decode(data).ok().as_ref(),
+                Some(&event),
+                "the queued bytes decode to the same event"
+            );
+            validate_event(&view).map(|()| "valid event".to_string())
+        }
+        (None, Err(malformed)) => Err(malformed.to_string()),
+        (decoded, walked) => panic!(
+            "prost and the byte walker disagree: prost decoded {}, the walker said {walked:?}",
+            decoded.is_some()
+        ),
+    }
+}
+
 /// A few well-formed inputs per target: the seed corpus (written to `fuzz/seeds/`).
 pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     use agent_shipper::proto::agent::{ConnInfoServices, StartUpInfo};
-    use agent_shipper::proto::shipper::messages::{DataStream, Event, Source};
+    use agent_shipper::proto::shipper::messages::value::Kind;
+    use agent_shipper::proto::shipper::messages::{DataStream, ListValue, Source, Struct, Value};
+    let kind = |kind: Kind| Value { kind: Some(kind) };
     let mut frame = Vec::new();
     encode_frame(&mut frame, 7, 1, b"\x0a\x02\x08\x01");
     let entry = DlqEntry {
@@ -306,6 +360,39 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         }),
         ..Event::default()
     };
+    let rich = Event {
+        fields: Some(Struct {
+            data: HashMap::from([
+                (
+                    "message".to_string(),
+                    kind(Kind::StringValue("hello".into())),
+                ),
+                ("n".to_string(), kind(Kind::Int64Value(-3))),
+                ("ratio".to_string(), kind(Kind::Float64Value(0.5))),
+                (
+                    "nested".to_string(),
+                    kind(Kind::StructValue(Struct {
+                        data: HashMap::from([(
+                            "list".to_string(),
+                            kind(Kind::ListValue(ListValue {
+                                values: vec![
+                                    kind(Kind::BoolValue(true)),
+                                    kind(Kind::NullValue(0)),
+                                    kind(Kind::TimestampValue(prost_types::Timestamp::default())),
+                                ],
+                            })),
+                        )]),
+                    })),
+                ),
+            ]),
+        }),
+        metadata: Some(Struct {
+            data: HashMap::from([("pipeline".to_string(), kind(Kind::StringValue("p".into())))]),
+        }),
+        ..event.clone()
+    }
+    .encode_to_vec();
+    let single = event.encode_to_vec();
     let publish = PublishRequest {
         uuid: String::new(),
         events: vec![event.clone(), event],
@@ -324,5 +411,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("unit_config", with_mode(5, agent_struct)),
         ("unit_config", with_mode(2, yaml)),
         ("publish_request", publish),
+        ("event_check", single),
+        ("event_check", rich),
     ]
 }

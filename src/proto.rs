@@ -14,4 +14,13 @@ pub mod shipper {
     pub mod messages {
         tonic::include_proto!("elastic.agent.shipper.v1.messages");
     }
+
+    /// The Producer server stub whose `PublishRequest` is
+    /// [`crate::server::RawPublishRequest`] (build.rs): what the shipper serves.
+    pub mod raw {
+        include!(concat!(
+            env!("OUT_DIR"),
+            "/raw_server/elastic.agent.shipper.v1.rs"
+        ));
+    }
 }

@@ -115,6 +115,10 @@ fn hostile_lengths_are_refused_without_allocating_them() {
     assert!(run("publish_request", "huge event length", &publish)
         .unwrap()
         .is_err());
+    let event = [0x2a, 0xff, 0xff, 0xff, 0xff, 0x0f];
+    assert!(run("event_check", "huge fields length", &event)
+        .unwrap()
+        .is_err());
 }
 
 /// Writes the seeds made in code to `fuzz/seeds/` (run by hand after changing them).

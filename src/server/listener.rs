@@ -11,7 +11,7 @@ use super::sni::{TlsIdentities, UnitIdentity};
 use super::tls::Transport;
 use super::{LimitsLayer, ListenSecurity, ProducerService, Routes, ServerAddress};
 use crate::config::ProducerLimits;
-use crate::proto::shipper::producer_server::ProducerServer;
+use crate::proto::shipper::raw::producer_server::ProducerServer;
 use futures_util::{Stream, StreamExt};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;

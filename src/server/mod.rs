@@ -1,8 +1,10 @@
 //! The Producer API: inputs publish events here; we validate, route and queue them.
 //!
-//! A thin adapter in the manner of tonic's examples: [`ProducerService`] decodes, checks
-//! each event, asks the current [`Routes`] which generation the event belongs to, appends
-//! to the queue and maps every outcome to a deliberate gRPC status (see [`producer`]).
+//! A thin adapter in the manner of tonic's examples: [`ProducerService`] takes each
+//! request as its events' bytes ([`RawPublishRequest`]), checks each event by walking
+//! those bytes ([`check_event`]), asks the current [`Routes`] which generation the event
+//! belongs to, appends the bytes unchanged to the queue and maps every outcome to a
+//! deliberate gRPC status (see [`producer`]).
 //! The supervisor is the only writer of [`Routes`]; the service reads the latest snapshot
 //! per request through a `watch` channel, so there is no shared lock on the data path.
 //!
@@ -21,19 +23,25 @@
 
 mod address;
 pub mod client;
+mod event_check;
 mod limits;
 mod listener;
 mod producer;
+mod raw_request;
 pub mod sni;
 pub mod tls;
+mod wire;
 
 pub use address::ServerAddress;
+pub use event_check::{check_event, validate as validate_event, EventView, MalformedEvent};
 pub use limits::{CallPermit, LimitsLayer, LimitsService};
 pub use listener::Listener;
 pub(crate) use listener::{bind_private, remove_stale_socket};
 pub use producer::ProducerService;
+pub use raw_request::RawPublishRequest;
 pub use sni::{TlsIdentities, UnitIdentity};
 pub use tls::{ListenSecurity, Transport};
+pub use wire::{WireError, WireErrorKind};
 
 use crate::config::DataStreamDefaults;
 use crate::queue::{GenerationId, Queue};

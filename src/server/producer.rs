@@ -7,17 +7,15 @@
 //! per-request limit (`max_events_per_request`, `max_event_bytes`) is InvalidArgument and
 //! none of its events is accepted.
 
+use super::event_check::{check_event, validate};
 use super::limits::CallPermit;
-use super::{Routes, ServerAddress};
+use super::{RawPublishRequest, Routes, ServerAddress};
 use crate::config::{DataStreamDefaults, ProducerLimits};
-use crate::proto::shipper::messages::Event;
-use crate::proto::shipper::producer_server::Producer;
-use crate::proto::shipper::{
-    PersistedIndexReply, PersistedIndexRequest, PublishReply, PublishRequest,
-};
+use crate::proto::shipper::raw::producer_server::Producer;
+use crate::proto::shipper::{PersistedIndexReply, PersistedIndexRequest, PublishReply};
 use crate::queue::{AppendStop, QueueError};
+use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
-use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -70,7 +68,8 @@ impl ProducerService {
     }
 
     /// Checks the request-wide limits and each event's size; the message names the limit.
-    fn check_limits(&self, events: &[Event]) -> Result<(), Status> {
+    /// An event's size is its bytes as sent, which the queue stores unchanged.
+    fn check_limits(&self, events: &[Bytes]) -> Result<(), Status> {
         let limits = &self.limits;
         if events.len() > limits.max_events_per_request as usize {
             return Err(Status::invalid_argument(format!(
@@ -80,7 +79,7 @@ impl ProducerService {
             )));
         }
         for (index, event) in events.iter().enumerate() {
-            let bytes = event.encoded_len();
+            let bytes = event.len();
             if bytes as u64 > limits.max_event_bytes {
                 return Err(Status::invalid_argument(format!(
                     "event {index} is {bytes} bytes encoded, more than max_event_bytes ({}); no event of this request was accepted",
@@ -92,56 +91,53 @@ impl ProducerService {
     }
 }
 
-/// Fills the fields of the event's `data_stream` it left empty from `defaults`; `None`
-/// when nothing was filled (the event is queued as it came).
-fn fill_data_stream(event: &Event, defaults: &DataStreamDefaults) -> Option<Event> {
-    let current = event.data_stream.clone().unwrap_or_default();
-    let pick = |own: &str, default: &Option<String>| match default {
-        Some(default) if own.is_empty() && !default.is_empty() => Some(default.clone()),
-        _ => None,
-    };
-    let kind = pick(&current.r#type, &defaults.kind);
-    let dataset = pick(&current.dataset, &defaults.dataset);
-    let namespace = pick(&current.namespace, &defaults.namespace);
-    if kind.is_none() && dataset.is_none() && namespace.is_none() {
-        return None;
-    }
-    let mut filled = event.clone();
-    filled.data_stream = Some(crate::proto::shipper::messages::DataStream {
-        r#type: kind.unwrap_or(current.r#type),
-        dataset: dataset.unwrap_or(current.dataset),
-        namespace: namespace.unwrap_or(current.namespace),
-    });
-    Some(filled)
-}
-
-/// Checks what the output needs of an event; the message names the field.
-fn validate(event: &Event) -> Result<(), String> {
-    if event.timestamp.is_none() {
-        return Err("timestamp is missing".into());
-    }
-    let Some(ds) = &event.data_stream else {
-        return Err("data_stream is missing".into());
-    };
-    for (name, value) in [
-        ("type", &ds.r#type),
-        ("dataset", &ds.dataset),
-        ("namespace", &ds.namespace),
-    ] {
-        if value.is_empty() {
-            return Err(format!("data_stream.{name} is empty"));
+/// The event's bytes with the `data_stream` fields it left empty filled from `defaults`;
+/// `None` when it needs nothing (the event is queued as it came). A second `data_stream`
+/// holding only the filled fields is appended: protobuf merges a repeated message field
+/// field by field, so the event's own values stay and its bytes are not re-encoded (one
+/// copy, only for the events that need it).
+fn fill_data_stream(
+    event: &Bytes,
+    own: Option<[&str; 3]>,
+    defaults: &DataStreamDefaults,
+) -> Option<Bytes> {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    let own = own.unwrap_or([""; 3]);
+    let wanted = [&defaults.kind, &defaults.dataset, &defaults.namespace];
+    let mut filled = Vec::new();
+    for (number, (own, default)) in (1u32..).zip(own.into_iter().zip(wanted)) {
+        match default.as_deref() {
+            Some(default) if own.is_empty() && !default.is_empty() => {
+                encode_key(number, WireType::LengthDelimited, &mut filled);
+                encode_varint(default.len() as u64, &mut filled);
+                filled.extend_from_slice(default.as_bytes());
+            }
+            _ => {}
         }
     }
-    Ok(())
+    if filled.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(event.len() + filled.len() + 6);
+    out.extend_from_slice(event);
+    encode_key(3, WireType::LengthDelimited, &mut out);
+    encode_varint(filled.len() as u64, &mut out);
+    out.extend_from_slice(&filled);
+    Some(Bytes::from(out))
 }
 
 #[tonic::async_trait]
 impl Producer for ProducerService {
     async fn publish_events(
         &self,
-        request: Request<PublishRequest>,
+        request: Request<RawPublishRequest>,
     ) -> Result<Response<PublishReply>, Status> {
         let request = request.into_inner();
+        if let Some(error) = request.malformed {
+            return Err(Status::invalid_argument(format!(
+                "the request is not a valid PublishRequest: {error}"
+            )));
+        }
         if !request.uuid.is_empty() && request.uuid != *self.uuid {
             let mut status = Status::failed_precondition(format!(
                 "this shipper run is {}, the request names {}: the shipper restarted; resend everything after your last persisted index",
@@ -162,26 +158,35 @@ impl Producer for ProducerService {
         let (Some(queue), true) = (routes.queue.clone(), routes.output_ready) else {
             return Err(Status::unavailable("no output is running; retry later"));
         };
+        // Each event is checked by walking its bytes and queued as it came (zero copy).
         let mut entries = Vec::with_capacity(request.events.len());
-        for (index, event) in request.events.iter().enumerate() {
-            let (input_id, stream_id) = event
-                .source
-                .as_ref()
-                .map(|s| (s.input_id.as_str(), s.stream_id.as_str()))
-                .unwrap_or(("", ""));
-            let route = routes.route_at(self.address.as_ref(), input_id, stream_id);
-            // The unit's default data stream first: it may be what makes the event valid.
-            let filled = route
-                .and_then(|generation| routes.defaults.get(&generation))
-                .and_then(|defaults| fill_data_stream(event, defaults));
-            let event = filled.as_ref().unwrap_or(event);
-            validate(event)
-                .map_err(|reason| Status::invalid_argument(format!("event {index}: {reason}")))?;
-            match route {
-                Some(generation) => entries.push((generation, event.encode_to_vec().into())),
+        for (index, event) in request.events.into_iter().enumerate() {
+            let routed = {
+                let view = check_event(&event)
+                    .map_err(|err| Status::invalid_argument(format!("event {index}: {err}")))?;
+                let route = routes.route_at(self.address.as_ref(), view.input_id, view.stream_id);
+                // The unit's default data stream first: it may be what makes the event valid.
+                let filled = route
+                    .and_then(|generation| routes.defaults.get(&generation))
+                    .and_then(|defaults| fill_data_stream(&event, view.data_stream, defaults));
+                let parts = match &filled {
+                    Some(filled) => check_event(filled).map_err(|err| {
+                        Status::internal(format!("event {index}: filling data_stream: {err}"))
+                    })?,
+                    None => view,
+                };
+                validate(&parts).map_err(|reason| {
+                    Status::invalid_argument(format!("event {index}: {reason}"))
+                })?;
+                route
+                    .map(|generation| (generation, filled))
+                    .ok_or_else(|| (view.input_id.to_string(), view.stream_id.to_string()))
+            };
+            match routed {
+                Ok((generation, filled)) => entries.push((generation, filled.unwrap_or(event))),
                 // Accept the routable prefix; the first event decides the request's fate.
-                None if index > 0 => break,
-                None => {
+                Err(_) if index > 0 => break,
+                Err((input_id, stream_id)) => {
                     return Err(Status::failed_precondition(format!(
                         "event {index}: input `{input_id}` (stream `{stream_id}`) is not part of any running input unit of this shipper"
                     )))
@@ -306,7 +311,8 @@ impl Producer for ProducerService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::shipper::messages::{DataStream, Source};
+    use crate::proto::shipper::messages::{DataStream, Event, Source};
+    use prost::Message;
 
     fn event() -> Event {
         Event {
@@ -352,10 +358,11 @@ mod tests {
         uuid: &str,
         events: Vec<Event>,
     ) -> Result<PublishReply, Status> {
-        let request = PublishRequest {
-            uuid: uuid.into(),
-            events,
-        };
+        let events = events
+            .iter()
+            .map(|event| Bytes::from(event.encode_to_vec()))
+            .collect();
+        let request = RawPublishRequest::new(uuid, events);
         service
             .publish_events(Request::new(request))
             .await
@@ -465,16 +472,41 @@ mod tests {
         assert_eq!((reply.accepted_count, reply.accepted_index), (3, 3));
     }
 
+    /// The verdict of the Event-building path this service had before it walked bytes.
+    fn validate_decoded(event: &Event) -> Result<(), String> {
+        if event.timestamp.is_none() {
+            return Err("timestamp is missing".into());
+        }
+        let Some(ds) = &event.data_stream else {
+            return Err("data_stream is missing".into());
+        };
+        for (name, value) in [
+            ("type", &ds.r#type),
+            ("dataset", &ds.dataset),
+            ("namespace", &ds.namespace),
+        ] {
+            if value.is_empty() {
+                return Err(format!("data_stream.{name} is empty"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_bytes(event: &Event) -> Result<(), String> {
+        let bytes = event.encode_to_vec();
+        validate(&check_event(&bytes).map_err(|err| err.to_string())?)
+    }
+
     #[test]
     fn validation_names_the_field() {
-        assert!(validate(&event()).is_ok());
+        assert!(validate_bytes(&event()).is_ok());
         let mut no_ts = event();
         no_ts.timestamp = None;
-        assert_eq!(validate(&no_ts).unwrap_err(), "timestamp is missing");
+        assert_eq!(validate_bytes(&no_ts).unwrap_err(), "timestamp is missing");
         let mut no_dataset = event();
         no_dataset.data_stream.as_mut().unwrap().dataset.clear();
         assert_eq!(
-            validate(&no_dataset).unwrap_err(),
+            validate_bytes(&no_dataset).unwrap_err(),
             "data_stream.dataset is empty"
         );
     }
@@ -486,10 +518,16 @@ mod tests {
             dataset: Some("app.events".into()),
             namespace: Some("default".into()),
         };
-        assert_eq!(fill_data_stream(&event(), &defaults), None, "complete");
+        let fill = |event: &Event| {
+            let bytes = Bytes::from(event.encode_to_vec());
+            let view = check_event(&bytes).unwrap();
+            fill_data_stream(&bytes, view.data_stream, &defaults)
+                .map(|filled| Event::decode(filled).expect("the filled bytes are an Event"))
+        };
+        assert_eq!(fill(&event()), None, "complete");
         let mut partial = event();
         partial.data_stream.as_mut().unwrap().dataset.clear();
-        let filled = fill_data_stream(&partial, &defaults).unwrap();
+        let filled = fill(&partial).unwrap();
         assert_eq!(
             filled.data_stream,
             Some(DataStream {
@@ -500,9 +538,10 @@ mod tests {
         );
         let mut bare = event();
         bare.data_stream = None;
-        let filled = fill_data_stream(&bare, &defaults).unwrap();
+        let filled = fill(&bare).unwrap();
         assert_eq!(filled.data_stream.unwrap().dataset, "app.events");
         assert_eq!(filled.source, bare.source);
+        assert_eq!(filled.timestamp, bare.timestamp);
     }
 
     #[tokio::test]
@@ -544,5 +583,266 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
         let err = publish(&elsewhere, "", vec![unnamed]).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    }
+
+    #[tokio::test]
+    async fn malformed_events_are_invalid_argument_naming_the_event_and_field() {
+        let ready = service(Some(Arc::new(MemoryQueue::new(10, 1 << 20))), true);
+        let good = Bytes::from(event().encode_to_vec());
+        // Event 1's `fields` holds a map entry whose key is not UTF-8.
+        let mut bad = event().encode_to_vec();
+        bad.extend_from_slice(&[0x2a, 0x06, 0x0a, 0x04, 0x0a, 0x02, 0xff, 0xfe]);
+        let request = RawPublishRequest::new("", vec![good.clone(), Bytes::from(bad)]);
+        let refused = ready
+            .publish_events(Request::new(request))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(
+            refused
+                .message()
+                .starts_with("event 1: malformed protobuf in fields:")
+                && refused.message().contains("UTF-8"),
+            "{}",
+            refused.message()
+        );
+        // A body that is not a PublishRequest at all.
+        let body = RawPublishRequest::decode(&[0x12, 0x05, 0x0a][..]).unwrap();
+        let refused = ready.publish_events(Request::new(body)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(
+            refused.message().contains("not a valid PublishRequest"),
+            "{}",
+            refused.message()
+        );
+        // Nothing was queued: the next event gets id 1.
+        let reply = ready
+            .publish_events(Request::new(RawPublishRequest::new("", vec![good])))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.accepted_index, 1);
+    }
+
+    mod equivalence {
+        //! The byte-walking path against the Event-building one it replaced.
+        use super::*;
+        use crate::proto::shipper::messages::{value::Kind, ListValue, Struct, Value};
+        use crate::proto::shipper::PublishRequest;
+        use crate::queue::Queue;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![Just(String::new()), "[a-z]{1,3}", "\\PC{0,6}"]
+        }
+
+        fn timestamp() -> impl Strategy<Value = prost_types::Timestamp> {
+            (any::<i64>(), any::<i32>())
+                .prop_map(|(seconds, nanos)| prost_types::Timestamp { seconds, nanos })
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(None),
+                any::<i32>().prop_map(|v| Some(Kind::NullValue(v))),
+                (-1e12f64..1e12).prop_map(|v| Some(Kind::Float64Value(v))),
+                (-1e6f32..1e6).prop_map(|v| Some(Kind::Float32Value(v))),
+                any::<i32>().prop_map(|v| Some(Kind::Int32Value(v))),
+                any::<i64>().prop_map(|v| Some(Kind::Int64Value(v))),
+                any::<u32>().prop_map(|v| Some(Kind::Uint32Value(v))),
+                any::<u64>().prop_map(|v| Some(Kind::Uint64Value(v))),
+                text().prop_map(|v| Some(Kind::StringValue(v))),
+                any::<bool>().prop_map(|v| Some(Kind::BoolValue(v))),
+                timestamp().prop_map(|v| Some(Kind::TimestampValue(v))),
+            ]
+            .prop_map(|kind| Value { kind });
+            leaf.prop_recursive(4, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::hash_map(text(), inner.clone(), 0..4)
+                        .prop_map(|data| Some(Kind::StructValue(Struct { data }))),
+                    prop::collection::vec(inner, 0..4)
+                        .prop_map(|values| Some(Kind::ListValue(ListValue { values }))),
+                ]
+                .prop_map(|kind| Value { kind })
+            })
+        }
+
+        fn structure() -> impl Strategy<Value = Struct> {
+            prop::collection::hash_map(text(), value(), 0..4).prop_map(|data| Struct { data })
+        }
+
+        fn any_event() -> impl Strategy<Value = Event> {
+            (
+                prop::option::of(timestamp()),
+                prop::option::of((prop_oneof![Just(""), Just("in"), Just("who")], text())),
+                prop::option::of((text(), text(), text())),
+                prop::option::of(structure()),
+                prop::option::of(structure()),
+            )
+                .prop_map(|(timestamp, source, data_stream, metadata, fields)| Event {
+                    timestamp,
+                    source: source.map(|(input_id, stream_id)| Source {
+                        input_id: input_id.into(),
+                        stream_id,
+                    }),
+                    data_stream: data_stream.map(|(r#type, dataset, namespace)| DataStream {
+                        r#type,
+                        dataset,
+                        namespace,
+                    }),
+                    metadata,
+                    fields,
+                })
+        }
+
+        /// Bytes near an encoded event: some flipped, cut or inserted.
+        fn mangled() -> impl Strategy<Value = Vec<u8>> {
+            (
+                any_event(),
+                prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..4),
+            )
+                .prop_map(|(event, edits)| {
+                    let mut bytes = event.encode_to_vec();
+                    for (at, byte, how) in edits {
+                        if bytes.is_empty() {
+                            bytes.push(byte);
+                            continue;
+                        }
+                        let at = at.index(bytes.len());
+                        match how {
+                            0 => bytes[at] = byte,
+                            1 => bytes.insert(at, byte),
+                            _ => bytes.truncate(at),
+                        }
+                    }
+                    bytes
+                })
+        }
+
+        /// What the old path decided for `bytes` arriving as one event of a request:
+        /// the request decodes (else the whole request failed), then `validate`.
+        fn old_path(bytes: &[u8]) -> Option<Event> {
+            let mut request = vec![0x12];
+            prost::encoding::encode_varint(bytes.len() as u64, &mut request);
+            request.extend_from_slice(bytes);
+            let mut decoded = PublishRequest::decode(request.as_slice()).ok()?;
+            decoded.events.pop()
+        }
+
+        fn agree(bytes: &[u8]) -> Result<(), TestCaseError> {
+            let old = old_path(bytes);
+            let new = check_event(bytes);
+            match (&old, &new) {
+                (Some(event), Ok(view)) => {
+                    prop_assert_eq!(validate(view), validate_decoded(event));
+                    let source = event.source.clone().unwrap_or_default();
+                    prop_assert_eq!(
+                        (view.input_id, view.stream_id),
+                        (source.input_id.as_str(), source.stream_id.as_str())
+                    );
+                    prop_assert_eq!(view.has_timestamp, event.timestamp.is_some());
+                    let ds = event.data_stream.as_ref();
+                    prop_assert_eq!(
+                        view.data_stream.map(|p| p.map(str::to_string)),
+                        ds.map(|d| [d.r#type.clone(), d.dataset.clone(), d.namespace.clone()])
+                    );
+                    // What is queued is what the output decodes.
+                    let again = Event::decode(bytes).ok();
+                    prop_assert_eq!(again.as_ref(), Some(event));
+                }
+                (None, Err(_)) => {}
+                _ => prop_assert!(false, "prost {:?}, walker {:?}", old.is_some(), new),
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_event_gets_the_old_verdict(event in any_event()) {
+                let bytes = event.encode_to_vec();
+                prop_assert!(check_event(&bytes).is_ok());
+                agree(&bytes)?;
+            }
+
+            #[test]
+            fn damaged_bytes_are_refused_exactly_when_prost_refuses_them(bytes in mangled()) {
+                agree(&bytes)?;
+            }
+
+            #[test]
+            fn any_bytes_are_refused_exactly_when_prost_refuses_them(
+                bytes in prop::collection::vec(any::<u8>(), 0..64)
+            ) {
+                agree(&bytes)?;
+            }
+
+            #[test]
+            fn the_service_queues_the_bytes_it_was_sent(event in any_event()) {
+                let queue = Arc::new(MemoryQueue::new(10, 1 << 20));
+                let service = service(Some(queue.clone()), true);
+                let bytes = Bytes::from(event.encode_to_vec());
+                let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                let reply = runtime.block_on(service.publish_events(Request::new(
+                    RawPublishRequest::new("", vec![bytes.clone()]),
+                )));
+                let source = event.source.clone().unwrap_or_default();
+                let routable = source.input_id == "in";
+                match (validate_decoded(&event), routable) {
+                    (Ok(()), true) => {
+                        prop_assert_eq!(reply.map(|r| r.into_inner().accepted_count).ok(), Some(1));
+                        let records = runtime.block_on(queue.read(10, 1 << 20)).unwrap();
+                        prop_assert_eq!(&records[0].payload, &bytes);
+                        prop_assert_eq!(Event::decode(records[0].payload.as_ref()).unwrap(), event);
+                    }
+                    (Err(reason), _) => {
+                        let status = reply.unwrap_err();
+                        prop_assert_eq!(status.code(), tonic::Code::InvalidArgument);
+                        prop_assert_eq!(status.message(), format!("event 0: {reason}"));
+                    }
+                    (Ok(()), false) => {
+                        prop_assert_eq!(reply.unwrap_err().code(), tonic::Code::FailedPrecondition);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn deep_nesting_stops_where_prost_stops() {
+            // `fields` → entry → value → struct → entry → value … as deep as asked.
+            fn nested(levels: usize) -> Vec<u8> {
+                let (mut value, mut structure) = (Vec::new(), Vec::new());
+                for _ in 0..levels {
+                    let mut entry = vec![0x12];
+                    prost::encoding::encode_varint(value.len() as u64, &mut entry);
+                    entry.extend_from_slice(&value);
+                    structure = vec![0x0a];
+                    prost::encoding::encode_varint(entry.len() as u64, &mut structure);
+                    structure.extend_from_slice(&entry);
+                    value = vec![0x52];
+                    prost::encoding::encode_varint(structure.len() as u64, &mut value);
+                    value.extend_from_slice(&structure);
+                }
+                let mut event = vec![0x2a];
+                prost::encoding::encode_varint(structure.len() as u64, &mut event);
+                event.extend_from_slice(&structure);
+                event
+            }
+            let mut verdicts = Vec::new();
+            for levels in 28..36 {
+                let bytes = nested(levels);
+                agree(&bytes).unwrap();
+                verdicts.push(check_event(&bytes).is_ok());
+            }
+            assert!(
+                verdicts.contains(&true) && verdicts.contains(&false),
+                "{verdicts:?}"
+            );
+            // A wrongly typed map field is read as a length, as prost reads it.
+            let quirk = [0x2a, 0x02, 0x08, 0x00];
+            agree(&quirk).unwrap();
+            assert!(check_event(&quirk).is_ok());
+        }
     }
 }

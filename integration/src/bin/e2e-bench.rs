@@ -7,13 +7,22 @@
 //! has indexed every event loadgen was promised, stops both with SIGTERM, and prints as its
 //! last line one JSON object:
 //!
-//! `{"events","event_bytes","events_per_s","lost","indexed","duplicates_indexed","shipper_peak_rss_mb"}`
+//! `{"events","event_bytes","events_per_s","lost","indexed","duplicates_indexed","shipper_peak_rss_mb",
+//! "shipper_cpu_us_per_event","mock_es_cpu_us_per_event","loadgen_cpu_us_per_event","publishers","batch",
+//! "clk_tck","clk_tck_measured"}`
 //!
 //! - `events_per_s`: events / (first publish → the last document of the run indexed, as
 //!   mock-es timed it);
 //! - `lost`: promised seqs mock-es never indexed; `indexed`: documents mock-es indexed;
 //!   `duplicates_indexed`: documents indexed again for a seq under another `_id`;
-//! - `shipper_peak_rss_mb`: the shipper's `VmHWM` just before it is stopped.
+//! - `shipper_peak_rss_mb`: the shipper's `VmHWM` just before it is stopped;
+//! - `*_cpu_us_per_event`: user + system CPU time (`/proc/<pid>/stat` fields 14 and 15, every
+//!   thread) from the first publish until the last event was indexed, per event delivered
+//!   (events − lost); loadgen runs in this process, so its figure is this process's. Ticks
+//!   are converted with `getconf CLK_TCK` (`clk_tck`), or 100 when `getconf` is missing
+//!   (`clk_tck_measured: false`);
+//! - `publishers`, `batch`: the request shape (`--publishers` concurrent streams, `--batch`
+//!   events per PublishEvents request).
 //!
 //! The binaries are taken from beside this one (`target/release`). Run through `cargo run`,
 //! it first brings `agent-shipper` and `mock-es` up to date with the same cargo, so a fresh
@@ -230,15 +239,38 @@ fn peak_rss_mb(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// Consumed CPU time (user + system) of a process, in seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    // USER_HZ is 100 on every Linux this runs on.
-    Some(ticks / 100.0)
+/// User + system CPU ticks in one `/proc/<pid>/stat` line: fields 14 (`utime`) and 15
+/// (`stime`). The second field, `(comm)`, may hold spaces and parentheses, so fields are
+/// counted from its last `)`.
+fn stat_ticks(stat: &str) -> Option<u64> {
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    // After `)`: state is field 3, so utime (14) and stime (15) are the 12th and 13th.
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    utime.checked_add(stime)
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`), and whether it was
+/// measured; 100 (Linux's USER_HZ everywhere this runs) when `getconf` is not there.
+fn clock_ticks() -> (f64, bool) {
+    let measured = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse::<f64>().ok())
+        .filter(|hz| *hz > 0.0);
+    match measured {
+        Some(hz) => (hz, true),
+        None => (100.0, false),
+    }
+}
+
+/// Consumed CPU time (user + system, every thread) of a process, in ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 struct MockEsProcess {
@@ -408,10 +440,11 @@ async fn main() -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(cli.deadline_secs);
     let self_pid = std::process::id();
     let mock_pid = mock_es.child.id().unwrap_or(0);
+    let (hz, hz_measured) = clock_ticks();
     let cpu_at_start = [
-        cpu_seconds(self_pid),
-        cpu_seconds(shipper.pid),
-        cpu_seconds(mock_pid),
+        cpu_ticks(self_pid),
+        cpu_ticks(shipper.pid),
+        cpu_ticks(mock_pid),
     ];
     let started_at = SystemTime::now();
     let started = Instant::now();
@@ -502,9 +535,9 @@ async fn main() -> Result<()> {
     progress.finish();
     let elapsed_wall = started.elapsed();
     let cpu_at_end = [
-        cpu_seconds(self_pid),
-        cpu_seconds(shipper.pid),
-        cpu_seconds(mock_pid),
+        cpu_ticks(self_pid),
+        cpu_ticks(shipper.pid),
+        cpu_ticks(mock_pid),
     ];
     let rss = peak_rss_mb(shipper.pid);
     if report.is_none() {
@@ -534,15 +567,26 @@ async fn main() -> Result<()> {
         |s| s.duplicates_indexed,
     );
     let lost = lost.unwrap_or(cli.events);
+    // CPU seconds of each process over the run: loadgen (this process), shipper, mock-es.
+    let cpu_seconds: Vec<Option<f64>> = cpu_at_start
+        .iter()
+        .zip(&cpu_at_end)
+        .map(|(a, b)| Some(b.as_ref()?.saturating_sub(*a.as_ref()?) as f64 / hz))
+        .collect();
+    let delivered = cli.events.saturating_sub(lost);
+    let per_event = |seconds: Option<f64>| {
+        seconds
+            .filter(|_| delivered > 0)
+            .map(|s| (s * 1e6 / delivered as f64 * 100.0).round() / 100.0)
+    };
     if !cli.quiet {
         let names = ["loadgen (this process)", "agent-shipper", "mock-es"];
         let wall = elapsed_wall.as_secs_f64();
         for (i, name) in names.iter().enumerate() {
-            if let (Some(a), Some(b)) = (cpu_at_start[i], cpu_at_end[i]) {
+            if let Some(seconds) = cpu_seconds[i] {
                 println!(
-                    "cpu {name}: {:.2}s over {wall:.2}s ({:.0}% of one core)",
-                    b - a,
-                    100.0 * (b - a) / wall
+                    "cpu {name}: {seconds:.2}s over {wall:.2}s ({:.0}% of one core)",
+                    100.0 * seconds / wall
                 );
             }
         }
@@ -587,10 +631,41 @@ async fn main() -> Result<()> {
             "indexed": indexed,
             "duplicates_indexed": duplicates,
             "shipper_peak_rss_mb": rss.map(|mb| (mb * 10.0).round() / 10.0),
+            "shipper_cpu_us_per_event": per_event(cpu_seconds[1]),
+            "mock_es_cpu_us_per_event": per_event(cpu_seconds[2]),
+            "loadgen_cpu_us_per_event": per_event(cpu_seconds[0]),
+            "publishers": cli.publishers,
+            "batch": cli.batch,
+            "clk_tck": hz,
+            "clk_tck_measured": hz_measured,
         })
     );
     if timed_out || lost > 0 {
         std::process::exit(1);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_ticks_are_utime_plus_stime_whatever_the_command_name() {
+        // Fields: pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt
+        // cmajflt utime stime cutime cstime ...
+        let plain =
+            "4242 (agent-shipper) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 567 8 9 20 0 4 0";
+        assert_eq!(stat_ticks(plain), Some(1234 + 567));
+        // A command name with spaces and parentheses, even one that looks like fields.
+        let odd = "7 (a) b (c) 1 2 3) R 1 7 7 0 -1 0 0 0 0 0 10 20 30 40 20 0 1 0";
+        assert_eq!(stat_ticks(odd), Some(30));
+        assert_eq!(stat_ticks("7 (x) R 1 2"), None, "too few fields");
+        assert_eq!(stat_ticks("no parenthesis at all"), None);
+        assert_eq!(
+            stat_ticks("7 (x) R 1 7 7 0 -1 0 0 0 0 0 ten 20"),
+            None,
+            "not a number"
+        );
+    }
 }
