@@ -10,7 +10,7 @@ use integration::mock_es::{MockEs, MockEsOptions};
 use integration::scenario::{check_delivery, DeliveryCheck};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -340,6 +340,216 @@ async fn use_output_moved_replaces_the_component_as_todays_agent_does() {
     )
     .await
     .unwrap();
+    agent.stop().await;
+    es.stop().await;
+}
+
+// Issue 15 point 4: backlogs that outlive a component's stop window, under the 9 mock
+// (SIGTERM, no STOPPED, the work directory deleted once the process is gone). The
+// shipper's `shutdown_timeout` is shortened so that the backlog-handoff path runs well
+// inside the agent's 25 s SIGKILL; the agent's order is unchanged.
+
+const KEY_A: (&str, &str) = ("key-a", "a-secret-5e90");
+const KEY_B: (&str, &str) = ("key-b", "b-secret-31c7");
+const STATE_ROOT: &str = "run/agent-shipper.state";
+
+/// Mock Elasticsearch where key A may write only `logs-a-default` and key B only
+/// `logs-b-default`: an event sent with the other key is answered 403.
+async fn mock_es_two_keys() -> MockEs {
+    let es = MockEs::start(MockEsOptions {
+        keep_documents: false,
+        ..MockEsOptions::default()
+    })
+    .await
+    .unwrap();
+    es.add_api_key(KEY_A.0, KEY_A.1, &["logs-a-default"]);
+    es.add_api_key(KEY_B.0, KEY_B.1, &["logs-b-default"]);
+    es
+}
+
+fn es_output(es: &MockEs, key: (&str, &str)) -> serde_json::Value {
+    json!({
+        "type": "elasticsearch",
+        "hosts": [es.url()],
+        "api_key": format!("{}:{}", key.0, key.1),
+        "bulk_max_size": 200,
+        "backoff": {"init": "100ms", "max": "300ms"},
+        "dlq": {"flush_interval": "200ms"},
+    })
+}
+
+fn app_input(id: &str, home: &Path, use_output: &str) -> serde_json::Value {
+    json!({
+        "id": id,
+        "type": "agent-shipper",
+        "use_output": use_output,
+        "enabled": true,
+        "server": format!("unix://{}/{id}.sock", home.join("tmp").display()),
+        "data_stream": {"type": "logs", "dataset": "app", "namespace": "default"},
+        "meta": {"package": {"name": "agent_shipper", "version": "0.1.0"}},
+    })
+}
+
+/// Today's agent whose components give SIGTERM's delivery `shutdown` before handing off.
+async fn start_with_shutdown(home: &Path, shutdown: &str) -> Agent9 {
+    std::fs::create_dir_all(home.join("tmp")).unwrap();
+    let mut options = Agent9Options::new(integration::shipper_binary().unwrap(), home);
+    options.restart_delay = Duration::from_millis(500);
+    options.shipper_args = vec!["-E".into(), format!("shutdown_timeout={shutdown}")];
+    Agent9::new(options).unwrap()
+}
+
+async fn healthy_units(agent: &Agent9, component: &str, inputs: &[&str]) -> Arc<MockAgent> {
+    let deadline = Instant::now() + WAIT;
+    let running = loop {
+        if let Some(running) = agent.component(component) {
+            break running;
+        }
+        assert!(Instant::now() < deadline, "{component} never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut units = vec![(component.to_string(), UnitType::Output)];
+    units.extend(
+        inputs
+            .iter()
+            .map(|i| (format!("{component}-{i}"), UnitType::Input)),
+    );
+    let units: Vec<(&str, UnitType)> = units.iter().map(|(u, t)| (u.as_str(), *t)).collect();
+    running
+        .wait_for_states(WAIT, &units, State::Healthy)
+        .await
+        .unwrap();
+    running
+}
+
+/// Publishes `events` on input `input`'s listener as run `run`, in data stream
+/// `logs-<dataset>-default`; returns what the shipper promised.
+async fn publish_to(home: &Path, input: &str, run: &str, dataset: &str, events: u64) -> Vec<u64> {
+    let server = format!("unix://{}/{input}.sock", home.join("tmp").display());
+    let mut options = LoadgenOptions::new(&server, input, events);
+    options.run = run.into();
+    options.dataset = dataset.into();
+    let report = loadgen::run(&options).await.unwrap();
+    assert_eq!(report.refused, None, "{run}");
+    assert_eq!(report.promised.len() as u64, events, "{run}");
+    report.promised
+}
+
+/// Waits until every promised event is indexed and nothing was dead-lettered (in any of
+/// `dlqs`), then asserts lost 0, no duplicate and no event sent with the wrong key.
+async fn all_indexed_with_their_keys(
+    es: &MockEs,
+    dlqs: &[PathBuf],
+    promised: &[(String, Vec<u64>)],
+) {
+    let total: u64 = promised.iter().map(|(_, p)| p.len() as u64).sum();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let check = loop {
+        let checks: Vec<DeliveryCheck> = dlqs
+            .iter()
+            .map(|d| check_delivery(es, d, promised))
+            .collect();
+        let dead: u64 = checks.iter().map(|c| c.dead_lettered).sum();
+        let check = checks.into_iter().next().unwrap();
+        if (check.indexed == total && check.lost == 0) || dead > 0 || Instant::now() > deadline {
+            assert_eq!(dead, 0, "nothing dead-lettered: {check:?}");
+            break check;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (
+            check.indexed,
+            check.dead_lettered,
+            check.lost,
+            check.duplicates
+        ),
+        (total, 0, 0, 0),
+        "every event indexed once: {check:?}"
+    );
+    assert_eq!(
+        es.stats().forbidden_403,
+        0,
+        "no event sent with another output's key"
+    );
+}
+
+/// Waits for the agent event `what`.
+async fn agent_event(agent: &Agent9, what: &str, p: impl Fn(&AgentEvent) -> bool) -> AgentEvent {
+    agent.wait_for(WAIT, what, p).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_output_moved_with_a_backlog_sends_the_old_backlog_with_the_old_key() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let es = mock_es_two_keys().await;
+    let home = tempfile::Builder::new().prefix("a9").tempdir().unwrap();
+    let agent = start_with_shutdown(home.path(), "1s").await;
+    let mut policy = Policy {
+        revision: 1,
+        outputs: BTreeMap::from([
+            ("a".to_string(), es_output(&es, KEY_A)),
+            ("b".to_string(), es_output(&es, KEY_B)),
+        ]),
+        inputs: vec![app_input("app", home.path(), "a")],
+    };
+    agent.apply(&policy).await.unwrap();
+    healthy_units(&agent, "agent-shipper-a", &["app"]).await;
+    let delivered_a = publish_to(home.path(), "app", "a-early", "a", 300).await;
+    // Elasticsearch goes away: the next events stay queued under A.
+    es.pause();
+    let backlog_a = publish_to(home.path(), "app", "a-backlog", "a", 1_000).await;
+
+    policy.revision = 2;
+    policy.inputs[0]["use_output"] = json!("b");
+    agent.apply(&policy).await.unwrap();
+    let exited = agent_event(
+        &agent,
+        "A's exit",
+        |e| matches!(e, AgentEvent::ComponentExited { id, .. } if id == "agent-shipper-a"),
+    )
+    .await;
+    assert!(
+        matches!(exited, AgentEvent::ComponentExited { code: Some(0), .. }),
+        "SIGTERM with a backlog: handoff, then exit 0 before SIGKILL: {exited:?}"
+    );
+    agent_event(
+        &agent,
+        "A's work directory deleted",
+        |e| matches!(e, AgentEvent::WorkDirDeleted { id, .. } if id == "agent-shipper-a"),
+    )
+    .await;
+    let a_state = home.path().join(STATE_ROOT).join("agent-shipper-a");
+    assert!(
+        a_state.join("handoff.json").exists(),
+        "A handed its backlog off"
+    );
+    assert!(!home.path().join("run/agent-shipper-a").exists());
+    es.resume().await.unwrap();
+
+    let b = healthy_units(&agent, "agent-shipper-b", &["app"]).await;
+    let new_b = publish_to(home.path(), "app", "b-new", "b", 500).await;
+    let b_state = home.path().join(STATE_ROOT).join("agent-shipper-b");
+    all_indexed_with_their_keys(
+        &es,
+        &[a_state.join("dlq"), b_state.join("dlq")],
+        &[
+            ("a-early".into(), delivered_a),
+            ("a-backlog".into(), backlog_a),
+            ("b-new".into(), new_b),
+        ],
+    )
+    .await;
+    assert!(shipper_logs(&b)
+        .iter()
+        .any(|l| l.contains("adopting a queue another component left")));
+    let history = agent.history();
+    assert!(
+        !history
+            .iter()
+            .any(|e| matches!(e, AgentEvent::ComponentKilled { .. })),
+        "nothing needed SIGKILL"
+    );
     agent.stop().await;
     es.stop().await;
 }
