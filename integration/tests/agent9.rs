@@ -564,8 +564,23 @@ fn policy_a(revision: u64, home: &Path, es: &MockEs, key: (&str, &str), inputs: 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_input_removed_with_a_backlog_then_readded_delivers_it() {
+    last_input_removed_then_readded(KEY_A, "a").await;
+}
+
+/// Known bug (see the ignore reason): the re-added component's first OUTPUT unit config
+/// gets the same (unit id, config idx) as the last run's, so the handoff's config is
+/// skipped and the last run's records go with the new config's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "bug: the same component re-added sends its handed-off backlog with the current key, not the handoff's (403, dead-lettered)"]
-async fn the_last_input_removed_with_a_backlog_then_readded_delivers_it_with_the_old_key() {
+async fn the_last_input_removed_then_readded_with_a_rotated_key_delivers_the_backlog_with_the_old_key(
+) {
+    last_input_removed_then_readded(KEY_B, "b").await;
+}
+
+/// Input `app` of output `a` (key A) removed with a backlog, then re-added with `key`;
+/// new events go to `logs-<dataset>-default`.
+async fn last_input_removed_then_readded(key: (&str, &str), dataset: &str) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let es = mock_es_two_keys().await;
     let home = tempfile::Builder::new().prefix("a9").tempdir().unwrap();
@@ -607,18 +622,18 @@ async fn the_last_input_removed_with_a_backlog_then_readded_delivers_it_with_the
     assert!(agent.component_ids().is_empty());
     es.resume().await.unwrap();
 
-    // Re-added later, its output's key meanwhile rotated to B: the old backlog still
-    // goes with the key it was accepted for (A), new events with B.
+    // Re-added later (its output's key maybe rotated meanwhile): the old backlog goes
+    // with the key it was accepted for (A), new events with the current key.
     agent
-        .apply(&policy_a(3, home.path(), &es, KEY_B, &["app"]))
+        .apply(&policy_a(3, home.path(), &es, key, &["app"]))
         .await
         .unwrap();
     healthy_units(&agent, "agent-shipper-a", &["app"]).await;
-    let new = publish_to(home.path(), "app", "b-new", "b", 500).await;
+    let new = publish_to(home.path(), "app", "new", dataset, 500).await;
     all_indexed_with_their_keys(
         &es,
         &[state.join("dlq")],
-        &[("a-backlog".into(), backlog), ("b-new".into(), new)],
+        &[("a-backlog".into(), backlog), ("new".into(), new)],
     )
     .await;
     agent.stop().await;
