@@ -143,17 +143,18 @@ impl Inner {
         agent_options.echo_shipper_logs = options.echo_shipper_logs;
         agent_options.shipper_args = options.shipper_args.clone();
         let agent = MockAgent::start(agent_options).await?;
-        self.emit(AgentEvent::ComponentStarted {
-            id: id.to_string(),
-            work_dir,
-        });
         agent.apply(&revision);
+        // Running before the event: whoever saw ComponentStarted finds it in `component`.
         lock(&self.running).insert(
             id.to_string(),
             Running {
                 agent: Arc::new(agent),
             },
         );
+        self.emit(AgentEvent::ComponentStarted {
+            id: id.to_string(),
+            work_dir,
+        });
         Ok(())
     }
 
