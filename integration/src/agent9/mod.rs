@@ -142,13 +142,13 @@ impl Inner {
         agent_options.miss_period = options.miss_period;
         agent_options.echo_shipper_logs = options.echo_shipper_logs;
         agent_options.shipper_args = options.shipper_args.clone();
-        let agent = Arc::new(MockAgent::start(agent_options).await?);
+        let agent = MockAgent::start(agent_options).await?;
         agent.apply(&revision);
-        // Listed as running before the event, so a test that saw the event finds it.
+        // Running before the event: whoever saw ComponentStarted finds it in `component`.
         lock(&self.running).insert(
             id.to_string(),
             Running {
-                agent: agent.clone(),
+                agent: Arc::new(agent),
             },
         );
         self.emit(AgentEvent::ComponentStarted {

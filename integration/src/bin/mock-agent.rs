@@ -169,6 +169,10 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// Events published on each policy's first input under `--agent 9` (with a mock
+/// Elasticsearch), checked at the end: every one indexed once, "lost 0".
+const EVENTS_PER_POLICY: u64 = 2_000;
+
 /// `--agent 9`: applies each policy of the file in turn, holding each as long as it says,
 /// then stops the agent (SIGTERM to every component).
 async fn run_agent9(cli: Cli) -> Result<()> {
@@ -211,6 +215,7 @@ async fn run_agent9(cli: Cli) -> Result<()> {
     let agent = Agent9::new(options)?;
     let es_url = es.as_ref().map(|es| es.url()).unwrap_or_default();
     let mut played = Ok(());
+    let mut promised: Vec<(String, Vec<u64>)> = Vec::new();
     for step in &file.policies {
         let policy = substitute(&step.policy(), &home, &es_url)?;
         if let Err(err) = agent.apply(&policy).await {
@@ -219,7 +224,59 @@ async fn run_agent9(cli: Cli) -> Result<()> {
         }
         let hold = step.hold.map_or(Duration::from_secs(10), |h| h.get());
         tracing::info!(target: "mock_agent", revision = policy.revision, components = ?agent.component_ids(), "policy applied; holding it for {hold:?}");
-        tokio::time::sleep(hold).await;
+        // With a mock Elasticsearch, each policy's first input gets events to deliver.
+        let publish = async {
+            let Some(input) = policy.inputs.first().filter(|_| es.is_some()) else {
+                return Ok(());
+            };
+            let (Some(id), Some(server)) = (
+                input.get("id").and_then(|v| v.as_str()),
+                input.get("server").and_then(|v| v.as_str()),
+            ) else {
+                return Ok(());
+            };
+            let run = format!("rev{}", policy.revision);
+            let mut options =
+                integration::loadgen::LoadgenOptions::new(server, id, EVENTS_PER_POLICY);
+            options.run = run.clone();
+            options.batch = 100;
+            // The component may still be starting (or replacing the one before it).
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            let report = loop {
+                match integration::loadgen::run(&options).await {
+                    Ok(report) => break report,
+                    Err(err) if tokio::time::Instant::now() >= deadline => return Err(err),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            };
+            tracing::info!(target: "mock_agent", revision = policy.revision, accepted = report.accepted, "published on input {id}");
+            promised.push((run, report.promised));
+            anyhow::Ok(())
+        };
+        let (published, ()) = tokio::join!(publish, tokio::time::sleep(hold));
+        if let Err(err) = published {
+            played = Err(err);
+            break;
+        }
+    }
+    if let (Some(es), true) = (&es, played.is_ok()) {
+        let dlq = home.join("run").join("agent-shipper.state").join("dlq");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let check = loop {
+            let check = integration::scenario::check_delivery(es, &dlq, &promised);
+            if check.lost == 0 || tokio::time::Instant::now() >= deadline {
+                break check;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        tracing::info!(
+            target: "mock_agent",
+            "delivery check: promised {}, indexed {}, dead-lettered {} {:?}, duplicates {}, lost {}",
+            check.promised, check.indexed, check.dead_lettered, check.reasons, check.duplicates, check.lost
+        );
+        if check.lost > 0 {
+            played = Err(anyhow::anyhow!("{} promised events were lost", check.lost));
+        }
     }
     for (id, exit) in agent.stop().await {
         tracing::info!(target: "mock_agent", component = %id, "stopped: {exit:?}");
