@@ -514,27 +514,25 @@ pub fn binary_for(spec_path: &Path) -> Option<PathBuf> {
 /// The repository's `agent-shipper.spec.yml`, or the one beside `shipper_bin` when it
 /// has one (the layout of a package unpacked into the agent's components directory).
 pub fn spec_path_for(shipper_bin: &Path) -> PathBuf {
-    let beside = shipper_bin.with_file_name("agent-shipper.spec.yml");
-    if beside.is_file() {
-        return beside;
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("agent-shipper.spec.yml")
+    beside_or_in_repository(shipper_bin, "agent-shipper.spec.yml")
 }
 
 /// The repository's `agent-shipper-input.spec.yml` (today's agents), or the one beside
 /// `shipper_bin` when it has one.
 pub fn input_spec_path_for(shipper_bin: &Path) -> PathBuf {
-    let beside = shipper_bin.with_file_name(INPUT_SPEC_FILE);
+    beside_or_in_repository(shipper_bin, INPUT_SPEC_FILE)
+}
+
+/// `file_name` beside `shipper_bin` if it is there, else at the repository's root.
+fn beside_or_in_repository(shipper_bin: &Path, file_name: &str) -> PathBuf {
+    let beside = shipper_bin.with_file_name(file_name);
     if beside.is_file() {
         return beside;
     }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap_or(Path::new("."))
-        .join(INPUT_SPEC_FILE)
+        .join(file_name)
 }
 
 /// The spec file name of the `inputs:` entry.

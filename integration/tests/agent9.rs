@@ -479,6 +479,35 @@ async fn agent_event(agent: &Agent9, what: &str, p: impl Fn(&AgentEvent) -> bool
     agent.wait_for(WAIT, what, p).await.unwrap()
 }
 
+/// Waits until `component` left the model as today's agent removes it with a backlog
+/// queued: it exited 0 after SIGTERM (the handoff, then exit before SIGKILL), its work
+/// directory was deleted, and its state directory keeps `handoff.json`; returns that
+/// state directory.
+async fn left_the_model_with_a_handoff(agent: &Agent9, home: &Path, component: &str) -> PathBuf {
+    let exited = agent_event(
+        agent,
+        "the component's exit",
+        |e| matches!(e, AgentEvent::ComponentExited { id, .. } if id == component),
+    )
+    .await;
+    assert!(
+        matches!(exited, AgentEvent::ComponentExited { code: Some(0), .. }),
+        "SIGTERM with a backlog: handoff, then exit 0 before SIGKILL: {exited:?}"
+    );
+    agent_event(
+        agent,
+        "its work directory deleted",
+        |e| matches!(e, AgentEvent::WorkDirDeleted { id, .. } if id == component),
+    )
+    .await;
+    let state = home.join(STATE_ROOT).join(component);
+    assert!(
+        state.join("handoff.json").exists(),
+        "{component} handed its backlog off"
+    );
+    state
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn use_output_moved_with_a_backlog_sends_the_old_backlog_with_the_old_key() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -503,27 +532,7 @@ async fn use_output_moved_with_a_backlog_sends_the_old_backlog_with_the_old_key(
     policy.revision = 2;
     policy.inputs[0]["use_output"] = json!("b");
     agent.apply(&policy).await.unwrap();
-    let exited = agent_event(
-        &agent,
-        "A's exit",
-        |e| matches!(e, AgentEvent::ComponentExited { id, .. } if id == "agent-shipper-a"),
-    )
-    .await;
-    assert!(
-        matches!(exited, AgentEvent::ComponentExited { code: Some(0), .. }),
-        "SIGTERM with a backlog: handoff, then exit 0 before SIGKILL: {exited:?}"
-    );
-    agent_event(
-        &agent,
-        "A's work directory deleted",
-        |e| matches!(e, AgentEvent::WorkDirDeleted { id, .. } if id == "agent-shipper-a"),
-    )
-    .await;
-    let a_state = home.path().join(STATE_ROOT).join("agent-shipper-a");
-    assert!(
-        a_state.join("handoff.json").exists(),
-        "A handed its backlog off"
-    );
+    let a_state = left_the_model_with_a_handoff(&agent, home.path(), "agent-shipper-a").await;
     assert!(!home.path().join("run/agent-shipper-a").exists());
     es.resume().await.unwrap();
 
@@ -598,27 +607,7 @@ async fn last_input_removed_then_readded(key: (&str, &str), dataset: &str) {
         .apply(&policy_a(2, home.path(), &es, KEY_A, &[]))
         .await
         .unwrap();
-    let exited = agent_event(
-        &agent,
-        "the component's exit",
-        |e| matches!(e, AgentEvent::ComponentExited { id, .. } if id == "agent-shipper-a"),
-    )
-    .await;
-    assert!(
-        matches!(exited, AgentEvent::ComponentExited { code: Some(0), .. }),
-        "{exited:?}"
-    );
-    agent_event(
-        &agent,
-        "its work directory deleted",
-        |e| matches!(e, AgentEvent::WorkDirDeleted { id, .. } if id == "agent-shipper-a"),
-    )
-    .await;
-    let state = home.path().join(STATE_ROOT).join("agent-shipper-a");
-    assert!(
-        state.join("handoff.json").exists(),
-        "the backlog was handed off"
-    );
+    let state = left_the_model_with_a_handoff(&agent, home.path(), "agent-shipper-a").await;
     assert!(agent.component_ids().is_empty());
     es.resume().await.unwrap();
 
